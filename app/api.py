@@ -1,0 +1,139 @@
+"""HTTP endpoints: chat completions (SPEC §4), routing only (§7) and health (§10).
+
+The only module (with ``create_app``) that touches ``flask.request`` and ``current_app``:
+it reads headers and body, hands plain values to the gateway and the relay, and turns
+their results into responses with the ``x-plano-*`` headers.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from flask import Blueprint, Response, current_app, g, json, request
+
+from app.chat_request import ChatRequest, parse_chat_request, validate_affinity_value
+from app.config import Config
+from app.errors import UpstreamError, error_response
+from app.gateway import Decision, Gateway
+from app.metrics import Metrics
+from app.relay import Relay
+from app.session_cache.base import SessionCache
+
+AFFINITY_HEADER = "X-Model-Affinity"
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+bp = Blueprint("gateway", __name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the endpoints use, built once per worker by ``create_app``."""
+
+    config: Config
+    gateway: Gateway
+    relay: Relay
+    session_cache: SessionCache
+    metrics: Metrics
+    version: str
+    worker_id: str | None = None
+
+
+def services() -> Services:
+    """The current app's services."""
+    return current_app.extensions["plano"]
+
+
+def _session_and_tenant(svc: Services) -> tuple[str | None, str | None]:
+    session_id = validate_affinity_value(request.headers.get(AFFINITY_HEADER),
+                                         AFFINITY_HEADER)
+    tenant_header = svc.config.routing.session_cache.tenant_header
+    tenant = None
+    if tenant_header:
+        tenant = validate_affinity_value(request.headers.get(tenant_header), tenant_header,
+                                         allow_colon=False)
+    return session_id, tenant
+
+
+def _decision_headers(decision: Decision, svc: Services) -> dict:
+    headers = {}
+    if decision.pinned:
+        headers["x-plano-pinned"] = "true"
+    if decision.route_name is not None:
+        headers["x-plano-route"] = decision.route_name
+    if decision.affinity is not None:
+        headers["x-plano-affinity"] = decision.affinity
+    if svc.worker_id is not None:
+        headers["x-plano-worker"] = svc.worker_id
+    return headers
+
+
+def _decide(svc: Services) -> tuple[ChatRequest, str | None, Decision]:
+    chat = parse_chat_request(request.get_data(cache=False))
+    session_id, tenant = _session_and_tenant(svc)
+    decision = svc.gateway.decide(chat, session_id, tenant)
+    g.plano_pinned = decision.pinned
+    return chat, session_id, decision
+
+
+@bp.post("/v1/chat/completions")
+def chat_completions():
+    """Route, pin and forward one chat-completions request."""
+    svc = services()
+    chat, _, decision = _decide(svc)
+    headers = _decision_headers(decision, svc)
+    body = dict(chat.body)
+    body["model"] = decision.provider.model_id
+    try:
+        answer = svc.relay.forward(decision.provider.name, body, stream=chat.stream,
+                                   pinned=decision.pinned)
+    except UpstreamError as error:
+        return error_response(error, headers)
+    headers.update(answer.headers)
+    if answer.mimetype == "text/event-stream":
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"  # nginx must not buffer a stream
+    return Response(answer.body, status=answer.status, headers=headers,
+                    mimetype=answer.mimetype)
+
+
+@bp.post("/routing/v1/chat/completions")
+def routing_only():
+    """Decide (and pin) exactly as the chat endpoint would, without calling a provider."""
+    svc = services()
+    _, session_id, decision = _decide(svc)
+    payload = {"models": [decision.provider.name], "route": decision.route_name,
+               "trace_id": _trace_id(), "pinned": decision.pinned}
+    if session_id is not None:
+        payload["session_id"] = session_id
+    return Response(json.dumps(payload), status=200, mimetype="application/json",
+                    headers=_decision_headers(decision, svc))
+
+
+@bp.get("/healthz")
+def healthz():
+    """Always 200: a replica without Redis still serves (affinity is an optimisation)."""
+    svc = services()
+    reachable = svc.session_cache.ping()
+    payload = {"status": "ok" if reachable else "degraded",
+               "session_cache": {"backend": svc.session_cache.backend_name,
+                                 "reachable": reachable},
+               "version": svc.version}
+    return Response(json.dumps(payload), status=200, mimetype="application/json")
+
+
+def _trace_id() -> str:
+    """The incoming ``traceparent``'s trace id, else a fresh random one (32 hex)."""
+    match = _TRACEPARENT.match(request.headers.get("traceparent", ""))
+    if match and match.group(1) != "0" * 32:
+        return match.group(1)
+    return uuid.uuid4().hex
+
+
+@bp.after_app_request
+def _count_request(response: Response) -> Response:
+    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    services().metrics.request_finished(endpoint, response.status_code,
+                                        bool(g.get("plano_pinned", False)))
+    return response

@@ -1,0 +1,81 @@
+"""Parse and validate what a client sends (SPEC §4 step 1, §8), without Flask.
+
+Only what the gateway needs is checked: ``messages`` (a non-empty list of objects with a
+string ``role``), ``model`` (optional string) and ``stream`` (optional boolean). Every other
+field is passed to the provider untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import InvalidAffinityIdError, InvalidRequestError
+
+MAX_AFFINITY_ID_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated chat-completions body; ``body`` is the parsed JSON object."""
+
+    body: dict
+    messages: list
+    model: str | None
+    stream: bool
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Parse the request body; raises :class:`InvalidRequestError` (400) when unusable."""
+    try:
+        body: Any = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidRequestError("request body is not valid JSON",
+                                  code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("request body must be a JSON object", code="invalid_body")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("'messages' must be a non-empty array",
+                                  param="messages", code="invalid_messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequestError(f"messages[{index}] must be an object with a string "
+                                      "'role'", param=f"messages.{index}",
+                                      code="invalid_messages")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequestError("'model' must be a string", param="model",
+                                  code="invalid_model")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise InvalidRequestError("'stream' must be a boolean", param="stream",
+                                  code="invalid_stream")
+    return ChatRequest(body=body, messages=messages, model=model, stream=stream)
+
+
+def validate_affinity_value(value: str | None, header: str, *,
+                            allow_colon: bool = True) -> str | None:
+    """Check an ``X-Model-Affinity`` or tenant header value; ``None`` when not sent.
+
+    1 to 256 characters of printable ASCII (space through ``~``); a tenant may not contain
+    ``:`` because it is the separator of the logical key ``tenant:session``. Anything else
+    is refused with 400 ``invalid_affinity_id`` rather than stored under a surprising key.
+    """
+    if value is None:
+        return None
+    problem = None
+    if not value:
+        problem = "must not be empty"
+    elif len(value) > MAX_AFFINITY_ID_LENGTH:
+        problem = f"must be at most {MAX_AFFINITY_ID_LENGTH} characters"
+    elif not value.isascii() or not value.isprintable():
+        problem = "must contain only printable ASCII characters"
+    elif not allow_colon and ":" in value:
+        problem = "must not contain ':'"
+    if problem:
+        raise InvalidAffinityIdError(f"header {header} {problem}", param=header)
+    return value

@@ -1,0 +1,154 @@
+"""Errors the gateway answers with, as OpenAI-style JSON envelopes (SPEC §8).
+
+Every error a client can see is a :class:`GatewayError` carrying its HTTP status, the broad
+OpenAI ``type`` and a specific ``code``. :func:`register_error_handlers` makes Flask answer
+every failure (our own, werkzeug's 404/405/413, and anything unexpected) with the envelope
+``{"error": {"message", "type", "param", "code"}}`` and never with a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway turns into an HTTP answer."""
+
+    status = 500
+    error_type = "server_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    def envelope(self) -> dict:
+        """The OpenAI error body for this error."""
+        return error_envelope(self.message, self.error_type, self.param, self.code)
+
+
+class InvalidRequestError(GatewayError):
+    """The client sent something we cannot serve (400 unless told otherwise)."""
+
+    status = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class ModelNotFoundError(InvalidRequestError):
+    """The requested model is neither a configured provider nor an alias."""
+
+    code = "model_not_found"
+
+
+class InvalidAffinityIdError(InvalidRequestError):
+    """An X-Model-Affinity or tenant header value we refuse to turn into a key."""
+
+    code = "invalid_affinity_id"
+
+
+class AuthenticationError(GatewayError):
+    """Missing or wrong credentials (401)."""
+
+    status = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(GatewayError):
+    """Credentials present but not allowed (403)."""
+
+    status = 403
+    error_type = "authentication_error"
+    code = "forbidden"
+
+
+class NotFoundError(GatewayError):
+    """A resource (admin session, path) that does not exist (404)."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class UpstreamError(GatewayError):
+    """The provider answered with an error, failed to connect (502) or timed out (504)."""
+
+    status = 502
+    error_type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamConnectionError(UpstreamError):
+    """The provider could not be reached."""
+
+    status = 502
+    code = "upstream_unreachable"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The provider did not answer within the listener's timeout."""
+
+    status = 504
+    code = "upstream_timeout"
+
+
+def error_envelope(message: str, error_type: str, param: str | None = None,
+                   code: str | None = None) -> dict:
+    """Build the SPEC §8 envelope."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(error: GatewayError, headers: dict | None = None) -> Response:
+    """A JSON response for ``error`` (compact, one allocation)."""
+    body = json.dumps(error.envelope(), separators=(",", ":"))
+    response = Response(body, status=error.status, mimetype="application/json")
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+_HTTP_ERROR_CODES = {
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+}
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every error, expected or not, with the JSON envelope."""
+
+    @app.errorhandler(GatewayError)
+    def _gateway_error(error: GatewayError):
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        error_type, code = _HTTP_ERROR_CODES.get(
+            error.code or 500,
+            ("invalid_request_error" if (error.code or 500) < 500 else "server_error",
+             (error.name or "error").lower().replace(" ", "_")))
+        gateway_error = GatewayError(error.description or error.name or "error",
+                                     code=code, status=error.code or 500)
+        gateway_error.error_type = error_type
+        response = error_response(gateway_error)
+        if error.code == 405 and getattr(error, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        # The only broad handler: log the type and our own traceback, answer without either.
+        log.error("unhandled error: %s", type(error).__name__, exc_info=error)
+        return error_response(GatewayError("internal server error"))

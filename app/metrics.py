@@ -1,0 +1,30 @@
+"""What the gateway reports about itself: the :class:`Metrics` seam and its no-op default.
+
+The request path calls these methods; :mod:`app.prometheus_metrics` implements them with
+prometheus_client. Tests and embedders that do not want metrics get :class:`Metrics`, whose
+methods do nothing.
+"""
+
+from __future__ import annotations
+
+
+class Metrics:
+    """Recorder of gateway events; every method is a no-op here."""
+
+    def session_cache_event(self, backend: str, outcome: str) -> None:
+        """One session-cache outcome: hit, miss, store, conflict, error, store_error,
+        invalid or skipped."""
+
+    def router_decision(self, route: str | None, model: str, fallback: bool,
+                        seconds: float) -> None:
+        """One router run: the route chosen (``None``: no match), the model it gave, whether
+        the fallback model was used because routing failed, and how long it took."""
+
+    def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
+        """One answered request."""
+
+    def upstream_finished(self, model: str, seconds: float) -> None:
+        """One provider call, from sending to the last byte received."""
+
+    def admin_request(self, action: str, status: int) -> None:
+        """One admin API call."""

@@ -1,0 +1,1 @@
+"""Upstream providers: the OpenAI-compatible HTTP client, the SSE codec, the registry."""

@@ -1,0 +1,138 @@
+"""Forward a decided request to its provider and shape the answer (SPEC §4 steps 5-6).
+
+Non-streaming answers are read whole (bounded by the listener timeout) and re-emitted with
+``model`` set to the configured name (and ``x_plano_pinned`` when pinned). Streaming answers
+are relayed event by event as they arrive, never buffered whole; each chunk's ``model`` is
+rewritten. The upstream response is closed in every case, a client disconnect included
+(the WSGI server closes our generator, whose ``finally`` closes the upstream).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping
+
+import requests
+
+from app.errors import UpstreamError
+from app.metrics import Metrics
+from app.providers.openai_compat import ProviderClient, upstream_error_body
+from app.providers.sse import SSEDecoder, ServerSentEvent, encode_data, encode_event
+
+log = logging.getLogger(__name__)
+
+#: Upstream headers worth passing on (rate limits tell a client when to come back).
+RELAYED_HEADER_PREFIXES = ("x-ratelimit-", "retry-after", "x-request-id", "openai-")
+
+
+@dataclass(slots=True)
+class Answer:
+    """What to send the client: status, headers and a body (bytes or a chunk iterator)."""
+
+    status: int
+    headers: dict
+    body: bytes | Iterable[bytes]
+    mimetype: str = "application/json"
+
+
+def _dumps(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def rewrite_completion(body: bytes, model_name: str, pinned: bool) -> bytes | None:
+    """The completion JSON with ``model`` set to ``model_name`` (and the pinned marker).
+
+    ``None`` when ``body`` is not a JSON object (the caller reports a bad upstream answer).
+    """
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    parsed["model"] = model_name
+    if pinned:
+        parsed["x_plano_pinned"] = True
+    return _dumps(parsed)
+
+
+def rewrite_chunk(event: ServerSentEvent, model_name: str) -> bytes:
+    """One SSE event re-encoded with its JSON ``model`` rewritten; others pass as they are."""
+    data = event.data
+    if data is None or event.is_done or event.event is not None or event.comments:
+        return encode_event(event)
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return encode_event(event)
+    if isinstance(chunk, dict) and "model" in chunk:
+        chunk["model"] = model_name
+        return b"data: " + _dumps(chunk) + b"\n\n"
+    return encode_data(data)
+
+
+def relayed_headers(upstream: Mapping[str, str]) -> dict:
+    """The upstream headers a client may use (rate limits, request ids)."""
+    return {name: value for name, value in upstream.items()
+            if name.lower().startswith(RELAYED_HEADER_PREFIXES)}
+
+
+class Relay:
+    """Sends bodies to providers and turns their answers into :class:`Answer` objects."""
+
+    def __init__(self, clients: Mapping[str, ProviderClient], metrics: Metrics | None = None):
+        self._clients = clients
+        self._metrics = metrics or Metrics()
+
+    def forward(self, provider_name: str, body: dict, *, stream: bool, pinned: bool,
+                headers: Mapping[str, str] | None = None) -> Answer:
+        """Send ``body`` (its ``model`` already the provider's id) and shape the answer.
+
+        Raises :class:`UpstreamError` (502/504) when the provider cannot be reached or does
+        not answer in time; an HTTP error status from the provider is an :class:`Answer`.
+        """
+        client = self._clients[provider_name]
+        started = time.perf_counter()
+        deadline = time.monotonic() + client.read_timeout_seconds
+        response = client.post(_dumps(body), headers=headers)
+        content_type = response.headers.get("Content-Type", "")
+        extra = relayed_headers(response.headers)
+        if stream and response.status_code < 400 and content_type.startswith(
+                "text/event-stream"):
+            events = self._stream(client, response, provider_name, started)
+            return Answer(response.status_code, extra, events, "text/event-stream")
+        try:
+            raw = client.read_body(response, deadline)
+        finally:
+            self._metrics.upstream_finished(provider_name, time.perf_counter() - started)
+        if response.status_code >= 400:
+            return Answer(response.status_code, extra,
+                          _dumps(upstream_error_body(response.status_code, raw)))
+        rewritten = rewrite_completion(raw, provider_name, pinned)
+        if rewritten is None:
+            raise UpstreamError(f"provider {provider_name} answered with a body that is not "
+                                "a JSON object")
+        return Answer(response.status_code, extra, rewritten)
+
+    def _stream(self, client: ProviderClient, response: requests.Response,
+                model_name: str, started: float) -> Iterator[bytes]:
+        decoder = SSEDecoder()
+        try:
+            for raw in client.iter_raw(response):
+                for event in decoder.feed(raw):
+                    yield rewrite_chunk(event, model_name)
+            for event in decoder.flush():
+                yield rewrite_chunk(event, model_name)
+        except UpstreamError as error:
+            # Headers are gone already: tell the client in-band, as OpenAI does.
+            log.warning("stream from %s broke off: %s", model_name, error)
+            envelope = {"error": {"message": error.message, "type": error.error_type,
+                                  "param": None, "code": error.code}}
+            yield b"data: " + _dumps(envelope) + b"\n\n"
+        finally:
+            response.close()
+            self._metrics.upstream_finished(model_name, time.perf_counter() - started)
+

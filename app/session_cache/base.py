@@ -1,0 +1,87 @@
+"""The session-cache contract (SPEC §6): where a session's model pin lives.
+
+A *binding* pins one session to one model for a fixed time. Implementations share these
+semantics, and one behaviour suite (``tests/contract``) runs against every backend:
+
+* ``get(key)`` returns the live binding, or ``None`` when nothing is stored (never stored,
+  expired or deleted). It never extends the binding's lifetime.
+* ``put_if_absent(key, binding, ttl_seconds)`` stores ``binding`` only when no binding is
+  stored under ``key`` and returns the *winner*: ``binding`` itself when this call stored it,
+  else the binding another writer stored first. Concurrent first writes of one key, from
+  any greenlet, worker or replica sharing the backend, therefore all see the same winner.
+  The TTL runs from this moment and is never extended by reads.
+* ``delete(key)`` removes the binding; returns whether one was stored.
+* ``ttl(key)`` returns the whole seconds left, or ``None`` when nothing is stored.
+* A backend failure (unreachable, timed out, erroring) raises :class:`SessionCacheError`,
+  never returns ``None``: "not found" and "could not look" are different answers. A stored
+  value that cannot be decoded (or a Redis key of another type) raises
+  :class:`InvalidBindingError`; such a key is never overwritten by ``put_if_absent``.
+
+Keys are *logical* keys (``[tenant:]session id``); a backend adds its own namespace.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionBinding:
+    """The model a session is pinned to, and the route that chose it (``None``: no match)."""
+
+    model_name: str
+    route_name: str | None = None
+
+
+class SessionCacheError(Exception):
+    """The backend failed: the caller should serve without affinity, not fail the request.
+
+    ``outcome`` names the failure for metrics (``error``, ``skipped`` during a cool-down,
+    ``invalid`` for an undecodable value).
+    """
+
+    outcome = "error"
+
+
+class SessionCacheUnavailableError(SessionCacheError):
+    """The backend is in its cool-down after repeated failures; it was not called."""
+
+    outcome = "skipped"
+
+
+class InvalidBindingError(SessionCacheError):
+    """A value is stored under the key but is not a binding; it is left untouched."""
+
+    outcome = "invalid"
+
+
+class SessionCache(ABC):
+    """Stores session pins; see the module docstring for the full contract."""
+
+    #: Short backend name used in metrics and /healthz (``memory``, ``redis``).
+    backend_name: str = "unknown"
+
+    @abstractmethod
+    def get(self, key: str) -> SessionBinding | None:
+        """The live binding under ``key``, or ``None``."""
+
+    @abstractmethod
+    def put_if_absent(self, key: str, binding: SessionBinding,
+                      ttl_seconds: int) -> SessionBinding:
+        """Store ``binding`` unless one exists; return the binding that is stored now."""
+
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove the binding under ``key``; ``True`` when one was removed."""
+
+    @abstractmethod
+    def ttl(self, key: str) -> int | None:
+        """Whole seconds the binding under ``key`` has left, or ``None``."""
+
+    def ping(self) -> bool:
+        """Whether the backend answers right now (for /healthz); never raises."""
+        return True
+
+    def close(self) -> None:
+        """Release connections; the cache is unusable afterwards."""

@@ -1,0 +1,81 @@
+"""Per-process session cache: an LRU dict with a fixed TTL per entry (SPEC §6).
+
+Each gunicorn worker has its own map, so with several workers or replicas a session pinned
+in one process is unknown to the others; the demo shows exactly that failure.
+
+All operations are O(1): an ``OrderedDict`` keeps recency order, expiry is checked lazily on
+access (an expired entry also leaves when it reaches the LRU end). A ``threading.Lock`` makes
+``put_if_absent`` first-writer-wins; under gevent (patched) it is a greenlet-aware lock, and
+nothing inside it yields, so it is never held across a switch.
+
+Memory: each entry is a key string, a small tuple and an interned binding; bindings are
+shared between sessions pinned to the same (model, route), so a million sessions cost the
+keys and the dict slots, not a million binding objects.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
+
+from app.session_cache.base import SessionBinding, SessionCache
+
+
+class MemorySessionCache(SessionCache):
+    """LRU bounded by ``max_entries``; TTL fixed at pinning, never extended by reads."""
+
+    backend_name = "memory"
+
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic):
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, SessionBinding]] = OrderedDict()
+        self._bindings: dict[SessionBinding, SessionBinding] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> SessionBinding | None:
+        with self._lock:
+            entry = self._live_entry(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put_if_absent(self, key: str, binding: SessionBinding,
+                      ttl_seconds: int) -> SessionBinding:
+        with self._lock:
+            entry = self._live_entry(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry[1]
+            binding = self._bindings.setdefault(binding, binding)
+            self._entries[key] = (self._clock() + ttl_seconds, binding)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+            return binding
+
+    def delete(self, key: str) -> bool:
+        with self._lock:
+            return self._entries.pop(key, None) is not None
+
+    def ttl(self, key: str) -> int | None:
+        with self._lock:
+            entry = self._live_entry(key)
+            if entry is None:
+                return None
+            return max(0, int(entry[0] - self._clock() + 0.999))
+
+    def _live_entry(self, key: str) -> tuple[float, SessionBinding] | None:
+        """The entry under ``key`` unless expired (an expired one is dropped). Lock held."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] <= self._clock():
+            del self._entries[key]
+            return None
+        return entry

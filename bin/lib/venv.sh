@@ -1,0 +1,21 @@
+# Shared by bin/* scripts: find the project root and make sure .venv exists and is current.
+# A venv is (re)installed when requirements.txt changed since the last install, so a fresh
+# clone needs nothing but Python 3.11.
+
+PLANO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PLANO_VENV="${PLANO_VENV:-$PLANO_ROOT/.venv}"
+
+ensure_venv() {
+  local stamp="$PLANO_VENV/.requirements.sha256"
+  local want
+  want="$(sha256sum "$PLANO_ROOT/requirements.txt" | cut -d' ' -f1)"
+  if [ -x "$PLANO_VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  local python="${PYTHON:-python3}"
+  echo "setting up $PLANO_VENV (first run installs requirements.txt)..." >&2
+  [ -x "$PLANO_VENV/bin/python" ] || "$python" -m venv "$PLANO_VENV"
+  "$PLANO_VENV/bin/python" -m pip install --disable-pip-version-check -q \
+      -r "$PLANO_ROOT/requirements.txt" >&2
+  echo "$want" > "$stamp"
+}
