@@ -47,7 +47,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
 
     metrics = metrics or Metrics()
     clients = dict(providers) if providers is not None else create_provider_clients(config)
-    cache = session_cache or create_session_cache(config.routing)
+    cache = session_cache if session_cache is not None else create_session_cache(config.routing)
     chosen_router = create_router(config, clients) if router is _FROM_CONFIG else router
     gateway = Gateway(config, cache, chosen_router, metrics=metrics)
 

@@ -390,9 +390,9 @@ class ConfigSchema(_Strict):
         # Runs even when some fields failed, so every problem is listed at once; references
         # are only checked against a provider list that itself validated.
         errors: dict[str, Any] = {}
-        if "model_providers" not in data:
+        providers = data.get("model_providers")
+        if not providers or not all(isinstance(p, ProviderConfig) for p in providers):
             return
-        providers = data["model_providers"]
         names = [provider.name for provider in providers]
         for index, name in enumerate(names):
             if names.index(name) != index:

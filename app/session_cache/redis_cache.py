@@ -1,0 +1,330 @@
+"""Shared session cache in Redis: standalone, Cluster or Sentinel (SPEC §6).
+
+Plano's layout: key ``key_prefix + logical key``, value compact JSON
+``{"model_name":"openai/gpt-5.2","route_name":"deep_reasoning"}``, TTL set once by
+``SET key value NX EX ttl`` and never extended. A hit is one round trip (GET), a miss two
+(GET, SET NX; a lost race adds the winner's GET). Single-key commands only, no MULTI or
+pipelines, so Redis Cluster works unchanged.
+
+Fail open: every redis-py failure becomes :class:`SessionCacheError` (the gateway routes
+without affinity), and a :class:`CircuitBreaker` stops calling a Redis that keeps failing
+until a probe succeeds. Clients have short timeouts, a bounded blocking pool (greenlets wait
+up to the timeout for a connection rather than open unbounded sockets) and one immediate
+retry of a failed connection, so one call waits at most about twice ``timeout_ms``. Building
+a client never connects, so the gateway starts while Redis is down; ``RedisCluster``
+discovers the topology in its constructor, so it is built on first use instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import BlockingConnectionPool, parse_url
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
+
+from app.config import SessionCacheConfig
+from app.session_cache.base import (InvalidBindingError, SessionBinding, SessionCache,
+                                    SessionCacheError, SessionCacheUnavailableError)
+from app.session_cache.breaker import CircuitBreaker
+
+logger = logging.getLogger(__name__)
+
+#: The only errors retried (once, at once): a refused, dropped or timed-out connection.
+RETRY_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+#: What a redis-py call may raise when the backend fails (cluster errors are not RedisError).
+_BACKEND_ERRORS = (RedisError, RedisClusterException, OSError)
+#: ``ttl()`` of a key without expiry (Redis ``TTL`` -1); this backend never writes one.
+NO_EXPIRY = -1
+
+
+class RedisSessionCache(SessionCache):
+    """Session pins in Redis behind a fail-open circuit breaker.
+
+    ``client`` is anything with redis-py's ``get/set/delete/ttl/ping/close`` (a
+    ``redis.Redis``, a ``RedisCluster``, a ``fakeredis.FakeRedis``); tests inject one, and
+    :func:`create_redis_session_cache` builds one from the configuration. ``address`` names
+    the server in messages and must not hold credentials. ``also_close`` are further
+    clients to close with this one (the Sentinel connections).
+    """
+
+    backend_name = "redis"
+
+    def __init__(self, client: Any, *, key_prefix: str = "plano:affinity:",
+                 breaker: CircuitBreaker | None = None, address: str = "redis",
+                 also_close: Iterable[Any] = ()):
+        self.client = client
+        self.key_prefix = key_prefix
+        self.breaker = breaker or CircuitBreaker(failure_threshold=3, cooldown_seconds=2.0)
+        self.address = address
+        self._also_close = tuple(also_close)
+
+    def get(self, key: str) -> SessionBinding | None:
+        """One GET; ``None`` when absent, :class:`InvalidBindingError` when not a binding."""
+        full_key = self.key_prefix + key
+        raw = self._call("GET", full_key, self.client.get, full_key)
+        return None if raw is None else _decode(raw, full_key)
+
+    def put_if_absent(self, key: str, binding: SessionBinding,
+                      ttl_seconds: int) -> SessionBinding:
+        """``SET NX EX``; when the key exists, GET and return the stored winner.
+
+        A key that expires or is deleted between the two is retried once with SET NX.
+        A stored value that is not a binding raises :class:`InvalidBindingError` and is
+        left as it is.
+        """
+        if int(ttl_seconds) < 1:
+            raise ValueError("ttl_seconds must be at least 1")
+        full_key = self.key_prefix + key
+        value = _encode(binding)
+        for _ in range(2):
+            if self._call("SET", full_key, self.client.set, full_key, value,
+                          nx=True, ex=int(ttl_seconds)):
+                return binding
+            raw = self._call("GET", full_key, self.client.get, full_key)
+            if raw is not None:
+                return _decode(raw, full_key)
+        raise SessionCacheError(f"redis key {full_key!r} vanished twice between SET NX and GET")
+
+    def delete(self, key: str) -> bool:
+        """DEL the key (of whatever type); ``True`` when one was removed."""
+        full_key = self.key_prefix + key
+        return bool(self._call("DEL", full_key, self.client.delete, full_key))
+
+    def ttl(self, key: str) -> int | None:
+        """Redis ``TTL``: seconds left, ``None`` when absent.
+
+        A key without expiry (written by hand; this backend always sets one) returns
+        :data:`NO_EXPIRY` (-1), as ``redis-cli TTL`` shows it, rather than a made-up number.
+        """
+        full_key = self.key_prefix + key
+        seconds = int(self._call("TTL", full_key, self.client.ttl, full_key))
+        return None if seconds == -2 else seconds
+
+    def ping(self) -> bool:
+        """PING within the socket timeout, for /healthz; never raises.
+
+        ``False`` without calling Redis while the breaker is open; after the cool-down a
+        ping is the half-open probe like any other call.
+        """
+        try:
+            return bool(self._call("PING", None, self.client.ping))
+        except SessionCacheError:
+            return False
+
+    def close(self) -> None:
+        """Disconnect every pooled connection."""
+        for client in (self.client, *self._also_close):
+            try:
+                client.close()
+            except _BACKEND_ERRORS as exc:
+                logger.debug("closing session cache redis client: %s", exc)
+
+    def _call(self, command: str, key: str | None, fn: Callable[..., Any], *args: Any,
+              **kwargs: Any) -> Any:
+        """Run one Redis command behind the breaker; translate every failure."""
+        if not self.breaker.allow():
+            raise SessionCacheUnavailableError(
+                f"redis at {self.address} skipped: cooling down after repeated failures")
+        try:
+            result = fn(*args, **kwargs)
+        except ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                # Redis answered, so this is not a backend failure: the key is just unusable.
+                self._record_success()
+                raise InvalidBindingError(
+                    f"redis key {key!r} holds another Redis type (WRONGTYPE)") from None
+            self._record_failure(command, exc)
+            raise SessionCacheError(_failure_message(command, exc)) from exc
+        except _BACKEND_ERRORS as exc:
+            self._record_failure(command, exc)
+            raise SessionCacheError(_failure_message(command, exc)) from exc
+        self._record_success()
+        return result
+
+    def _record_success(self) -> None:
+        if self.breaker.record_success():
+            logger.info("session cache redis at %s answers again; affinity restored",
+                        self.address)
+
+    def _record_failure(self, command: str, exc: BaseException) -> None:
+        if self.breaker.record_failure():
+            logger.warning("session cache redis at %s failed %d times in a row (last: %s); "
+                           "not calling it for %.1fs", self.address,
+                           self.breaker.consecutive_failures, _failure_message(command, exc),
+                           self.breaker.cooldown_seconds)
+
+
+def create_redis_session_cache(cfg: SessionCacheConfig, *,
+                               probe: bool = True) -> RedisSessionCache:
+    """The Redis session cache described by ``cfg`` (``mode`` standalone/cluster/sentinel).
+
+    Building never connects. With ``probe`` (the default) one PING follows, so an
+    unreachable Redis is reported in the log at start-up instead of on the first request;
+    the cache is returned either way and starts working as soon as Redis answers.
+    """
+    address = _redacted_address(cfg)
+    also_close: tuple[Any, ...] = ()
+    if cfg.mode == "cluster":
+        client: Any = _LazyClient(lambda: _build_cluster(cfg))
+    elif cfg.mode == "sentinel":
+        client, also_close = _build_sentinel_master(cfg)
+    elif cfg.mode == "standalone":
+        client = redis.Redis.from_pool(BlockingConnectionPool.from_url(
+            cfg.url, max_connections=cfg.pool_size, timeout=cfg.timeout_ms / 1000,
+            **_connection_kwargs(cfg), **_tls_kwargs(cfg)))
+    else:
+        raise ValueError(f"unknown session_cache.mode {cfg.mode!r}")
+    cache = RedisSessionCache(
+        client, key_prefix=cfg.key_prefix, address=address, also_close=also_close,
+        breaker=CircuitBreaker(cfg.failure_threshold, cfg.cooldown_seconds))
+    if probe and not cache.ping():
+        logger.warning("session cache redis unreachable at %s; serving without affinity "
+                       "until it answers", address)
+    return cache
+
+
+class _LazyClient:
+    """Builds the real client on first use, because building it connects. The build runs
+    outside the lock (network I/O); of two concurrent builds the first is kept."""
+
+    def __init__(self, build: Callable[[], Any]):
+        self._build = build
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get_client(self) -> Any:
+        client = self._client
+        if client is not None:
+            return client
+        built = self._build()
+        with self._lock:
+            if self._client is None:
+                self._client, built = built, None
+            client = self._client
+        if built is not None:
+            built.close()
+        return client
+
+    # Explicit methods, not __getattr__: the build must happen inside the call, where
+    # RedisSessionCache translates its failure, not when the bound method is looked up.
+    def get(self, *args: Any) -> Any:
+        return self._get_client().get(*args)
+
+    def set(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get_client().set(*args, **kwargs)
+
+    def delete(self, *args: Any) -> Any:
+        return self._get_client().delete(*args)
+
+    def ttl(self, *args: Any) -> Any:
+        return self._get_client().ttl(*args)
+
+    def ping(self) -> Any:
+        return self._get_client().ping()
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+class _BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel master discovery with the same bounded, waiting pool as standalone."""
+
+
+def _build_cluster(cfg: SessionCacheConfig) -> RedisCluster:
+    timeout = cfg.timeout_ms / 1000
+    startup_nodes = []
+    for node_url in cfg.nodes:
+        options = parse_url(node_url)
+        startup_nodes.append(ClusterNode(options.get("host", "localhost"),
+                                         options.get("port", 6379)))
+    # Node connections never retry in redis-py's cluster client; the one retry (after a
+    # topology refresh) happens at cluster level.
+    return RedisCluster(
+        url=cfg.url, startup_nodes=startup_nodes, retry=Retry(NoBackoff(), 1),
+        connection_pool_class=BlockingConnectionPool, max_connections=cfg.pool_size,
+        timeout=timeout, socket_connect_timeout=timeout, socket_timeout=timeout,
+        **_tls_kwargs(cfg))
+
+
+def _build_sentinel_master(cfg: SessionCacheConfig) -> tuple[redis.Redis, tuple[Any, ...]]:
+    """The master's client (password, db and TLS from ``url``) and the Sentinel clients."""
+    sentinels = []
+    for address in cfg.sentinels:
+        host, _, port = address.rpartition(":")
+        sentinels.append((host.strip("[]"), int(port)))
+    # Without explicit settings the Sentinel connections would get redis-py's defaults:
+    # 5 s timeouts and 10 retries with backoff.
+    sentinel = Sentinel(sentinels, sentinel_kwargs=_connection_kwargs(cfg))
+    kwargs = {"connection_pool_class": _BlockingSentinelConnectionPool,
+              "max_connections": cfg.pool_size, "timeout": cfg.timeout_ms / 1000,
+              **_connection_kwargs(cfg)}
+    if cfg.url:
+        options = parse_url(cfg.url)
+        kwargs.update({k: options[k] for k in ("username", "password", "db") if k in options})
+        if cfg.url.startswith("rediss://"):
+            kwargs.update(ssl=True, **_tls_kwargs(cfg))
+    return sentinel.master_for(cfg.master_name, **kwargs), tuple(sentinel.sentinels)
+
+
+def _connection_kwargs(cfg: SessionCacheConfig) -> dict[str, Any]:
+    """Timeouts and one immediate retry of a failed connection (standalone, sentinel)."""
+    timeout = cfg.timeout_ms / 1000
+    return {"socket_connect_timeout": timeout, "socket_timeout": timeout,
+            "health_check_interval": 0,
+            "retry": Retry(NoBackoff(), 1, supported_errors=RETRY_ERRORS),
+            "retry_on_error": list(RETRY_ERRORS)}
+
+
+def _tls_kwargs(cfg: SessionCacheConfig) -> dict[str, Any]:
+    if cfg.tls_ca_file and (cfg.url or "").startswith("rediss://"):
+        return {"ssl_ca_certs": cfg.tls_ca_file}
+    return {}
+
+
+def _redacted_address(cfg: SessionCacheConfig) -> str:
+    """Where Redis is, for log lines: host:port or socket path, never credentials."""
+    if cfg.mode == "sentinel":
+        return f"sentinels {','.join(cfg.sentinels)} (master {cfg.master_name})"
+    parts = urlsplit(cfg.url or "")
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname}:{parts.port or 6379}"
+
+
+def _failure_message(command: str, exc: BaseException) -> str:
+    """A short cause: redis-py's messages name host and errno, never the password."""
+    return f"redis {command} failed: {type(exc).__name__}: {str(exc)[:160]}"
+
+
+def _encode(binding: SessionBinding) -> bytes:
+    return json.dumps({"model_name": binding.model_name, "route_name": binding.route_name},
+                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _decode(raw: bytes | str, full_key: str) -> SessionBinding:
+    """The binding stored in ``raw``; :class:`InvalidBindingError` when it is not one."""
+    try:
+        data = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        raise InvalidBindingError(f"redis key {full_key!r} holds a value that is not JSON") \
+            from None
+    if not isinstance(data, dict):
+        raise InvalidBindingError(f"redis key {full_key!r} holds JSON that is not an object")
+    model_name, route_name = data.get("model_name"), data.get("route_name")
+    if not isinstance(model_name, str) or not model_name:
+        raise InvalidBindingError(f"redis key {full_key!r} has no string model_name")
+    if route_name is not None and not isinstance(route_name, str):
+        raise InvalidBindingError(f"redis key {full_key!r} has a non-string route_name")
+    return SessionBinding(model_name=model_name, route_name=route_name)

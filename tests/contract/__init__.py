@@ -1,0 +1,1 @@
+"""One behaviour suite run against every session-cache backend (SPEC §6)."""

