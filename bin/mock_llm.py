@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""mock_llm: a MOCK OpenAI-compatible upstream LLM for offline demos, tests and benchmarks.
+
+Nothing here is a model. Every answer is canned, says so in its text (``[mock-llm] ...``),
+carries a top-level ``"mock": true`` field and the response header ``x-mock-llm: true``.
+
+Standard library only (asyncio with a small HTTP/1.1 ``asyncio.Protocol`` server: keep-alive,
+pipelined requests answered in order, ``Content-Length`` request bodies; chunked request bodies
+are refused with 411), so it runs under any Python 3.11+ and is fast enough to benchmark a
+gateway against.
+
+Endpoints:
+  POST /v1/chat/completions, POST /chat/completions
+      OpenAI chat completion; ``"stream": true`` answers with SSE ``chat.completion.chunk``
+      events (role, one delta per word, finish, optional usage, ``[DONE]``) in a chunked body.
+  GET /health                    -> {"status": "ok", "mock": true}
+  GET /_mock/requests            -> the last 100 recorded requests (every path except /health
+                                    and /_mock/*): [{"path", "headers", "body"}]
+  DELETE /_mock/requests         -> clears the record
+
+Fault injection, per request, through headers (so one process serves every test):
+  x-mock-status: N       -> status N with an OpenAI error envelope
+  x-mock-raw-status: N   -> status N with the plain-text body "mock plain failure"
+  x-mock-latency-ms: N   -> delay before answering (overrides --latency-ms)
+  x-mock-route: NAME     -> assistant content is exactly {"route": "NAME"} (drives an LLM router)
+  x-mock-content: TEXT   -> assistant content is exactly TEXT
+The same faults can be asked for in the request body, which a gateway forwards untouched:
+  "mock_fault": {"status": 429, "raw_status": 500, "latency_ms": 3000, "route": "x", "content": "..."}
+
+On start it prints one line to stdout:
+  mock_llm listening on http://HOST:PORT (MOCK upstream: answers are canned, not from a real model)
+Unless --quiet, one line per request goes to stderr (drain or redirect it when piping).
+SIGTERM / SIGINT stop it with exit status 0.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import http
+import itertools
+import json
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 32 * 1024 * 1024
+RECORD_LIMIT = 100
+JSON_TYPE = "application/json"
+
+
+@dataclass(slots=True)
+class Request:
+    """One parsed HTTP request."""
+    method: str
+    path: str
+    version: str
+    headers: dict
+    body: bytes
+    keep_alive: bool
+
+
+@dataclass(slots=True)
+class Reply:
+    """A planned answer: a plain body, or SSE ``events`` when streaming, after ``delay`` s."""
+    status: int
+    body: bytes = b""
+    content_type: str = JSON_TYPE
+    delay: float = 0.0
+    events: list | None = None
+
+
+class State:
+    """Settings and shared data of one mock server."""
+
+    def __init__(self, latency_ms: float, chunk_delay_ms: float, quiet: bool):
+        self.latency = latency_ms / 1000.0
+        self.chunk_delay = chunk_delay_ms / 1000.0
+        self.quiet = quiet
+        self.recorded: collections.deque = collections.deque(maxlen=RECORD_LIMIT)
+        self.ids = itertools.count(1)
+        self.connections: set = set()
+
+
+def reason(status: int) -> str:
+    """Reason phrase of a status code (any code in 100..599 is accepted)."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Mock Status"
+
+
+def error_reply(status: int, message: str, code: str, etype: str = "invalid_request_error",
+                delay: float = 0.0) -> Reply:
+    """A reply carrying an OpenAI error envelope."""
+    err = {"message": message, "type": etype, "param": None, "code": code}
+    return Reply(status, json.dumps({"error": err}).encode(), delay=delay)
+
+
+def text_of(content) -> str:
+    """Plain text of a message ``content`` (a string or a list of content parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def split_deltas(text: str) -> list[str]:
+    """Split ``text`` into >= 3 stream deltas (words where possible) that join back exactly."""
+    pieces = re.split(r"(?<=\s)(?=\S)", text)
+    if len(pieces) < 3 and len(text) >= 3:
+        step = -(-len(text) // 3)
+        pieces = [text[i:i + step] for i in range(0, len(text), step)]
+    return pieces
+
+
+def header_int(headers: dict, name: str) -> int | None:
+    """Integer value of a header, None when absent; ValueError when malformed."""
+    value = headers.get(name)
+    return None if value is None else int(value)
+
+
+def with_body_faults(headers: dict, body) -> dict:
+    """Headers plus the faults named in the body's ``mock_fault`` object.
+
+    A gateway forwards the body's unknown fields untouched but not the client's headers, so
+    tests that go through a gateway ask for faults in the body:
+    ``"mock_fault": {"status": 429, "latency_ms": 3000, "raw_status": 500, "route": "x",
+    "content": "..."}`` means the same as the ``x-mock-*`` headers.
+    """
+    faults = body.get("mock_fault") if isinstance(body, dict) else None
+    if not isinstance(faults, dict):
+        return headers
+    extra = {f"x-mock-{name.replace('_', '-')}": str(value) for name, value in faults.items()}
+    return {**headers, **extra}
+
+
+def chat(state: State, req: Request) -> Reply:
+    """Plan the answer to a chat-completions request (faults, canned answer, stream)."""
+    h = req.headers
+    try:
+        body = json.loads(req.body) if req.body else None
+    except (ValueError, UnicodeDecodeError):
+        body = ValueError
+    state.recorded.append({"path": req.path, "headers": h,
+                           "body": None if body is ValueError else body})
+    h = with_body_faults(h, body)
+    try:
+        latency = header_int(h, "x-mock-latency-ms")
+        raw_status = header_int(h, "x-mock-raw-status")
+        status = header_int(h, "x-mock-status")
+    except ValueError:
+        return error_reply(400, "mock: x-mock-* headers must be integers", "mock_bad_header")
+    delay = state.latency if latency is None else max(latency, 0) / 1000.0
+    for fault in (raw_status, status):
+        if fault is not None and not 200 <= fault <= 599:
+            return error_reply(400, "mock: fault status must be 200..599", "mock_bad_header")
+    if raw_status is not None:
+        return Reply(raw_status, b"mock plain failure", "text/plain; charset=utf-8", delay)
+    if status is not None:
+        return error_reply(status, f"mock error {status}", f"mock_{status}", "mock_error", delay)
+    if body is ValueError:
+        return error_reply(400, "mock: request body is not valid JSON", "invalid_json")
+    if not isinstance(body, dict):
+        return error_reply(400, "mock: request body must be a JSON object", "invalid_body")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return error_reply(400, "you must provide a model parameter", "missing_model")
+    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    texts = [text_of(m.get("content")) for m in messages if isinstance(m, dict)]
+    if "x-mock-content" in h:
+        content = h["x-mock-content"]
+    elif "x-mock-route" in h:
+        content = json.dumps({"route": h["x-mock-route"]})
+    else:
+        users = [text_of(m.get("content")) for m in messages
+                 if isinstance(m, dict) and m.get("role") == "user"]
+        last = users[-1] if users else ""
+        content = f"[mock-llm] canned answer from model {model} to: {last[:60]}"
+    prompt_tokens = max(1, sum(len(t.split()) for t in texts))
+    completion_tokens = max(1, len(content.split()))
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}
+    cid, created = f"chatcmpl-mock-{next(state.ids)}", int(time.time())
+    if body.get("stream") is True:
+        return Reply(200, content_type="text/event-stream", delay=delay,
+                     events=stream_events(cid, created, model, content, usage, body))
+    answer = {"id": cid, "object": "chat.completion", "created": created, "model": model,
+              "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                           "message": {"role": "assistant", "content": content}}],
+              "usage": usage, "mock": True}
+    return Reply(200, json.dumps(answer).encode(), delay=delay)
+
+
+def stream_events(cid, created, model, content, usage, body) -> list[bytes]:
+    """The SSE payloads of a streamed answer, ``[DONE]`` last."""
+    def chunk(delta, finish=None):
+        return {"id": cid, "object": "chat.completion.chunk", "created": created,
+                "model": model, "mock": True,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [chunk({"content": piece}) for piece in split_deltas(content)]
+    chunks.append(chunk({}, "stop"))
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        chunks.append({**chunk({}), "choices": [], "usage": usage})
+    return [json.dumps(c).encode() for c in chunks] + [b"[DONE]"]
+
+
+def dispatch(state: State, req: Request) -> Reply:
+    """Route one request to its answer (``chat`` is looked up at call time: see
+    bin/benchlib/routing_mock.py, which wraps it)."""
+    path, method = req.path, req.method
+    if path in CHAT_PATHS:
+        if method != "POST":
+            return error_reply(405, f"mock: {method} not allowed on {path}", "method_not_allowed")
+        return chat(state, req)
+    if path == "/health" and method in ("GET", "HEAD"):
+        return Reply(200, b'{"status":"ok","mock":true}')
+    if path == "/_mock/requests":
+        if method == "GET":
+            return Reply(200, json.dumps(list(state.recorded)).encode())
+        if method == "DELETE":
+            cleared = len(state.recorded)
+            state.recorded.clear()
+            return Reply(200, json.dumps({"cleared": cleared}).encode())
+        return error_reply(405, f"mock: {method} not allowed on {path}", "method_not_allowed")
+    state.recorded.append({"path": path, "headers": req.headers, "body": None})
+    return error_reply(404, f"mock: no route for {method} {path}", "not_found")
+
+
+class MockHTTP(asyncio.Protocol):
+    """A minimal HTTP/1.1 connection: parses requests in order, one answer at a time."""
+
+    def __init__(self, state: State):
+        self.state = state
+        self.buf = bytearray()
+        self.transport = None
+        self.busy = False      # an answer is being delayed or streamed; later requests wait
+        self.closing = False
+        self.task = None
+        self.sent_continue = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.state.connections.add(self)
+
+    def connection_lost(self, exc):
+        self.closing = True
+        self.state.connections.discard(self)
+        if self.task is not None:
+            self.task.cancel()
+
+    def data_received(self, data):
+        self.buf += data
+        if not self.busy:
+            self.process()
+
+    def process(self):
+        """Answer every complete buffered request; hand delayed/streamed ones to a task."""
+        while not self.busy and not self.closing:
+            req = self.parse()
+            if req is None:
+                return
+            reply = dispatch(self.state, req)
+            if reply.delay > 0 or reply.events is not None:
+                self.busy = True
+                self.task = asyncio.get_running_loop().create_task(self.deliver(req, reply))
+            else:
+                self.send(req, reply)
+
+    def parse(self) -> Request | None:
+        """Take one complete request off the buffer; None if incomplete or refused."""
+        buf = self.buf
+        while buf[:2] == b"\r\n":      # tolerate stray CRLF between pipelined requests
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEADER_BYTES:
+                self.refuse(431, "request header too large")
+            return None
+        lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return self.refuse(400, "malformed request line")
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                return self.refuse(400, "malformed header line")
+            headers[name.strip().lower()] = value.strip()
+        if "transfer-encoding" in headers:
+            return self.refuse(411, "chunked request bodies are not supported; send Content-Length")
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            return self.refuse(400, "bad Content-Length")
+        if not 0 <= length <= MAX_BODY_BYTES:
+            return self.refuse(413, "request body too large")
+        total = end + 4 + length
+        if len(buf) < total:
+            if headers.get("expect", "").lower() == "100-continue" and not self.sent_continue:
+                self.sent_continue = True
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return None
+        body = bytes(buf[end + 4:total])
+        del buf[:total]
+        self.sent_continue = False
+        method, target, version = parts
+        conn = headers.get("connection", "").lower()
+        keep = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
+        return Request(method, target.split("?", 1)[0], version, headers, body, keep)
+
+    def refuse(self, status: int, message: str) -> None:
+        """Answer an unparseable request with an error and close the connection."""
+        reply = error_reply(status, f"mock: {message}", "bad_request")
+        self.send(Request("-", "-", "HTTP/1.1", {}, b"", False), reply)
+        return None
+
+    def head(self, req: Request, status: int, extra: str) -> bytes:
+        """Status line and headers (``extra`` carries type and length/framing)."""
+        conn = "" if req.keep_alive and req.version == "HTTP/1.1" else (
+            "connection: keep-alive\r\n" if req.keep_alive else "connection: close\r\n")
+        return (f"HTTP/1.1 {status} {reason(status)}\r\n{extra}x-mock-llm: true\r\n"
+                f"server: mock_llm\r\n{conn}\r\n").encode("latin-1")
+
+    def send(self, req: Request, reply: Reply):
+        """Write a complete (non-streamed) answer."""
+        extra = f"content-type: {reply.content_type}\r\ncontent-length: {len(reply.body)}\r\n"
+        body = b"" if req.method == "HEAD" else reply.body
+        self.transport.write(self.head(req, reply.status, extra) + body)
+        self.finish(req, reply.status)
+
+    def finish(self, req: Request, status: int):
+        """Log the request and close the connection unless it is kept alive."""
+        if not self.state.quiet:
+            sys.stderr.write(f"mock_llm {req.method} {req.path} {status}\n")
+        if not req.keep_alive:
+            self.closing = True
+            self.transport.close()
+
+    async def deliver(self, req: Request, reply: Reply):
+        """Answer after the configured delay, streaming when asked; then resume parsing."""
+        try:
+            if reply.delay > 0:
+                await asyncio.sleep(reply.delay)
+            if self.closing:
+                return
+            if reply.events is None:
+                self.send(req, reply)
+            else:
+                await self.stream(req, reply)
+        finally:
+            self.busy, self.task = False, None
+        if not self.closing:
+            self.process()
+
+    async def stream(self, req: Request, reply: Reply):
+        """Write each SSE event as its own HTTP chunk, ``--chunk-delay-ms`` apart."""
+        chunked = req.version == "HTTP/1.1"
+        if not chunked:                # HTTP/1.0 has no chunked framing: end by closing
+            req.keep_alive = False
+        framing = "transfer-encoding: chunked\r\n" if chunked else ""
+        self.transport.write(self.head(
+            req, 200, f"content-type: text/event-stream\r\ncache-control: no-cache\r\n{framing}"))
+        for i, event in enumerate(reply.events):
+            if i and self.state.chunk_delay > 0:
+                await asyncio.sleep(self.state.chunk_delay)
+            if self.closing:
+                return
+            data = b"data: " + event + b"\n\n"
+            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+        if chunked:
+            self.transport.write(b"0\r\n\r\n")
+        self.finish(req, 200)
+
+
+async def serve(args) -> None:
+    """Run the server until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    state = State(args.latency_ms, args.chunk_delay_ms, args.quiet)
+    server = await loop.create_server(lambda: MockHTTP(state), args.host, args.port,
+                                      backlog=1024)
+    port = server.sockets[0].getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"mock_llm listening on http://{host}:{port} "
+          "(MOCK upstream: answers are canned, not from a real model)", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+    for conn in list(state.connections):
+        conn.transport.close()
+    await server.wait_closed()
+
+
+def main(argv=None) -> int:
+    """Parse the command line and serve."""
+    parser = argparse.ArgumentParser(description="MOCK OpenAI-compatible upstream LLM "
+                                     "(canned answers, for offline demos, tests, benchmarks)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=18080, help="0 picks a free port")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="delay before answering (streaming: before the first chunk)")
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0,
+                        help="delay between streamed SSE events")
+    parser.add_argument("--quiet", action="store_true", help="no per-request log on stderr")
+    args = parser.parse_args(argv)
+    try:
+        import uvloop  # optional speed-up, used only when already installed
+        run = getattr(uvloop, "run", asyncio.run)
+    except ImportError:
+        run = asyncio.run
+    run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Integration tests of bin/mock_llm.py, the bundled MOCK upstream LLM (real process, loopback)."""
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+MOCK = ROOT / "bin" / "mock_llm.py"
+BANNER = re.compile(r"^mock_llm listening on http://127\.0\.0\.1:(\d+) \(MOCK upstream: ")
+
+
+def start_mock(*args: str) -> tuple[subprocess.Popen, int]:
+    """Start the mock on a free port; return the process and the port from its banner line."""
+    proc = subprocess.Popen([sys.executable, str(MOCK), "--port", "0", "--quiet", *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        ready = sel.select(timeout=10)
+    line = proc.stdout.readline() if ready else ""
+    match = BANNER.match(line)
+    if not match:
+        stop_mock(proc)
+        pytest.fail(f"mock_llm did not start; first line: {line!r}")
+    return proc, int(match.group(1))
+
+
+def stop_mock(proc: subprocess.Popen) -> int:
+    """SIGTERM the mock by its pid and return its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    proc.stdout.close()
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def mock_url():
+    """Base URL of one mock process with no artificial delays."""
+    proc, port = start_mock()
+    yield f"http://127.0.0.1:{port}"
+    stop_mock(proc)
+
+
+@pytest.fixture(scope="module")
+def slow_port():
+    """Port of a mock process that waits 50 ms between streamed events."""
+    proc, port = start_mock("--chunk-delay-ms", "50")
+    yield port
+    stop_mock(proc)
+
+
+@pytest.fixture()
+def session():
+    """A keep-alive HTTP session."""
+    with requests.Session() as s:
+        yield s
+
+
+def chat_body(model="gpt-5.2", text="What is the capital of France? Please answer briefly.",
+              **extra):
+    """A chat-completions request body."""
+    return {"model": model, "messages": [{"role": "system", "content": "be brief"},
+                                         {"role": "user", "content": text}], **extra}
+
+
+def sse_events(raw: bytes) -> list[str]:
+    """The `data:` payloads of an SSE body."""
+    return [e[len("data: "):] for e in raw.decode().split("\n\n") if e.startswith("data: ")]
+
+
+def test_health(mock_url, session):
+    r = session.get(f"{mock_url}/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "mock": True}
+    assert r.headers["x-mock-llm"] == "true"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/chat/completions"])
+def test_non_streaming_answer_shape(mock_url, session, path):
+    text = "Explain, in detail, why the sky is blue and why sunsets are red and orange at dusk."
+    r = session.post(mock_url + path, json=chat_body("openai-gpt-5.2-Exact", text))
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["x-mock-llm"] == "true"
+    data = r.json()
+    assert data["id"].startswith("chatcmpl-mock-")
+    assert data["object"] == "chat.completion"
+    assert isinstance(data["created"], int)
+    assert data["model"] == "openai-gpt-5.2-Exact"
+    assert data["mock"] is True
+    (choice,) = data["choices"]
+    assert choice["finish_reason"] == "stop"
+    assert choice["message"]["role"] == "assistant"
+    assert choice["message"]["content"] == (
+        f"[mock-llm] canned answer from model openai-gpt-5.2-Exact to: {text[:60]}")
+    usage = data["usage"]
+    assert all(isinstance(usage[k], int) and usage[k] > 0
+               for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_streaming_events_and_done(mock_url, session):
+    r = session.post(f"{mock_url}/v1/chat/completions", json=chat_body(stream=True), stream=True)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["transfer-encoding"] == "chunked"
+    assert r.headers["x-mock-llm"] == "true"
+    events = sse_events(r.raw.read())
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert {c["model"] for c in chunks} == {"gpt-5.2"}
+    assert len({c["id"] for c in chunks}) == 1 and chunks[0]["id"].startswith("chatcmpl-mock-")
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    deltas = [c["choices"][0]["delta"].get("content") for c in chunks[1:-1]]
+    assert len(deltas) >= 3 and all(deltas)
+    assert "".join(deltas) == ("[mock-llm] canned answer from model gpt-5.2 to: "
+                               "What is the capital of France? Please answer briefly.")
+    assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+
+
+def test_streaming_events_arrive_separately(slow_port):
+    conn = http.client.HTTPConnection("127.0.0.1", slow_port, timeout=5)
+    conn.request("POST", "/v1/chat/completions", json.dumps(chat_body(text="hi", stream=True)),
+                 {"content-type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    buf, arrivals = b"", []
+    while chunk := resp.read1():      # one HTTP chunk (at most) per read
+        buf += chunk
+        while b"\n\n" in buf:
+            event, buf = buf.split(b"\n\n", 1)
+            arrivals.append((time.monotonic(), event))
+    conn.close()
+    assert arrivals[-1][1] == b"data: [DONE]"
+    assert len(arrivals) >= 6
+    gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:])]
+    # 50 ms apart, not one burst (a busy CI host may merge an odd pair on the client side)
+    assert sum(gap > 0.02 for gap in gaps) >= len(gaps) / 2, gaps
+    assert arrivals[-1][0] - arrivals[0][0] >= 0.03 * len(gaps), gaps
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_fault_status_has_openai_error_envelope(mock_url, session, status):
+    r = session.post(f"{mock_url}/v1/chat/completions", json=chat_body(),
+                     headers={"x-mock-status": str(status)})
+    assert r.status_code == status
+    assert r.headers["x-mock-llm"] == "true"
+    assert r.json() == {"error": {"message": f"mock error {status}", "type": "mock_error",
+                                  "param": None, "code": f"mock_{status}"}}
+
+
+def test_fault_raw_status_is_plain_text(mock_url, session):
+    r = session.post(f"{mock_url}/v1/chat/completions", json=chat_body(),
+                     headers={"x-mock-raw-status": "500"})
+    assert r.status_code == 500
+    assert r.text == "mock plain failure"
+    with pytest.raises(ValueError):
+        json.loads(r.text)
+
+
+def test_route_and_content_headers(mock_url, session):
+    url = f"{mock_url}/v1/chat/completions"
+    r = session.post(url, json=chat_body(), headers={"x-mock-route": "deep_reasoning"})
+    assert r.json()["choices"][0]["message"]["content"] == '{"route": "deep_reasoning"}'
+    r = session.post(url, json=chat_body(), headers={"x-mock-content": "exactly this"})
+    assert r.json()["choices"][0]["message"]["content"] == "exactly this"
+    r = session.post(url, json=chat_body(stream=True), headers={"x-mock-route": "fast"})
+    chunks = [json.loads(e) for e in sse_events(r.content)[:-1]]
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert streamed == '{"route": "fast"}'
+
+
+def test_latency_header(mock_url, session):
+    started = time.monotonic()
+    r = session.post(f"{mock_url}/v1/chat/completions", json=chat_body(),
+                     headers={"x-mock-latency-ms": "200"})
+    assert r.status_code == 200
+    assert time.monotonic() - started >= 0.2
+
+
+def test_request_recording(mock_url, session):
+    base = f"{mock_url}/_mock/requests"
+    assert session.delete(base).status_code == 200
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    session.post(f"{mock_url}/v1/chat/completions", json=chat_body(),
+                 headers={"traceparent": traceparent, "Authorization": "Bearer sk-mock-test"})
+    (record,) = session.get(base).json()
+    assert record["path"] == "/v1/chat/completions"
+    assert record["headers"]["traceparent"] == traceparent
+    assert record["headers"]["authorization"] == "Bearer sk-mock-test"
+    assert record["body"] == chat_body()
+    for i in range(105):
+        session.post(f"{mock_url}/chat/completions", json=chat_body(text=str(i)))
+    records = session.get(base).json()
+    assert len(records) == 100
+    assert records[-1]["body"]["messages"][-1]["content"] == "104"
+
+
+def test_unknown_path_and_bad_json(mock_url, session):
+    r = session.get(f"{mock_url}/v1/nothing-here")
+    assert r.status_code == 404
+    assert "error" in r.json()
+    r = session.post(f"{mock_url}/v1/chat/completions", data=b"{not json",
+                     headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_pipelined_requests_answered_in_order(mock_url):
+    port = int(mock_url.rsplit(":", 1)[1])
+    one = json.dumps(chat_body(model="first")).encode()
+    req = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-mock-latency-ms: 30\r\n"
+           b"content-length: %d\r\n\r\n%s" % (len(one), one))
+    two = b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(req + two)
+        raw = b""
+        while data := sock.recv(65536):
+            raw += data
+    assert raw.count(b"HTTP/1.1 200 OK") == 2
+    assert raw.index(b'"model": "first"') < raw.index(b'{"status":"ok","mock":true}')
+
+
+def test_sigterm_exits_cleanly():
+    proc, port = start_mock()
+    assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+    assert stop_mock(proc) == 0
+
+
+def test_faults_can_be_asked_for_in_the_body(mock_url, session):
+    """A gateway forwards unknown body fields, not client headers: faults ride in the body."""
+    answer = session.post(f"{mock_url}/v1/chat/completions", timeout=5,
+                          json=chat_body(mock_fault={"status": 429}))
+    assert answer.status_code == 429 and answer.json()["error"]["code"] == "mock_429"
