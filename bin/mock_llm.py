@@ -17,6 +17,7 @@ Endpoints:
   GET /_mock/requests            -> the last 100 recorded requests (every path except /health
                                     and /_mock/*): [{"path", "headers", "body"}]
   DELETE /_mock/requests         -> clears the record
+  GET /_mock/streams             -> {"started", "completed", "aborted"} stream counts
 
 Fault injection, per request, through headers (so one process serves every test):
   x-mock-status: N       -> status N with an OpenAI error envelope
@@ -84,6 +85,9 @@ class State:
         self.recorded: collections.deque = collections.deque(maxlen=RECORD_LIMIT)
         self.ids = itertools.count(1)
         self.connections: set = set()
+        # How streams ended: lets tests see that a gateway closes its upstream when its
+        # own client goes away mid-stream.
+        self.streams = {"started": 0, "completed": 0, "aborted": 0}
 
 
 def reason(status: int) -> str:
@@ -222,6 +226,8 @@ def dispatch(state: State, req: Request) -> Reply:
         return chat(state, req)
     if path == "/health" and method in ("GET", "HEAD"):
         return Reply(200, b'{"status":"ok","mock":true}')
+    if path == "/_mock/streams" and method == "GET":
+        return Reply(200, json.dumps(state.streams).encode())
     if path == "/_mock/requests":
         if method == "GET":
             return Reply(200, json.dumps(list(state.recorded)).encode())
@@ -368,13 +374,21 @@ class MockHTTP(asyncio.Protocol):
         framing = "transfer-encoding: chunked\r\n" if chunked else ""
         self.transport.write(self.head(
             req, 200, f"content-type: text/event-stream\r\ncache-control: no-cache\r\n{framing}"))
+        streams = self.state.streams
+        streams["started"] += 1
         for i, event in enumerate(reply.events):
             if i and self.state.chunk_delay > 0:
-                await asyncio.sleep(self.state.chunk_delay)
+                try:
+                    await asyncio.sleep(self.state.chunk_delay)
+                except asyncio.CancelledError:
+                    streams["aborted"] += 1
+                    raise
             if self.closing:
+                streams["aborted"] += 1
                 return
             data = b"data: " + event + b"\n\n"
             self.transport.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+        streams["completed"] += 1
         if chunked:
             self.transport.write(b"0\r\n\r\n")
         self.finish(req, 200)

