@@ -1,8 +1,8 @@
 """The gateway application factory: the only place where the parts are wired together.
 
 ``create_app`` runs in each gunicorn worker (no ``preload_app``), after gevent patched the
-standard library, so the Redis client, the HTTP sessions and the router are made per worker
-and never shared across a fork.
+standard library, so the Redis client, the HTTP sessions, the router, the metrics and the
+tracer provider are made per worker and never shared across a fork.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from app.config import Config, load_config
 from app.errors import register_error_handlers
 from app.gateway import Gateway
 from app.metrics import Metrics
+from app.prometheus_metrics import PrometheusMetrics
 from app.providers.openai_compat import ProviderClient
 from app.providers.registry import create_provider_clients
 from app.relay import Relay
 from app.router import Router, create_router
 from app.session_cache import SessionCache, create_session_cache
+from app.tracing import Tracing, create_tracer_provider, provider_span_specs
 
 __version__ = "0.1.0"
 
@@ -32,12 +34,15 @@ _FROM_CONFIG = object()
 def create_app(config: Config | None = None, *, session_cache: SessionCache | None = None,
                router: Router | None | object = _FROM_CONFIG,
                providers: Mapping[str, ProviderClient] | None = None,
-               metrics: Metrics | None = None) -> Flask:
+               metrics: Metrics | None = None,
+               tracer_provider: object = _FROM_CONFIG) -> Flask:
     """Build the Flask app from ``config`` (default: ``load_config()``).
 
     Keyword overrides inject services instead of building them from config, so tests and
     embedders never patch: ``session_cache``, ``router`` (``None`` disables routing),
-    ``providers`` (provider name -> client) and ``metrics``.
+    ``providers`` (provider name -> client), ``metrics`` (default: Prometheus) and
+    ``tracer_provider`` (an OpenTelemetry ``TracerProvider``; ``None`` turns tracing off;
+    default: built from ``tracing`` when an OTLP endpoint is configured).
     """
     config = config or load_config()
     app = Flask(__name__)
@@ -45,17 +50,47 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     app.json.sort_keys = False
     app.json.compact = True
 
-    metrics = metrics or Metrics()
-    clients = dict(providers) if providers is not None else create_provider_clients(config)
     cache = session_cache if session_cache is not None else create_session_cache(config.routing)
-    chosen_router = create_router(config, clients) if router is _FROM_CONFIG else router
-    gateway = Gateway(config, cache, chosen_router, metrics=metrics)
+    if metrics is None:
+        metrics = PrometheusMetrics(config, cache_backend=cache.backend_name)
+    tracing = _create_tracing(config, tracer_provider)
+    clients = dict(providers) if providers is not None else create_provider_clients(config)
+    chosen_router = (create_router(config, _router_clients(config, clients, tracing))
+                     if router is _FROM_CONFIG else router)
+    gateway = Gateway(config, cache, chosen_router, metrics=metrics,
+                      routing_span=tracing.routing_span if tracing else None)
+    relay = Relay(clients, metrics, tracing=tracing,
+                  span_specs=provider_span_specs(config) if tracing else None)
 
     app.extensions["plano"] = Services(
-        config=config, gateway=gateway, relay=Relay(clients, metrics), session_cache=cache,
+        config=config, gateway=gateway, relay=relay, session_cache=cache,
         metrics=metrics, version=__version__,
         worker_id=f"{socket.gethostname()}:{os.getpid()}"
-        if config.server.expose_worker_header else None)
+        if config.server.expose_worker_header else None,
+        tracing=tracing)
     app.register_blueprint(bp)
     register_error_handlers(app)
+    if tracing is not None:
+        tracing.instrument_app(app)
     return app
+
+
+def _create_tracing(config: Config, tracer_provider: object) -> Tracing | None:
+    """Tracing around the given provider, or one built from config; ``None``: no tracing."""
+    if tracer_provider is _FROM_CONFIG:
+        tracer_provider = create_tracer_provider(config.tracing, service_version=__version__)
+    if tracer_provider is None:
+        return None
+    return Tracing(tracer_provider, service_version=__version__)
+
+
+def _router_clients(config: Config, clients: Mapping[str, ProviderClient],
+                    tracing: Tracing | None) -> Mapping[str, object]:
+    """The clients the router may use; with tracing, the routing model's call is a span."""
+    routing_model = config.routing.model
+    if tracing is None or routing_model is None or routing_model not in clients:
+        return clients
+    provider = config.providers_by_name[routing_model]
+    traced = tracing.traced_completion_client(clients[routing_model], provider.model_id,
+                                              provider.base_url)
+    return {**clients, routing_model: traced}

@@ -1,8 +1,10 @@
-"""HTTP endpoints: chat completions (SPEC §4), routing only (§7) and health (§10).
+"""HTTP endpoints: chat completions (SPEC §4), routing only (§7), health and metrics (§10).
 
 The only module (with ``create_app``) that touches ``flask.request`` and ``current_app``:
 it reads headers and body, hands plain values to the gateway and the relay, and turns
-their results into responses with the ``x-plano-*`` headers.
+their results into responses with the ``x-plano-*`` headers. Every request also gets a
+request id (the client's ``x-request-id`` or a new one, echoed back), is counted in the
+metrics and, once its answer is finished (a stream at its end), logged as one JSON line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, g, json, request
+from werkzeug.exceptions import NotFound
 
 from app.chat_request import ChatRequest, parse_chat_request, validate_affinity_value
 from app.config import Config
@@ -19,7 +22,9 @@ from app.errors import UpstreamError, error_response
 from app.gateway import Decision, Gateway
 from app.metrics import Metrics
 from app.relay import Relay
+from app.request_log import REQUEST_ID, REQUEST_ID_HEADER, RequestRecord, request_id_from
 from app.session_cache.base import SessionCache
+from app.tracing import Tracing
 
 AFFINITY_HEADER = "X-Model-Affinity"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -38,6 +43,8 @@ class Services:
     metrics: Metrics
     version: str
     worker_id: str | None = None
+    #: ``None`` when tracing is off: then no span is touched on the request path.
+    tracing: Tracing | None = None
 
 
 def services() -> Services:
@@ -73,7 +80,17 @@ def _decide(svc: Services) -> tuple[ChatRequest, str | None, Decision]:
     chat = parse_chat_request(request.get_data(cache=False))
     session_id, tenant = _session_and_tenant(svc)
     decision = svc.gateway.decide(chat, session_id, tenant)
-    g.plano_pinned = decision.pinned
+    record: RequestRecord = g.plano_record
+    record.session_id = session_id
+    record.tenant = tenant
+    record.pinned = decision.pinned
+    record.affinity = decision.affinity
+    record.route = decision.route_name
+    record.model = decision.provider.name
+    if svc.tracing is not None:
+        svc.tracing.annotate_request(session_id=session_id, pinned=decision.pinned,
+                                     affinity=decision.affinity, route=decision.route_name,
+                                     model=decision.provider.name, requested=chat.model)
     return chat, session_id, decision
 
 
@@ -90,6 +107,7 @@ def chat_completions():
                                    pinned=decision.pinned)
     except UpstreamError as error:
         return error_response(error, headers)
+    g.plano_record.answer = answer
     headers.update(answer.headers)
     if answer.mimetype == "text/event-stream":
         headers["Cache-Control"] = "no-cache"
@@ -103,8 +121,9 @@ def routing_only():
     """Decide (and pin) exactly as the chat endpoint would, without calling a provider."""
     svc = services()
     _, session_id, decision = _decide(svc)
+    trace_id = svc.tracing.current_trace_id() if svc.tracing is not None else None
     payload = {"models": [decision.provider.name], "route": decision.route_name,
-               "trace_id": _trace_id(), "pinned": decision.pinned}
+               "trace_id": trace_id or _trace_id(), "pinned": decision.pinned}
     if session_id is not None:
         payload["session_id"] = session_id
     return Response(json.dumps(payload), status=200, mimetype="application/json",
@@ -131,9 +150,36 @@ def _trace_id() -> str:
     return uuid.uuid4().hex
 
 
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text: every gunicorn worker's numbers added up (multiprocess mode)."""
+    exposition = services().metrics.exposition()
+    if exposition is None:
+        raise NotFound("metrics are not enabled")
+    body, content_type = exposition
+    return Response(body, status=200, content_type=content_type)
+
+
+@bp.before_app_request
+def _start_request() -> None:
+    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    REQUEST_ID.set(request_id)
+    g.plano_record = RequestRecord(request_id, request.method, request.path)
+
+
 @bp.after_app_request
-def _count_request(response: Response) -> Response:
+def _finish_request(response: Response) -> Response:
+    svc = services()
+    record: RequestRecord | None = g.get("plano_record")
+    if record is None:  # a request that failed before our before_request hook ran
+        record = g.plano_record = RequestRecord(request_id_from(None), request.method,
+                                                request.path)
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    services().metrics.request_finished(endpoint, response.status_code,
-                                        bool(g.get("plano_pinned", False)))
+    svc.metrics.request_finished(endpoint, response.status_code, record.pinned)
+    record.status = response.status_code
+    if svc.tracing is not None:
+        record.trace_id = svc.tracing.current_trace_id()
+    response.headers[REQUEST_ID_HEADER] = record.request_id
+    # Logged when the WSGI server closes the response: after the last byte of a stream.
+    response.call_on_close(record.write)
     return response

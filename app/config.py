@@ -358,6 +358,13 @@ class TracingSchema(_Strict):
     random_sampling = fields.Float(load_default=100.0, validate=validate.Range(0, 100))
     otlp_endpoint = OptionalString(load_default=None, allow_none=True)
 
+    @validates_schema
+    def check_endpoint(self, data, **kwargs):
+        endpoint = data.get("otlp_endpoint")
+        if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+            raise ValidationError("must be an http:// or https:// URL (OTLP/HTTP)",
+                                  "otlp_endpoint")
+
     @post_load
     def build(self, data, **kwargs):
         return TracingConfig(**data)

@@ -58,7 +58,13 @@ def session_key(session_id: str, tenant: str | None) -> str:
 
 
 class Gateway:
-    """Decides the model for each request from config, session cache and router."""
+    """Decides the model for each request from config, session cache and router.
+
+    ``routing_span`` makes the context manager entered around each router run (and only
+    then: a pinned hit never enters it); tracing passes :meth:`app.tracing.Tracing.
+    routing_span`. What it returns on entry, unless ``None``, is told the outcome with
+    ``outcome(route_name, error=None)``.
+    """
 
     def __init__(self, config: Config, session_cache: SessionCache, router: Router | None,
                  metrics: Metrics | None = None,
@@ -133,14 +139,20 @@ class Gateway:
         if self._router is None:
             return _RouteOutcome(fallback, None, failed=False, ran=False)
         started = time.perf_counter()
-        with self._routing_span():
+        with self._routing_span() as span:
             try:
                 route = self._router.select_route(request.messages, trace_headers)
                 failed = False
             except RouterError as error:
                 log.warning("router %s failed, serving %s unpinned: %s",
-                            self._router.kind, fallback.name, error)
+                            self._router.kind, fallback.name, error,
+                            extra={"event": "router_error", "cause": str(error)})
                 route, failed = None, True
+                if span is not None:
+                    span.outcome(None, error)
+            else:
+                if span is not None:
+                    span.outcome(route.name if route else None)
         provider = fallback
         if route is not None:
             provider = self._providers[route.models[0]]
@@ -164,5 +176,9 @@ class Gateway:
     def _cache_event(self, outcome: str, error: Exception | None = None) -> None:
         self._metrics.session_cache_event(self._backend, outcome)
         if error is not None and outcome != "skipped":
+            # Skipped calls (breaker open) are not logged one by one: the cache logged the
+            # outage once when it opened the breaker.
             log.warning("session cache %s %s, serving without affinity: %s",
-                        self._backend, outcome, error)
+                        self._backend, outcome, error,
+                        extra={"event": "session_cache_error", "outcome": outcome,
+                               "cause": str(error)})

@@ -28,3 +28,7 @@ class Metrics:
 
     def admin_request(self, action: str, status: int) -> None:
         """One admin API call."""
+
+    def exposition(self) -> tuple[bytes, str] | None:
+        """The ``/metrics`` body and its content type; ``None``: nothing to expose."""
+        return None

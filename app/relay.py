@@ -21,11 +21,14 @@ from app.errors import UpstreamError
 from app.metrics import Metrics
 from app.providers.openai_compat import ProviderClient, upstream_error_body
 from app.providers.sse import SSEDecoder, ServerSentEvent, encode_data, encode_event
+from app.tracing import ATTR_STREAM, ClientSpan, Tracing
 
 log = logging.getLogger(__name__)
 
 #: Upstream headers worth passing on (rate limits tell a client when to come back).
 RELAYED_HEADER_PREFIXES = ("x-ratelimit-", "retry-after", "x-request-id", "openai-")
+#: The gateway answers with its own ``x-request-id``; the provider's is passed on as this.
+UPSTREAM_REQUEST_ID_HEADER = "x-upstream-request-id"
 
 
 @dataclass(slots=True)
@@ -36,6 +39,8 @@ class Answer:
     headers: dict
     body: bytes | Iterable[bytes]
     mimetype: str = "application/json"
+    #: How long the provider call took; for a stream, set when the stream has ended.
+    upstream_seconds: float | None = None
 
 
 def _dumps(value) -> bytes:
@@ -75,17 +80,36 @@ def rewrite_chunk(event: ServerSentEvent, model_name: str) -> bytes:
 
 
 def relayed_headers(upstream: Mapping[str, str]) -> dict:
-    """The upstream headers a client may use (rate limits, request ids)."""
-    return {name: value for name, value in upstream.items()
-            if name.lower().startswith(RELAYED_HEADER_PREFIXES)}
+    """The upstream headers a client may use (rate limits, request ids).
+
+    The provider's ``x-request-id`` becomes ``x-upstream-request-id``: ``x-request-id`` is
+    the gateway's own (the one in its log line).
+    """
+    relayed = {}
+    for name, value in upstream.items():
+        lowered = name.lower()
+        if lowered.startswith(RELAYED_HEADER_PREFIXES):
+            relayed[UPSTREAM_REQUEST_ID_HEADER if lowered == "x-request-id" else name] = value
+    return relayed
 
 
 class Relay:
-    """Sends bodies to providers and turns their answers into :class:`Answer` objects."""
+    """Sends bodies to providers and turns their answers into :class:`Answer` objects.
 
-    def __init__(self, clients: Mapping[str, ProviderClient], metrics: Metrics | None = None):
+    With ``tracing``, each provider call is a ``chat <model id>`` client span (ended with
+    the stream for a stream) whose W3C ``traceparent`` goes to the provider.
+    """
+
+    def __init__(self, clients: Mapping[str, ProviderClient], metrics: Metrics | None = None,
+                 tracing: Tracing | None = None,
+                 span_specs: Mapping[str, tuple[str, dict]] | None = None):
         self._clients = clients
         self._metrics = metrics or Metrics()
+        self._tracing = tracing
+        # Span name and static attributes per provider and streaming flag, computed once.
+        self._span_specs = {(provider, stream): (name, {**attributes, ATTR_STREAM: stream})
+                            for provider, (name, attributes) in (span_specs or {}).items()
+                            for stream in (False, True)}
 
     def forward(self, provider_name: str, body: dict, *, stream: bool, pinned: bool,
                 headers: Mapping[str, str] | None = None) -> Answer:
@@ -94,6 +118,19 @@ class Relay:
         Raises :class:`UpstreamError` (502/504) when the provider cannot be reached or does
         not answer in time; an HTTP error status from the provider is an :class:`Answer`.
         """
+        span = None
+        if self._tracing is not None:
+            span = self._start_span(provider_name, stream, headers)
+            headers = span.headers
+        try:
+            return self._forward(provider_name, body, stream, pinned, headers, span)
+        except UpstreamError as error:
+            if span is not None:
+                span.end(error=error)
+            raise
+
+    def _forward(self, provider_name: str, body: dict, stream: bool, pinned: bool,
+                 headers: Mapping[str, str] | None, span: ClientSpan | None) -> Answer:
         client = self._clients[provider_name]
         started = time.perf_counter()
         deadline = time.monotonic() + client.read_timeout_seconds
@@ -102,24 +139,36 @@ class Relay:
         extra = relayed_headers(response.headers)
         if stream and response.status_code < 400 and content_type.startswith(
                 "text/event-stream"):
-            events = self._stream(client, response, provider_name, started)
-            return Answer(response.status_code, extra, events, "text/event-stream")
+            answer = Answer(response.status_code, extra, (), "text/event-stream")
+            answer.body = self._stream(client, response, provider_name, started, answer, span)
+            return answer
         try:
             raw = client.read_body(response, deadline)
         finally:
-            self._metrics.upstream_finished(provider_name, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self._metrics.upstream_finished(provider_name, seconds)
         if response.status_code >= 400:
-            return Answer(response.status_code, extra,
-                          _dumps(upstream_error_body(response.status_code, raw)))
-        rewritten = rewrite_completion(raw, provider_name, pinned)
-        if rewritten is None:
-            raise UpstreamError(f"provider {provider_name} answered with a body that is not "
-                                "a JSON object")
-        return Answer(response.status_code, extra, rewritten)
+            body = _dumps(upstream_error_body(response.status_code, raw))
+        else:
+            body = rewrite_completion(raw, provider_name, pinned)
+            if body is None:
+                raise UpstreamError(f"provider {provider_name} answered with a body that is "
+                                    "not a JSON object")
+        if span is not None:
+            span.end(response.status_code)
+        return Answer(response.status_code, extra, body, upstream_seconds=seconds)
+
+    def _start_span(self, provider_name: str, stream: bool,
+                    headers: Mapping[str, str] | None) -> ClientSpan:
+        name, attributes = (self._span_specs.get((provider_name, stream)) or
+                            (f"chat {provider_name}", {ATTR_STREAM: stream}))
+        return self._tracing.client_span(name, attributes, headers)
 
     def _stream(self, client: ProviderClient, response: requests.Response,
-                model_name: str, started: float) -> Iterator[bytes]:
+                model_name: str, started: float, answer: Answer,
+                span: ClientSpan | None) -> Iterator[bytes]:
         decoder = SSEDecoder()
+        failure = None
         try:
             for raw in client.iter_raw(response):
                 for event in decoder.feed(raw):
@@ -128,11 +177,16 @@ class Relay:
                 yield rewrite_chunk(event, model_name)
         except UpstreamError as error:
             # Headers are gone already: tell the client in-band, as OpenAI does.
-            log.warning("stream from %s broke off: %s", model_name, error)
+            failure = error
+            log.warning("stream from %s broke off: %s", model_name, error,
+                        extra={"event": "stream_error", "cause": str(error)})
             envelope = {"error": {"message": error.message, "type": error.error_type,
                                   "param": None, "code": error.code}}
             yield b"data: " + _dumps(envelope) + b"\n\n"
         finally:
             response.close()
-            self._metrics.upstream_finished(model_name, time.perf_counter() - started)
+            answer.upstream_seconds = time.perf_counter() - started
+            self._metrics.upstream_finished(model_name, answer.upstream_seconds)
+            if span is not None:
+                span.end(response.status_code, failure)
 

@@ -6,12 +6,85 @@ and from the gateway config's first model listener. The gateway config is loaded
 validated here, in the master, so a bad file stops start-up with every problem listed
 before any worker forks. The app itself is built in each worker (``preload_app`` stays off:
 gevent must patch before the app creates sockets, pools and the tracer).
+
+Metrics: every worker writes its Prometheus values into ``PROMETHEUS_MULTIPROC_DIR`` and a
+scrape of ``/metrics`` adds all workers up. The directory is set here, in the master, before
+anything imports prometheus_client (which reads it at import) and before any worker forks:
+a fresh temporary directory per run (named after the master's pid), removed when gunicorn
+exits, those of masters killed with SIGKILL swept at the next start; or the operator's own
+``PROMETHEUS_MULTIPROC_DIR``, emptied of old ``*.db`` files at start. Dead workers are
+marked as such (``child_exit``).
+
+Logs: one JSON object per line on stderr for the app and gunicorn alike (formatter
+``app.request_log.JsonFormatter``), level ``PLANO_LOG_LEVEL`` (default info); the app writes
+one ``plano.access`` line per request. gunicorn's own access log is off unless
+``PLANO_ACCESS_LOG=1``, and then costs nothing when off.
 """
 
+import atexit
+import glob
 import os
+import shutil
 import sys
+import tempfile
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Marks the directory this file created, so a config reload (HUP) keeps it and exit removes
+# only that one.
+_MULTIPROC_OWNED_ENV = "PLANO_METRICS_DIR_CREATED"
+_MULTIPROC_PREFIX = "plano-metrics-"
+_MASTER_PID = os.getpid()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_dead_runs() -> None:
+    """Remove the directories of earlier runs whose master is gone without cleaning up
+    (killed with SIGKILL); each directory's name carries its master's pid."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), _MULTIPROC_PREFIX + "*-*")):
+        pid = os.path.basename(path)[len(_MULTIPROC_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _prometheus_multiproc_dir() -> str:
+    path = os.environ.get(_MULTIPROC_ENV)
+    if path and path == os.environ.get(_MULTIPROC_OWNED_ENV):
+        return path  # a reload of this same run: keep counting
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+        return path
+    _sweep_dead_runs()
+    path = tempfile.mkdtemp(prefix=f"{_MULTIPROC_PREFIX}{_MASTER_PID}-")
+    os.environ[_MULTIPROC_ENV] = path
+    os.environ[_MULTIPROC_OWNED_ENV] = path
+    return path
+
+
+def _remove_metrics_dir() -> None:
+    """Remove the directory this run created; only in the master (workers inherit atexit
+    handlers and must not remove it while their siblings still write there)."""
+    if os.getpid() == _MASTER_PID and os.environ.get(_MULTIPROC_OWNED_ENV) == _metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+_metrics_dir = _prometheus_multiproc_dir()
+# Covers every way the master ends normally, an invalid gateway config below included.
+atexit.register(_remove_metrics_dir)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gunicorn.glogging import Logger  # noqa: E402
 
 from app.config import ConfigError, load_config  # noqa: E402
 
@@ -45,9 +118,55 @@ limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
 
-# Logs: errors to stderr; the access log only when PLANO_ACCESS_LOG=1 (one JSON line per
-# request is written by the app itself).
+# Logs: JSON lines on stderr; gunicorn's access log only when PLANO_ACCESS_LOG=1 (the app
+# writes its own JSON line per request, with the session, route and model).
 errorlog = "-"
 loglevel = os.environ.get("PLANO_LOG_LEVEL", "info")
 accesslog = "-" if os.environ.get("PLANO_ACCESS_LOG") == "1" else None
 proc_name = "plano-gateway"
+
+_LOG_LEVEL = loglevel.upper()
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "app.request_log.JsonFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                            "stream": "ext://sys.stderr"}},
+    "root": {"level": _LOG_LEVEL, "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": _LOG_LEVEL, "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "plano.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    },
+}
+
+
+class PlanoLogger(Logger):
+    """gunicorn's logger, except that a ``logconfig_dict`` does not switch the access log on
+    (gunicorn would build an access line per request, only to drop it)."""
+
+    def _compute_access_log_enabled(self):
+        return self.cfg.accesslog is not None
+
+
+logger_class = PlanoLogger
+
+
+def child_exit(server, worker):
+    """In the master, when a worker is gone: drop its live-gauge files (counters and
+    histograms of dead workers are kept, so totals never go backwards)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+
+
+def worker_exit(server, worker):
+    """In the worker, as it exits: flush the spans still queued for export."""
+    services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("plano")
+    if services is not None and services.tracing is not None:
+        services.tracing.shutdown()
+
+
+def on_exit(server):
+    """In the master, at shutdown: remove the metrics directory this run created."""
+    _remove_metrics_dir()

@@ -1,0 +1,173 @@
+"""Prometheus implementation of :class:`app.metrics.Metrics`, served at ``GET /metrics``.
+
+Names and labels (SPEC §10)::
+
+    plano_session_cache_events_total{backend,outcome}      counter
+    plano_router_decisions_total{route,model,fallback}     counter (route "other": no match)
+    plano_router_decision_duration_seconds                 histogram
+    plano_requests_total{endpoint,status,pinned}           counter
+    plano_upstream_duration_seconds{model}                 histogram
+    plano_admin_requests_total{action,status}              counter
+
+Under gunicorn the numbers of all workers are added up: ``config/gunicorn.conf.py`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory in the master before any worker starts,
+each worker's values live in memory-mapped files there, and a scrape (served by whichever
+worker gets it) reads them all through ``MultiProcessCollector``. Without that variable
+(tests, the Flask test client) the metrics live in a private ``CollectorRegistry`` per
+instance: nothing is ever registered on prometheus_client's global ``REGISTRY``, so apps
+built one after another never collide.
+
+Hot path: label children are resolved once per label set and kept in a dict; the label sets
+known at start-up (backend x outcome, routes and models, the endpoints' usual answers) are
+resolved in the constructor, which also makes them appear as 0 before the first event.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
+                               generate_latest, multiprocess, values)
+
+from app.config import Config
+from app.metrics import Metrics
+
+MULTIPROC_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Every outcome the gateway reports for a session-cache operation (SPEC §10).
+CACHE_OUTCOMES = ("hit", "miss", "store", "conflict", "error", "store_error", "invalid",
+                  "skipped")
+#: The ``route`` label of a decision that matched no route ("other", as Arch-Router says).
+NO_ROUTE_LABEL = "other"
+#: Embedded router: microseconds; LLM router: up to its timeout (seconds).
+ROUTER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                  0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Whole provider answers, streams included.
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0, 120.0)
+CHAT_ENDPOINTS = ("/v1/chat/completions", "/routing/v1/chat/completions")
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory when prometheus_client runs in multiprocess mode.
+
+    prometheus_client decides at import time (from ``PROMETHEUS_MULTIPROC_DIR``), so the
+    value class it chose is what counts, not the variable as it is now.
+    """
+    if values.ValueClass is values.MutexValue:
+        return None
+    return os.environ.get(MULTIPROC_ENV_VAR)
+
+
+class _Children:
+    """The label children of one metric, each resolved once (no label lookups per event)."""
+
+    __slots__ = ("_metric", "_children", "_label")
+
+    def __init__(self, metric, label=str):
+        self._metric = metric
+        self._children: dict[tuple, Any] = {}
+        self._label = label
+
+    def get(self, key: tuple):
+        """The child for ``key`` (raw values; converted to label strings on first use)."""
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metric.labels(*map(self._label, key))
+        return child
+
+    def prepare(self, keys: Iterable[tuple]) -> None:
+        """Resolve ``keys`` now (start-up) so the first events are dictionary hits."""
+        for key in keys:
+            self.get(key)
+
+
+def _label(value: Any) -> str:
+    if value is None:
+        return NO_ROUTE_LABEL
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class PrometheusMetrics(Metrics):
+    """:class:`Metrics` recorded with prometheus_client, exposed by :meth:`exposition`."""
+
+    def __init__(self, config: Config, *, cache_backend: str = "memory",
+                 multiproc_dir: str | None = None):
+        """``multiproc_dir`` defaults to :func:`multiprocess_dir` (gunicorn's directory)."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._multiproc_dir = multiproc_dir if multiproc_dir is not None else \
+            multiprocess_dir()
+        if self._multiproc_dir:
+            # A registry of its own whose collector reads every worker's files at scrape
+            # time; the metrics below still write into this process's file.
+            self._scrape_registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._scrape_registry, self._multiproc_dir)
+        else:
+            self._scrape_registry = self.registry
+        registry = self.registry
+
+        self._cache_events = _Children(Counter(
+            "plano_session_cache_events_total", "Session-cache outcomes by backend.",
+            ("backend", "outcome"), registry=registry), _label)
+        self._cache_events.prepare((cache_backend, outcome) for outcome in CACHE_OUTCOMES)
+
+        self._router_decisions = _Children(Counter(
+            "plano_router_decisions_total",
+            "Router runs by route (other: no match), model served and fallback (routing "
+            "failed).", ("route", "model", "fallback"), registry=registry), _label)
+        self._router_decisions.prepare(_known_decisions(config))
+        self._router_duration = Histogram(
+            "plano_router_decision_duration_seconds", "Time the router took to decide.",
+            buckets=ROUTER_BUCKETS, registry=registry)
+
+        self._requests = _Children(Counter(
+            "plano_requests_total", "Answered requests by endpoint, status and pinned.",
+            ("endpoint", "status", "pinned"), registry=registry), _label)
+        self._requests.prepare((endpoint, 200, pinned) for endpoint in CHAT_ENDPOINTS
+                               for pinned in (False, True))
+
+        self._upstream = _Children(Histogram(
+            "plano_upstream_duration_seconds",
+            "Provider calls from sending to the last byte received, by model.",
+            ("model",), buckets=UPSTREAM_BUCKETS, registry=registry), _label)
+        self._upstream.prepare((provider.name,) for provider in config.model_providers)
+
+        self._admin = _Children(Counter(
+            "plano_admin_requests_total", "Admin API calls by action and status.",
+            ("action", "status"), registry=registry), _label)
+
+    def session_cache_event(self, backend: str, outcome: str) -> None:
+        self._cache_events.get((backend, outcome)).inc()
+
+    def router_decision(self, route: str | None, model: str, fallback: bool,
+                        seconds: float) -> None:
+        self._router_decisions.get((route, model, fallback)).inc()
+        self._router_duration.observe(seconds)
+
+    def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
+        self._requests.get((endpoint, status, pinned)).inc()
+
+    def upstream_finished(self, model: str, seconds: float) -> None:
+        self._upstream.get((model,)).observe(seconds)
+
+    def admin_request(self, action: str, status: int) -> None:
+        self._admin.get((action, status)).inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text of every worker (multiprocess) or of this instance."""
+        return generate_latest(self._scrape_registry), CONTENT_TYPE_LATEST
+
+
+def _known_decisions(config: Config) -> Iterable[tuple]:
+    """Decisions the config makes possible: each route's primary model; no match and
+    routing failure on any model (the fallback is the requested or the default model)."""
+    if not config.routing_preferences:
+        return
+    for route in config.routing_preferences:
+        yield route.name, route.models[0], False
+    for provider in config.model_providers:
+        yield None, provider.name, False
+        yield None, provider.name, True
