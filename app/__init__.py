@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from app.api import Services, bp
-from app.config import Config, load_config
-from app.errors import register_error_handlers
-from app.gateway import Gateway
-from app.metrics import Metrics
-from app.prometheus_metrics import PrometheusMetrics
-from app.providers.openai_compat import ProviderClient
-from app.providers.registry import create_provider_clients
-from app.relay import Relay
-from app.router import Router, create_router
-from app.session_cache import SessionCache, create_session_cache
-from app.tracing import Tracing, create_tracer_provider, provider_span_specs
+    from app.config import Config
+    from app.metrics import Metrics
+    from app.providers.openai_compat import ProviderClient
+    from app.router import Router
+    from app.session_cache import SessionCache
+    from app.tracing import Tracing
 
 __version__ = "0.1.0"
 
@@ -44,6 +39,22 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     ``tracer_provider`` (an OpenTelemetry ``TracerProvider``; ``None`` turns tracing off;
     default: built from ``tracing`` when an OTLP endpoint is configured).
     """
+    # Imported here, not at module level: gunicorn's master imports ``app.config`` (and so
+    # this package) to validate the configuration before forking, and must not import
+    # requests/urllib3/ssl before the gevent worker monkey-patches them.
+    from flask import Flask
+
+    from app.api import Services, bp
+    from app.config import load_config
+    from app.errors import register_error_handlers
+    from app.gateway import Gateway
+    from app.prometheus_metrics import PrometheusMetrics
+    from app.providers.registry import create_provider_clients
+    from app.relay import Relay
+    from app.router import create_router
+    from app.session_cache import create_session_cache
+    from app.tracing import provider_span_specs
+
     config = config or load_config()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
@@ -77,6 +88,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
 
 def _create_tracing(config: Config, tracer_provider: object) -> Tracing | None:
     """Tracing around the given provider, or one built from config; ``None``: no tracing."""
+    from app.tracing import Tracing, create_tracer_provider
     if tracer_provider is _FROM_CONFIG:
         tracer_provider = create_tracer_provider(config.tracing, service_version=__version__)
     if tracer_provider is None:

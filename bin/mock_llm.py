@@ -26,7 +26,8 @@ Fault injection, per request, through headers (so one process serves every test)
   x-mock-route: NAME     -> assistant content is exactly {"route": "NAME"} (drives an LLM router)
   x-mock-content: TEXT   -> assistant content is exactly TEXT
 The same faults can be asked for in the request body, which a gateway forwards untouched:
-  "mock_fault": {"status": 429, "raw_status": 500, "latency_ms": 3000, "route": "x", "content": "..."}
+  "mock_fault": {"status": 429, "raw_status": 500, "latency_ms": 3000, "route": "x",
+                 "content": "..."}
 
 On start it prints one line to stdout:
   mock_llm listening on http://HOST:PORT (MOCK upstream: answers are canned, not from a real model)

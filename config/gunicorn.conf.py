@@ -103,6 +103,10 @@ worker_class = "gevent"
 # Concurrent connections per gevent worker; the Redis and HTTP pools are sized to match.
 worker_connections = int(os.environ.get("PLANO_WORKER_CONNECTIONS", "1000"))
 preload_app = False
+# gunicorn 27's control socket (for gunicornc) is not used by the gateway; left on, every
+# gunicorn of this user shares ~/.gunicorn/gunicorn.ctl, so two gateways on one machine (the
+# demo's processes, the tests' replicas) would fight over it.
+control_socket_disable = True
 
 # Heartbeat timeout for a worker (gevent workers notify while serving): a stuck worker is
 # replaced. Provider calls are bounded separately by the listener's timeout.

@@ -1,0 +1,297 @@
+"""marshmallow schemas: a parsed, env-expanded YAML tree -> :class:`app.config_model.Config`.
+
+Unknown keys are errors (a typo never silently falls back to a default); cross-field rules
+(redis needs a url, routes name configured models, at most one default provider) live here
+too, and run even when other fields failed, so every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from marshmallow import (Schema, ValidationError, fields, post_load, validate,
+                         validates_schema)
+
+from app.config_model import (DEFAULT_OPENAI_BASE_URL, AdminConfig, Config, ListenerConfig,
+                              ProviderConfig, RouteConfig, RoutingConfig, ServerConfig,
+                              SessionCacheConfig, TracingConfig)
+
+_DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``30s``, ``500ms``, ``2m``, ``1h`` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("not a duration")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION_PATTERN.match(str(value))
+        if not match:
+            raise ValueError("not a duration (use e.g. 30s, 500ms, 2m)")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than 0")
+    return seconds
+
+
+def _none_if_blank(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+class Duration(fields.Field):
+    """A positive duration in seconds (accepts ``30s``, ``500ms``, numbers)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return parse_duration(value)
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+
+
+class OptionalString(fields.String):
+    """A string where blank (e.g. an unset ``${VAR}``) means absent."""
+
+    def deserialize(self, value, attr=None, data=None, **kwargs):
+        return super().deserialize(_none_if_blank(value), attr, data, **kwargs)
+
+
+class _Strict(Schema):
+    """Base schema: unknown keys are errors (marshmallow's RAISE, stated for the reader)."""
+
+    class Meta:
+        unknown = "raise"
+
+
+class ListenerSchema(_Strict):
+    name = fields.String(load_default="model_listener")
+    type = fields.String(load_default="model", validate=validate.OneOf(["model"]))
+    address = fields.String(load_default="0.0.0.0")
+    port = fields.Integer(load_default=12000, validate=validate.Range(1, 65535))
+    timeout = Duration(load_default=30.0)
+
+    @post_load
+    def build(self, data, **kwargs):
+        return ListenerConfig(name=data["name"], type=data["type"], address=data["address"],
+                              port=data["port"], timeout_seconds=data["timeout"])
+
+
+class ProviderSchema(_Strict):
+    model = fields.String(required=True, validate=validate.Regexp(
+        r"^[A-Za-z0-9_.-]+/\S+$", error="must be '<provider>/<model id>'"))
+    access_key = OptionalString(load_default=None, allow_none=True)
+    base_url = OptionalString(load_default=None, allow_none=True)
+    default = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def check_base_url(self, data, **kwargs):
+        provider = data["model"].split("/", 1)[0]
+        base_url = data.get("base_url")
+        if base_url is None and provider != "openai":
+            raise ValidationError(f"required for provider '{provider}'", "base_url")
+        if base_url is not None and urlsplit(base_url).scheme not in ("http", "https"):
+            raise ValidationError("must be an http:// or https:// URL", "base_url")
+
+    @post_load
+    def build(self, data, **kwargs):
+        provider, model_id = data["model"].split("/", 1)
+        base_url = (data["base_url"] or DEFAULT_OPENAI_BASE_URL).rstrip("/")
+        return ProviderConfig(name=data["model"], provider=provider, model_id=model_id,
+                              base_url=base_url, access_key=data["access_key"],
+                              default=data["default"])
+
+
+class AliasSchema(_Strict):
+    target = fields.String(required=True)
+
+
+class RouteSchema(_Strict):
+    name = fields.String(required=True, validate=[
+        validate.Length(min=1, max=128),
+        validate.NoneOf(["other"], error="'other' is reserved for 'no match'")])
+    description = fields.String(required=True, validate=validate.Length(min=1))
+    models = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+    keywords = fields.List(fields.String(), load_default=list)
+
+    @post_load
+    def build(self, data, **kwargs):
+        return RouteConfig(name=data["name"], description=data["description"],
+                           models=tuple(data["models"]), keywords=tuple(data["keywords"]))
+
+
+class SessionCacheSchema(_Strict):
+    type = fields.String(load_default="memory", validate=validate.OneOf(["memory", "redis"]))
+    url = OptionalString(load_default=None, allow_none=True)
+    mode = fields.String(load_default="standalone",
+                         validate=validate.OneOf(["standalone", "cluster", "sentinel"]))
+    nodes = fields.List(fields.String(), load_default=list)
+    sentinels = fields.List(fields.String(), load_default=list)
+    master_name = OptionalString(load_default=None, allow_none=True)
+    tls_ca_file = OptionalString(load_default=None, allow_none=True)
+    timeout_ms = fields.Integer(load_default=200, validate=validate.Range(1, 60000))
+    pool_size = fields.Integer(load_default=64, validate=validate.Range(1, 10000))
+    failure_threshold = fields.Integer(load_default=3, validate=validate.Range(1, 1000))
+    cooldown_seconds = fields.Float(load_default=2.0, validate=validate.Range(0, 3600))
+    key_prefix = fields.String(load_default="plano:affinity:")
+    tenant_header = OptionalString(load_default=None, allow_none=True)
+
+    @validates_schema
+    def check_backend(self, data, **kwargs):
+        if data["type"] != "redis":
+            return
+        mode, url = data["mode"], data.get("url")
+        if mode == "sentinel":
+            if not data["sentinels"]:
+                raise ValidationError("required when mode is sentinel", "sentinels")
+            if not data.get("master_name"):
+                raise ValidationError("required when mode is sentinel", "master_name")
+            for index, address in enumerate(data["sentinels"]):
+                host, _, port = address.rpartition(":")
+                if not host or not port.isdigit():
+                    raise ValidationError({str(index): ["must be 'host:port'"]}, "sentinels")
+        elif not url:
+            raise ValidationError("required when type is redis", "url")
+        for name, value in (("url", url), *((f"nodes.{i}", n) for i, n in
+                                            enumerate(data["nodes"]))):
+            if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+                raise ValidationError("must start with redis://, rediss:// or unix://", name)
+        if mode == "cluster" and url and urlsplit(url).scheme == "unix":
+            raise ValidationError("cluster mode needs redis:// or rediss:// nodes", "url")
+        ca_file = data.get("tls_ca_file")
+        if ca_file and not Path(ca_file).is_file():
+            raise ValidationError(f"no such file: {ca_file}", "tls_ca_file")
+
+    @post_load
+    def build(self, data, **kwargs):
+        data["nodes"] = tuple(data["nodes"])
+        data["sentinels"] = tuple(data["sentinels"])
+        return SessionCacheConfig(**data)
+
+
+class RoutingSchema(_Strict):
+    model = OptionalString(load_default=None, allow_none=True)
+    timeout_ms = fields.Integer(load_default=5000, validate=validate.Range(1, 600000))
+    session_ttl_seconds = fields.Integer(load_default=600, validate=validate.Range(min=1))
+    session_max_entries = fields.Integer(load_default=10000, validate=validate.Range(min=1))
+    session_cache = fields.Nested(SessionCacheSchema, load_default=SessionCacheConfig)
+
+    @post_load
+    def build(self, data, **kwargs):
+        return RoutingConfig(**data)
+
+
+class ServerSchema(_Strict):
+    max_body_bytes = fields.Integer(load_default=10 * 1024 * 1024,
+                                    validate=validate.Range(min=1024))
+    expose_worker_header = fields.Boolean(load_default=False)
+    api_keys = fields.List(fields.String(), load_default=list)
+
+    @post_load
+    def build(self, data, **kwargs):
+        keys = tuple(key for key in (k.strip() for k in data["api_keys"]) if key)
+        return ServerConfig(max_body_bytes=data["max_body_bytes"],
+                            expose_worker_header=data["expose_worker_header"], api_keys=keys)
+
+
+class TracingSchema(_Strict):
+    random_sampling = fields.Float(load_default=100.0, validate=validate.Range(0, 100))
+    otlp_endpoint = OptionalString(load_default=None, allow_none=True)
+
+    @validates_schema
+    def check_endpoint(self, data, **kwargs):
+        endpoint = data.get("otlp_endpoint")
+        if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+            raise ValidationError("must be an http:// or https:// URL (OTLP/HTTP)",
+                                  "otlp_endpoint")
+
+    @post_load
+    def build(self, data, **kwargs):
+        return TracingConfig(**data)
+
+
+class AdminSchema(_Strict):
+    token = OptionalString(load_default=None, allow_none=True)
+
+    @post_load
+    def build(self, data, **kwargs):
+        return AdminConfig(**data)
+
+
+class ConfigSchema(_Strict):
+    version = fields.String(load_default="v0.4.0")
+    listeners = fields.List(fields.Nested(ListenerSchema), load_default=lambda: [
+        ListenerConfig("model_listener", "model", "0.0.0.0", 12000, 30.0)])
+    model_providers = fields.List(fields.Nested(ProviderSchema), required=True,
+                                  validate=validate.Length(min=1))
+    model_aliases = fields.Dict(keys=fields.String(), values=fields.Nested(AliasSchema),
+                                load_default=dict)
+    routing_preferences = fields.List(fields.Nested(RouteSchema), load_default=list)
+    routing = fields.Nested(RoutingSchema, load_default=RoutingConfig)
+    server = fields.Nested(ServerSchema, load_default=ServerConfig)
+    tracing = fields.Nested(TracingSchema, load_default=TracingConfig)
+    admin = fields.Nested(AdminSchema, load_default=AdminConfig)
+
+    @validates_schema(skip_on_field_errors=False)
+    def check_references(self, data, **kwargs):
+        # Runs even when some fields failed, so every problem is listed at once; references
+        # are only checked against a provider list that itself validated.
+        errors: dict[str, Any] = {}
+        providers = data.get("model_providers")
+        if not providers or not all(isinstance(p, ProviderConfig) for p in providers):
+            return
+        names = [provider.name for provider in providers]
+        for index, name in enumerate(names):
+            if names.index(name) != index:
+                errors[f"model_providers.{index}.model"] = [f"duplicate model '{name}'"]
+        if sum(provider.default for provider in providers) > 1:
+            errors["model_providers"] = ["at most one provider may be the default"]
+        known = set(names)
+        for alias, spec in (data.get("model_aliases") or {}).items():
+            if spec["target"] not in known:
+                errors[f"model_aliases.{alias}.target"] = [
+                    f"unknown model '{spec['target']}'"]
+        routes = [r for r in data.get("routing_preferences") or [] if isinstance(r, RouteConfig)]
+        route_names = [route.name for route in routes]
+        for index, route in enumerate(routes):
+            if route_names.index(route.name) != index:
+                errors[f"routing_preferences.{index}.name"] = [
+                    f"duplicate route '{route.name}'"]
+            for model_index, model in enumerate(route.models):
+                if model not in known:
+                    errors[f"routing_preferences.{index}.models.{model_index}"] = [
+                        f"unknown model '{model}'"]
+        routing = data.get("routing")
+        if isinstance(routing, RoutingConfig) and routing.model and routing.model not in known:
+            errors["routing.model"] = [f"unknown model '{routing.model}'"]
+        listeners = data.get("listeners")
+        if listeners is not None and not any(
+                getattr(listener, "type", None) == "model" for listener in listeners):
+            errors["listeners"] = ["at least one listener of type 'model' is required"]
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def build(self, data, **kwargs):
+        providers = tuple(data["model_providers"])
+        routes = tuple(data["routing_preferences"])
+        default = next((p for p in providers if p.default), providers[0])
+        return Config(
+            version=data["version"],
+            listeners=tuple(data["listeners"]),
+            model_providers=providers,
+            model_aliases=MappingProxyType(
+                {alias: spec["target"] for alias, spec in data["model_aliases"].items()}),
+            routing_preferences=routes,
+            routing=data["routing"],
+            server=data["server"],
+            tracing=data["tracing"],
+            admin=data["admin"],
+            providers_by_name=MappingProxyType({p.name: p for p in providers}),
+            routes_by_name=MappingProxyType({r.name: r for r in routes}),
+            default_provider=default,
+        )
