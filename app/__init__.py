@@ -45,12 +45,14 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     from flask import Flask
 
     from app.api import Services, bp
+    from app.auth import KeySet
     from app.config import load_config
     from app.errors import register_error_handlers
     from app.gateway import Gateway
     from app.prometheus_metrics import PrometheusMetrics
     from app.providers.registry import create_provider_clients
     from app.relay import Relay
+    from app.request_body import gevent_is_serving
     from app.router import create_router
     from app.session_cache import create_session_cache
     from app.tracing import provider_span_specs
@@ -78,8 +80,14 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
         metrics=metrics, version=__version__,
         worker_id=f"{socket.gethostname()}:{os.getpid()}"
         if config.server.expose_worker_header else None,
-        tracing=tracing)
+        tracing=tracing, client_keys=KeySet(config.server.api_keys),
+        gevent_sockets=gevent_is_serving())
     app.register_blueprint(bp)
+    if config.admin.token:
+        from app.admin import admin_bp
+        from app.auth import KeySet
+        app.extensions["plano_admin_keys"] = KeySet([config.admin.token])
+        app.register_blueprint(admin_bp)
     register_error_handlers(app)
     if tracing is not None:
         tracing.instrument_app(app)

@@ -10,18 +10,22 @@ metrics and, once its answer is finished (a stream at its end), logged as one JS
 from __future__ import annotations
 
 import re
+import socket
 import uuid
+from typing import Callable
 from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, g, json, request
 from werkzeug.exceptions import NotFound
 
+from app.auth import KeySet, bearer_token
 from app.chat_request import ChatRequest, parse_chat_request, validate_affinity_value
 from app.config import Config
-from app.errors import UpstreamError, error_response
+from app.errors import AuthenticationError, UpstreamError, error_response
 from app.gateway import Decision, Gateway
 from app.metrics import Metrics
 from app.relay import Relay
+from app.request_body import RequestTimeoutError, read_within
 from app.request_log import REQUEST_ID, REQUEST_ID_HEADER, RequestRecord, request_id_from
 from app.session_cache.base import SessionCache
 from app.tracing import Tracing
@@ -45,6 +49,10 @@ class Services:
     worker_id: str | None = None
     #: ``None`` when tracing is off: then no span is touched on the request path.
     tracing: Tracing | None = None
+    #: ``server.api_keys``; empty: clients are not authenticated.
+    client_keys: KeySet = KeySet(())
+    #: Sockets are gevent's (gunicorn worker): the body-read deadline can be enforced.
+    gevent_sockets: bool = False
 
 
 def services() -> Services:
@@ -71,13 +79,29 @@ def _decision_headers(decision: Decision, svc: Services) -> dict:
         headers["x-plano-route"] = decision.route_name
     if decision.affinity is not None:
         headers["x-plano-affinity"] = decision.affinity
-    if svc.worker_id is not None:
-        headers["x-plano-worker"] = svc.worker_id
     return headers
 
 
+def _authenticate_client(svc: Services) -> None:
+    """With ``server.api_keys`` set, a valid ``Authorization: Bearer`` key is required.
+
+    The client's key is only compared here; it is never forwarded, logged or echoed.
+    """
+    if svc.client_keys and not svc.client_keys.matches(
+            bearer_token(request.headers.get("Authorization"))):
+        raise AuthenticationError("missing or invalid API key (Authorization: Bearer <key>)")
+
+
 def _decide(svc: Services) -> tuple[ChatRequest, str | None, Decision]:
-    chat = parse_chat_request(request.get_data(cache=False))
+    _authenticate_client(svc)
+    try:
+        body = read_within(lambda: request.get_data(cache=False),
+                           svc.config.server.body_read_timeout_seconds, svc.gevent_sockets)
+    except RequestTimeoutError:
+        # The rest of the body may still trickle in: never read it as a next request.
+        g.plano_close_connection = True
+        raise
+    chat = parse_chat_request(body)
     session_id, tenant = _session_and_tenant(svc)
     decision = svc.gateway.decide(chat, session_id, tenant)
     record: RequestRecord = g.plano_record
@@ -180,6 +204,22 @@ def _finish_request(response: Response) -> Response:
     if svc.tracing is not None:
         record.trace_id = svc.tracing.current_trace_id()
     response.headers[REQUEST_ID_HEADER] = record.request_id
+    if svc.worker_id is not None:
+        response.headers["x-plano-worker"] = svc.worker_id
     # Logged when the WSGI server closes the response: after the last byte of a stream.
     response.call_on_close(record.write)
+    if g.get("plano_close_connection"):
+        response.call_on_close(_hang_up(request.environ.get("gunicorn.socket")))
     return response
+
+
+def _hang_up(sock) -> Callable[[], None]:
+    """Shut the client's socket once the answer is sent (gunicorn would otherwise drain the
+    unread body, at the client's pace, before the next keep-alive request)."""
+    def close() -> None:
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
+    return close

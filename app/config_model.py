@@ -79,6 +79,9 @@ class ServerConfig:
     """Limits and opt-in behaviour of the HTTP front."""
 
     max_body_bytes: int = 10 * 1024 * 1024
+    body_read_timeout_seconds: float = 30.0
+    max_upstream_body_bytes: int = 64 * 1024 * 1024
+    max_stream_seconds: float = 900.0
     expose_worker_header: bool = False
     api_keys: tuple[str, ...] = field(default=(), repr=False)
 

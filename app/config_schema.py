@@ -185,17 +185,36 @@ class RoutingSchema(_Strict):
         return RoutingConfig(**data)
 
 
+class KeyList(fields.Field):
+    """Secrets as a YAML list or one comma-separated string (how ``${VAR}`` delivers them)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value is None:
+            return ()
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise ValidationError("must be a list of strings or a comma-separated string")
+        return tuple(item.strip() for item in items if item.strip())
+
+
 class ServerSchema(_Strict):
     max_body_bytes = fields.Integer(load_default=10 * 1024 * 1024,
                                     validate=validate.Range(min=1024))
+    body_read_timeout = Duration(load_default=30.0)
+    max_upstream_body_bytes = fields.Integer(load_default=64 * 1024 * 1024,
+                                             validate=validate.Range(min=1024))
+    max_stream_duration = Duration(load_default=900.0)
     expose_worker_header = fields.Boolean(load_default=False)
-    api_keys = fields.List(fields.String(), load_default=list)
+    api_keys = KeyList(load_default=tuple, allow_none=True)
 
     @post_load
     def build(self, data, **kwargs):
-        keys = tuple(key for key in (k.strip() for k in data["api_keys"]) if key)
         return ServerConfig(max_body_bytes=data["max_body_bytes"],
-                            expose_worker_header=data["expose_worker_header"], api_keys=keys)
+                            body_read_timeout_seconds=data["body_read_timeout"],
+                            max_upstream_body_bytes=data["max_upstream_body_bytes"],
+                            max_stream_seconds=data["max_stream_duration"],
+                            expose_worker_header=data["expose_worker_header"],
+                            api_keys=data["api_keys"] or ())
 
 
 class TracingSchema(_Strict):
@@ -215,7 +234,9 @@ class TracingSchema(_Strict):
 
 
 class AdminSchema(_Strict):
-    token = OptionalString(load_default=None, allow_none=True)
+    token = OptionalString(load_default=None, allow_none=True,
+                           validate=validate.Length(min=16, error="must be at least 16 "
+                                                                  "characters"))
 
     @post_load
     def build(self, data, **kwargs):

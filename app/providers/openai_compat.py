@@ -32,10 +32,15 @@ class ProviderClient:
 
     def __init__(self, provider: ProviderConfig, read_timeout_seconds: float,
                  connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS,
-                 pool_size: int = 256):
+                 pool_size: int = 256, max_body_bytes: int = 64 * 1024 * 1024,
+                 max_stream_seconds: float = 900.0):
         self.provider = provider
         self.url = f"{provider.base_url}/chat/completions"
         self.read_timeout_seconds = read_timeout_seconds
+        # A provider (or whatever answers at base_url) must not make a worker buffer
+        # without bound, or hold a stream open for ever.
+        self.max_body_bytes = max_body_bytes
+        self.max_stream_seconds = max_stream_seconds
         self.connect_timeout_seconds = min(connect_timeout_seconds, read_timeout_seconds)
         self._session = requests.Session()
         # One host per client: a single pool, sized for a gevent worker's concurrency.
@@ -69,9 +74,14 @@ class ProviderClient:
     def read_body(self, response: requests.Response, deadline: float) -> bytes:
         """Read a whole (non-streaming) body, giving up at ``deadline`` (monotonic)."""
         chunks = []
+        size = 0
         try:
             for chunk in response.iter_content(_READ_CHUNK_BYTES):
                 chunks.append(chunk)
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise UpstreamError(self._describe(
+                        f"answered more than {self.max_body_bytes} bytes"))
                 if time.monotonic() > deadline:
                     raise UpstreamTimeoutError(self._describe("answer took too long"))
         except requests.exceptions.RequestException as error:
@@ -81,9 +91,23 @@ class ProviderClient:
         return b"".join(chunks)
 
     def iter_raw(self, response: requests.Response) -> Iterator[bytes]:
-        """Yield body bytes as they arrive; the read timeout bounds each gap."""
+        """Yield body bytes as they arrive; the read timeout bounds each gap.
+
+        A stream longer than ``max_stream_seconds`` or ``max_body_bytes`` is cut with an
+        :class:`UpstreamError` (the relay tells the client in-band).
+        """
+        give_up_at = time.monotonic() + self.max_stream_seconds
+        size = 0
         try:
-            yield from response.iter_content(None)
+            for chunk in response.iter_content(None):
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise UpstreamError(self._describe(
+                        f"streamed more than {self.max_body_bytes} bytes"))
+                if time.monotonic() > give_up_at:
+                    raise UpstreamTimeoutError(self._describe(
+                        f"streamed for more than {self.max_stream_seconds:g} s"))
+                yield chunk
         except requests.exceptions.RequestException as error:
             raise self.stream_error(error) from None
 

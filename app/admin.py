@@ -1,0 +1,100 @@
+"""The admin API: inspect and clear session pins (enabled only when ``admin.token`` is set).
+
+``GET /admin/sessions/<id>`` answers the binding and its remaining TTL, ``DELETE`` unpins;
+the tenant comes from the configured tenant header, as on the chat endpoint. Every call
+needs ``Authorization: Bearer <admin.token>``: missing -> 401, wrong -> 403, both as JSON
+envelopes. Calls are counted in ``plano_admin_requests_total{action,status}``.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, json, request
+
+from app.auth import KeySet, bearer_token
+from app.chat_request import validate_affinity_value
+from app.errors import (AuthenticationError, GatewayError, NotFoundError,
+                        PermissionDeniedError)
+from app.gateway import session_key
+from app.session_cache.base import InvalidBindingError, SessionCacheError
+
+admin_bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+_ACTIONS = {"GET": "get_session", "DELETE": "delete_session"}
+
+
+class SessionCacheUnavailable(GatewayError):
+    """The session cache could not be asked (503): the pin may or may not exist."""
+
+    status = 503
+    error_type = "server_error"
+    code = "session_cache_unavailable"
+
+
+def _services():
+    return current_app.extensions["plano"]
+
+
+def _admin_keys() -> KeySet:
+    return current_app.extensions["plano_admin_keys"]
+
+
+@admin_bp.before_request
+def _authenticate() -> None:
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        raise AuthenticationError("admin API: missing bearer token", code="missing_token")
+    if not _admin_keys().matches(token):
+        raise PermissionDeniedError("admin API: token not accepted", code="invalid_token")
+
+
+@admin_bp.after_request
+def _count(response: Response) -> Response:
+    action = _ACTIONS.get(request.method, "other")
+    _services().metrics.admin_request(action, response.status_code)
+    return response
+
+
+def _key(session_id: str) -> tuple[str, str | None]:
+    svc = _services()
+    validate_affinity_value(session_id, "session id")
+    tenant_header = svc.config.routing.session_cache.tenant_header
+    tenant = None
+    if tenant_header:
+        tenant = validate_affinity_value(request.headers.get(tenant_header), tenant_header,
+                                         allow_colon=False)
+    return session_key(session_id, tenant), tenant
+
+
+@admin_bp.get("/sessions/<path:session_id>")
+def get_session(session_id: str):
+    """The pin of one session: model, route and seconds left."""
+    key, tenant = _key(session_id)
+    cache = _services().session_cache
+    try:
+        binding = cache.get(key)
+        ttl = cache.ttl(key) if binding is not None else None
+    except InvalidBindingError:
+        raise GatewayError(f"session '{session_id}' holds a value that is not a binding "
+                           "(DELETE clears it)", code="invalid_binding", status=409) from None
+    except SessionCacheError as error:
+        raise SessionCacheUnavailable(f"session cache: {error.outcome}") from None
+    if binding is None:
+        raise NotFoundError(f"session '{session_id}' is not pinned", code="session_not_found")
+    payload = {"session_id": session_id, "tenant": tenant, "model_name": binding.model_name,
+               "route_name": binding.route_name, "ttl_seconds": ttl,
+               "backend": cache.backend_name}
+    return Response(json.dumps(payload), status=200, mimetype="application/json")
+
+
+@admin_bp.delete("/sessions/<path:session_id>")
+def delete_session(session_id: str):
+    """Unpin one session: its next request is routed afresh."""
+    key, tenant = _key(session_id)
+    try:
+        deleted = _services().session_cache.delete(key)
+    except SessionCacheError as error:
+        raise SessionCacheUnavailable(f"session cache: {error.outcome}") from None
+    if not deleted:
+        raise NotFoundError(f"session '{session_id}' is not pinned", code="session_not_found")
+    payload = {"session_id": session_id, "tenant": tenant, "deleted": True}
+    return Response(json.dumps(payload), status=200, mimetype="application/json")
