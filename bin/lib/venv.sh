@@ -8,7 +8,7 @@ PLANO_VENV="${PLANO_VENV:-$PLANO_ROOT/.venv}"
 ensure_venv() {
   local stamp="$PLANO_VENV/.requirements.sha256"
   local want
-  want="$(sha256sum "$PLANO_ROOT/requirements.txt" | cut -d' ' -f1)"
+  want="$(cat "$PLANO_ROOT"/requirements*.txt | sha256sum | cut -d' ' -f1)"
   if [ -x "$PLANO_VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     return 0
   fi

@@ -55,7 +55,7 @@ def test_dockerfile_runs_gunicorn_as_a_non_root_user_with_a_healthcheck():
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
     users = [args.strip() for word, *rest in instructions if word == "USER" for args in rest]
     assert users and users[-1] not in ("root", "0"), "the image must end as a non-root user"
-    assert "pip install -r requirements.txt" in text
+    assert "pip install -r requirements-runtime.txt" in text
     for directory in ("app/", "config/", "bin/"):
         assert re.search(rf"^COPY {directory} ", text, re.M), directory
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", text, re.M)
