@@ -44,7 +44,12 @@ class Answer:
 
 
 def _dumps(value) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact JSON bytes. Text stays UTF-8; a lone surrogate (valid JSON ``"\\ud800"``, but
+    not encodable as UTF-8) is kept as the same ``\\u`` escape the client sent."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
 def rewrite_completion(body: bytes, model_name: str, pinned: bool) -> bytes | None:

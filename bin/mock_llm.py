@@ -111,7 +111,8 @@ def text_of(content) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return " ".join(p["text"] for p in content
+                        if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
 
 
@@ -128,6 +129,16 @@ def header_int(headers: dict, name: str) -> int | None:
     """Integer value of a header, None when absent; ValueError when malformed."""
     value = headers.get(name)
     return None if value is None else int(value)
+
+
+def recordable(record: dict) -> dict:
+    """A recorded request that ``json.dumps`` can write (a body nested too deep is replaced
+    by a marker instead of breaking every later listing)."""
+    try:
+        json.dumps(record["body"])
+    except (RecursionError, ValueError):
+        return {**record, "body": "<not serialisable: nested too deep>"}
+    return record
 
 
 def with_body_faults(headers: dict, body) -> dict:
@@ -150,7 +161,7 @@ def chat(state: State, req: Request) -> Reply:
     h = req.headers
     try:
         body = json.loads(req.body) if req.body else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         body = ValueError
     state.recorded.append({"path": req.path, "headers": h,
                            "body": None if body is ValueError else body})
@@ -231,7 +242,7 @@ def dispatch(state: State, req: Request) -> Reply:
         return Reply(200, json.dumps(state.streams).encode())
     if path == "/_mock/requests":
         if method == "GET":
-            return Reply(200, json.dumps(list(state.recorded)).encode())
+            return Reply(200, json.dumps([recordable(r) for r in state.recorded]).encode())
         if method == "DELETE":
             cleared = len(state.recorded)
             state.recorded.clear()

@@ -116,8 +116,9 @@ graceful_timeout = int(os.environ.get("PLANO_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 
 # Request limits enforced by gunicorn before the app sees a request (SPEC §8): a request
-# line up to 8 KiB, at most 100 headers of at most 8 KiB each. Anything bigger gets
-# gunicorn's own 400. Bodies are limited by the app (server.max_body_bytes -> 413).
+# line up to 8 KiB (longer: gunicorn's own 414), at most 100 headers of at most 8 KiB each
+# (more or longer: gunicorn's own 431), control bytes in a header: gunicorn's own 400.
+# Bodies are limited by the app (server.max_body_bytes -> 413).
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190

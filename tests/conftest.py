@@ -41,13 +41,7 @@ FAST_PROMPT = "hi"
 
 def make_config_dict(**sections) -> dict:
     """A copy of the base config with top-level sections replaced or deep-merged."""
-    raw = copy.deepcopy(BASE_CONFIG)
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(raw.get(key), dict):
-            raw[key] = _merge(raw[key], value)
-        else:
-            raw[key] = value
-    return raw
+    return _merge(copy.deepcopy(BASE_CONFIG), sections)
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -1,0 +1,272 @@
+"""A small, bounded load generator for fault tests: N requests at concurrency C on loopback.
+
+Threads (the test process is not gevent-patched), each sending requests back to back with
+``http.client``: on a kept-alive connection of its own (``keep_alive=True``, the default),
+or on a new connection per request (``keep_alive=False``: the kernel may then hand each
+request to any gunicorn worker). Each request's status, headers, body and latency (from
+the first byte sent to the last byte read) are recorded; a request that fails at the
+transport level (refused, reset, timed out) gets status 0 and the error's name.
+
+A :class:`Load` runs in the background so a test can inject a fault mid-load::
+
+    load = Load(url, count=2000, concurrency=16, request_for=plan).start()
+    load.wait_completed(600)        # a third done
+    redis_server.kill()
+    result = load.wait()
+    result.summary()                # counts, p50/p99, throughput
+
+It only ever targets loopback (127.0.0.1 / localhost / ::1): refusing anything else keeps a
+mistyped URL from turning a test into a load test of somebody else's server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+from urllib.parse import urlsplit
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_REQUESTS = 100_000
+MAX_CONCURRENCY = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRequest:
+    """What request number ``index`` sends: a JSON body (or raw bytes) and extra headers."""
+
+    body: Mapping | bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: Free-form tag a test uses to group outcomes (a session id, a fault name).
+    tag: str | None = None
+
+    def payload(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        return json.dumps(self.body, separators=(",", ":")).encode()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One request's result. ``status`` 0 means no HTTP answer (``error`` names why)."""
+
+    index: int
+    tag: str | None
+    started: float  # time.monotonic() when the request began
+    latency: float  # seconds, first byte sent to last byte read (or to the failure)
+    status: int
+    headers: dict = field(default_factory=dict)  # lower-cased names
+    body: bytes = b""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def finished(self) -> float:
+        return self.started + self.latency
+
+    def json(self):
+        """The body as JSON, ``None`` when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+def percentile(values: Iterable[float], pct: float) -> float:
+    """Nearest-rank percentile (``pct`` in 0..100); 0.0 for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    rank = max(1, -(-len(ordered) * pct // 100))  # ceil(n * pct / 100), at least 1
+    return ordered[min(int(rank), len(ordered)) - 1]
+
+
+@dataclass
+class LoadResult:
+    """Every outcome of a run (in completion order) and figures computed from them."""
+
+    outcomes: list[Outcome]
+    concurrency: int
+    duration: float
+
+    def where(self, predicate: Callable[[Outcome], bool]) -> list[Outcome]:
+        return [outcome for outcome in self.outcomes if predicate(outcome)]
+
+    def started_between(self, start: float, end: float = float("inf")) -> list[Outcome]:
+        """The outcomes of requests that began in ``[start, end)`` (monotonic times)."""
+        return self.where(lambda outcome: start <= outcome.started < end)
+
+    @property
+    def statuses(self) -> Counter:
+        return Counter(outcome.status for outcome in self.outcomes)
+
+    @property
+    def failures(self) -> list[Outcome]:
+        """Outcomes without a 2xx answer (transport failures included)."""
+        return self.where(lambda outcome: not outcome.ok)
+
+    def summary(self, outcomes: list[Outcome] | None = None) -> dict:
+        """Counts and latency figures (milliseconds) of ``outcomes`` (default: all)."""
+        return summarize(self.outcomes if outcomes is None else outcomes,
+                         duration=self.duration if outcomes is None else None)
+
+
+def summarize(outcomes: list[Outcome], duration: float | None = None) -> dict:
+    """``requests``, ``non_2xx``, ``transport_errors``, ``statuses``, p50/p99/max in ms."""
+    latencies = [outcome.latency for outcome in outcomes]
+    figures = {
+        "requests": len(outcomes),
+        "non_2xx": sum(not outcome.ok for outcome in outcomes),
+        "transport_errors": sum(outcome.status == 0 for outcome in outcomes),
+        "statuses": {str(status): count for status, count in
+                     sorted(Counter(outcome.status for outcome in outcomes).items())},
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "max_ms": round(max(latencies, default=0.0) * 1000, 1),
+    }
+    if duration is not None:
+        figures["duration_s"] = round(duration, 2)
+        figures["requests_per_s"] = round(len(outcomes) / duration, 1) if duration else 0.0
+    return figures
+
+
+class Load:
+    """``count`` requests at ``concurrency`` against ``url`` (loopback only), in threads.
+
+    ``request_for(index)`` plans request ``index`` (0-based). ``timeout`` bounds each
+    request's connect and each read. ``keep_alive=False`` opens a connection per request.
+    """
+
+    def __init__(self, url: str, count: int, concurrency: int,
+                 request_for: Callable[[int], PlannedRequest], *, timeout: float = 10.0,
+                 keep_alive: bool = True, method: str = "POST"):
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
+            raise ValueError(f"load is only sent to http:// on loopback, not {url!r}")
+        if not 1 <= count <= MAX_REQUESTS:
+            raise ValueError(f"count must be 1..{MAX_REQUESTS}")
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be 1..{MAX_CONCURRENCY}")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.path = parts.path or "/"
+        self.count, self.concurrency = count, concurrency
+        self.request_for, self.timeout, self.keep_alive = request_for, timeout, keep_alive
+        self.method = method
+        self._lock = threading.Lock()
+        self._next = 0
+        self._stopped = threading.Event()
+        self._done = threading.Condition(self._lock)
+        self._outcomes: list[Outcome] = []
+        self._threads: list[threading.Thread] = []
+        self._started_at = 0.0
+        self._finished_at: float | None = None
+
+    # -- control
+
+    def start(self) -> "Load":
+        """Start the sender threads; returns at once."""
+        self._started_at = time.monotonic()
+        self._threads = [threading.Thread(target=self._send_loop, name=f"load-{n}",
+                                          daemon=True) for n in range(self.concurrency)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Send no further requests (those in flight finish)."""
+        self._stopped.set()
+
+    @property
+    def completed(self) -> int:
+        with self._lock:
+            return len(self._outcomes)
+
+    def outcomes(self) -> list[Outcome]:
+        """A snapshot of the outcomes so far."""
+        with self._lock:
+            return list(self._outcomes)
+
+    def wait_completed(self, n: int, timeout: float = 60.0) -> None:
+        """Block until at least ``n`` requests have finished (or all have)."""
+        deadline = time.monotonic() + timeout
+        with self._done:
+            while len(self._outcomes) < min(n, self.count):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self._stopped.is_set() and not self._alive()):
+                    raise TimeoutError(f"{len(self._outcomes)} of {n} requests finished")
+                self._done.wait(min(remaining, 0.1))
+
+    def wait(self, timeout: float = 120.0) -> LoadResult:
+        """Wait for every sender to finish; the result."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._alive():
+            self.stop()
+            raise TimeoutError(f"load did not finish within {timeout}s")
+        finished = self._finished_at or time.monotonic()
+        return LoadResult(self.outcomes(), self.concurrency, finished - self._started_at)
+
+    def run(self, timeout: float = 120.0) -> LoadResult:
+        """Start and wait."""
+        return self.start().wait(timeout)
+
+    def _alive(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    # -- senders
+
+    def _take(self) -> int | None:
+        with self._lock:
+            if self._stopped.is_set() or self._next >= self.count:
+                return None
+            index, self._next = self._next, self._next + 1
+            return index
+
+    def _send_loop(self) -> None:
+        conn: http.client.HTTPConnection | None = None
+        try:
+            while (index := self._take()) is not None:
+                planned = self.request_for(index)
+                if conn is None:
+                    conn = http.client.HTTPConnection(self.host, self.port,
+                                                      timeout=self.timeout)
+                outcome, reusable = self._send(conn, index, planned)
+                if not reusable:
+                    conn.close()
+                    conn = None
+                with self._done:
+                    self._outcomes.append(outcome)
+                    if len(self._outcomes) == self.count:
+                        self._finished_at = time.monotonic()
+                    self._done.notify_all()
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _send(self, conn: http.client.HTTPConnection, index: int,
+              planned: PlannedRequest) -> tuple[Outcome, bool]:
+        body = planned.payload()
+        headers = {"Content-Type": "application/json", **planned.headers}
+        if not self.keep_alive:
+            headers["Connection"] = "close"
+        started = time.monotonic()
+        try:
+            conn.request(self.method, self.path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            return Outcome(index, planned.tag, started, time.monotonic() - started, 0,
+                           error=type(error).__name__), False
+        latency = time.monotonic() - started
+        answer_headers = {name.lower(): value for name, value in response.getheaders()}
+        reusable = self.keep_alive and not response.will_close
+        return Outcome(index, planned.tag, started, latency, response.status, answer_headers,
+                       data), reusable

@@ -1,0 +1,36 @@
+"""Answer shaping: model rewrite in JSON bodies and stream chunks (SPEC §4 step 6)."""
+
+from __future__ import annotations
+
+import json
+
+from app.providers.sse import ServerSentEvent
+from app.relay import rewrite_chunk, rewrite_completion
+
+
+def test_completion_model_is_rewritten_and_pinned_marker_added():
+    body = json.dumps({"id": "x", "model": "gpt-5.2", "choices": []}).encode()
+    rewritten = json.loads(rewrite_completion(body, "openai/gpt-5.2", pinned=True))
+    assert rewritten["model"] == "openai/gpt-5.2" and rewritten["x_plano_pinned"] is True
+    assert "x_plano_pinned" not in json.loads(rewrite_completion(body, "m", pinned=False))
+
+
+def test_non_object_completion_is_refused():
+    assert rewrite_completion(b"[1]", "m", False) is None
+    assert rewrite_completion(b"not json", "m", False) is None
+
+
+def test_chunk_model_is_rewritten_and_other_events_pass_unchanged():
+    chunk = rewrite_chunk(ServerSentEvent(data='{"model":"gpt-x","choices":[]}'), "openai/x")
+    assert chunk == b'data: {"model":"openai/x","choices":[]}\n\n'
+    assert rewrite_chunk(ServerSentEvent(data="[DONE]"), "m") == b"data: [DONE]\n\n"
+    assert rewrite_chunk(ServerSentEvent(comments=["ping"]), "m") == b": ping\n\n"
+
+
+def test_lone_surrogates_survive_as_escapes_and_unicode_stays_utf8():
+    body = b'{"model":"a","choices":[{"text":"\\ud800 caf\\u00e9"}]}'
+    rewritten = rewrite_completion(body, "m", False)
+    assert b"\\ud800" in rewritten
+    assert json.loads(rewritten)["choices"][0]["text"] == "\ud800 caf\u00e9"
+    plain = rewrite_completion('{"model":"a","t":"café"}'.encode(), "m", False)
+    assert "café".encode() in plain
