@@ -24,7 +24,7 @@ from tests.support.redis_servers import find_redis_server_binary, free_port
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-COPIED = ("app", "bin", "config", "requirements.txt")
+COPIED = ("app", "bin", "config", "requirements.txt", "requirements-runtime.txt")
 STEP_TIMEOUT = 60
 WORKER_PID = re.compile(r"\(worker [^:\s]+:(\d+)")
 

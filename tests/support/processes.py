@@ -119,7 +119,7 @@ class Gateway:
         self.port = port or self.port or free_port()
         env = {**os.environ, "PLANO_CONFIG": str(config_path), "PLANO_HOST": "127.0.0.1",
                "PLANO_PORT": str(self.port), "PLANO_WORKERS": str(self.workers),
-               "PLANO_GRACEFUL_TIMEOUT": "5", **self.env}
+               "PLANO_GRACEFUL_TIMEOUT": "2", **self.env}
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
