@@ -1,0 +1,37 @@
+"""The bare reference for ``bin/bench``: Flask + gunicorn + gevent + a pooled requests.Session.
+
+It forwards each chat-completions body unchanged to the mock (``BENCH_UPSTREAM``) and returns
+the answer: no validation, routing, sessions or rewriting. Run under gunicorn with the
+gateway's worker class and count, it is the least this stack can cost per request, the
+ceiling the gateway is compared with (issue 6). Bench-only; never part of the product.
+"""
+
+import os
+
+import requests
+from flask import Flask, Response, request
+from requests.adapters import HTTPAdapter
+
+UPSTREAM = os.environ.get("BENCH_UPSTREAM", "http://127.0.0.1:18080/v1/chat/completions")
+TIMEOUT = (5.0, 30.0)
+
+app = Flask(__name__)
+# The same pooling as the gateway's provider client: one host, up to 256 kept connections.
+session = requests.Session()
+session.trust_env = False
+session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=256, max_retries=0))
+
+
+@app.post("/v1/chat/completions")
+def chat_completions():
+    """Forward the body, return the upstream's status, type and body."""
+    upstream = session.post(UPSTREAM, data=request.get_data(), timeout=TIMEOUT,
+                            headers={"Content-Type": "application/json"})
+    return Response(upstream.content, status=upstream.status_code,
+                    content_type=upstream.headers.get("Content-Type", "application/json"))
+
+
+@app.get("/healthz")
+def healthz():
+    """Readiness for the bench."""
+    return {"status": "ok"}

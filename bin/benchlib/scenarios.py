@@ -1,0 +1,113 @@
+"""What ``bin/bench`` measures: the scenarios of issue 6, in the order they run.
+
+A scenario names the server it loads (``target``), whether it streams, how it uses
+sessions (none; a pool of pre-pinned sessions cycled through; a new session per request)
+and which response headers every measured answer must carry (the *check*), so a pinned
+scenario that silently stopped being pinned, or an LLM-router miss whose router answer
+failed to parse (served unpinned), is flagged instead of looking fast.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+# Targets (servers) a scenario can load; see benchlib.servers.
+MOCK = "mock"
+PASSTHROUGH_APP = "passthrough"
+GATEWAY_MEMORY = "gateway-memory"
+GATEWAY_REDIS = "gateway-redis"
+GATEWAY_LLM = "gateway-llm-router"
+GATEWAY_TRACED = "gateway-redis-traced"
+
+#: The route the routing mock answers; the embedded router picks ``fast_responses`` for
+#: the bench prompt, so a response routed by the LLM router is recognisable.
+LLM_ROUTE = "deep_reasoning"
+EMBEDDED_ROUTE = "fast_responses"
+
+CHAT_PATH = "/v1/chat/completions"
+PINNED = {"x-plano-pinned": "true"}
+SESSION_POOL_SIZE = 64
+
+
+def chat_body(stream: bool = False) -> bytes:
+    """The request body every scenario sends (a typical small chat turn)."""
+    body = {"model": "openai/gpt-4o-mini",
+            "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                         {"role": "user", "content": "hi, say hello in one short sentence"}]}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One measured situation. ``sessions``: ``None``, ``"pool"`` or ``"unique"``."""
+
+    name: str
+    description: str
+    target: str
+    stream: bool = False
+    sessions: str | None = None
+    expect: dict = field(default_factory=dict)
+    check: str | None = None
+
+    @property
+    def body(self) -> bytes:
+        """The request body of this scenario."""
+        return chat_body(self.stream)
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("direct", "the mock upstream directly (no gateway)", MOCK),
+    Scenario("passthrough", "bare Flask+gunicorn+gevent passthrough (ceiling of the stack)",
+             PASSTHROUGH_APP),
+    Scenario("no_session", "gateway, no session header (embedded router every request)",
+             GATEWAY_MEMORY, expect={"x-plano-route": EMBEDDED_ROUTE}, check="routed"),
+    Scenario("pinned_memory", "gateway, pinned hit, memory session cache", GATEWAY_MEMORY,
+             sessions="pool", expect=PINNED, check="pinned"),
+    Scenario("pinned_redis", "gateway, pinned hit, Redis session cache", GATEWAY_REDIS,
+             sessions="pool", expect=PINNED, check="pinned"),
+    Scenario("miss_redis", "gateway, new session per request (route + SET NX), Redis",
+             GATEWAY_REDIS, sessions="unique", expect={"x-plano-affinity": "new"},
+             check="new pin"),
+    Scenario("stream_redis", "gateway, streaming (SSE), pinned hit, Redis", GATEWAY_REDIS,
+             stream=True, sessions="pool", expect=PINNED, check="pinned"),
+    Scenario("llm_miss", "gateway + LLM router (50 ms routing mock), new session per "
+             "request, Redis", GATEWAY_LLM, sessions="unique",
+             expect={"x-plano-affinity": "new", "x-plano-route": LLM_ROUTE},
+             check="routed+new pin"),
+    Scenario("llm_pinned", "gateway + LLM router, pinned hit (router skipped), Redis",
+             GATEWAY_LLM, sessions="pool", expect={**PINNED, "x-plano-route": LLM_ROUTE},
+             check="pinned"),
+)
+
+#: Measured only when named in ``--scenarios``: not in issue 6's list, but its target
+#: "tracing at 100% sampling costs at most 25% of throughput" compares it with pinned_redis.
+EXTRA_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("pinned_redis_traced", "gateway, pinned hit, Redis, tracing 100% to an OTLP "
+             "sink", GATEWAY_TRACED, sessions="pool", expect=PINNED, check="pinned"),
+)
+
+BY_NAME = {scenario.name: scenario for scenario in SCENARIOS + EXTRA_SCENARIOS}
+
+
+def select(names: str | None) -> list[Scenario]:
+    """The scenarios named in a comma list (issue 6's list when empty), in the given order.
+
+    Raises ``ValueError`` naming the unknown ones.
+    """
+    if not names:
+        return list(SCENARIOS)
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(BY_NAME)}")
+    return [BY_NAME[name] for name in dict.fromkeys(wanted)]
+
+
+def session_pool(scenario: Scenario, run_id: str,
+                 size: int = SESSION_POOL_SIZE) -> list[str]:
+    """Session ids for a pooled scenario, unique to this run."""
+    return [f"bench-{scenario.name}-{run_id}-{index:03d}" for index in range(size)]

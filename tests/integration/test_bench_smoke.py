@@ -1,0 +1,57 @@
+"""bin/bench end to end, briefly: real mock, passthrough and gateway processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ("direct", "passthrough", "pinned_memory")
+
+pytestmark = pytest.mark.integration
+
+
+def run_bench(tmp_path: Path, *extra: str, scenarios: tuple = SCENARIOS) -> dict:
+    out = tmp_path / "results.json"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'bin'}{os.pathsep}{ROOT}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchlib.cli", "--duration", "1", "--warmup", "0",
+         "--concurrency", "2", "--scenarios", ",".join(scenarios), "--json", str(out),
+         *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "scenario" in proc.stdout and "wrote" in proc.stdout
+    return json.loads(out.read_text())
+
+
+def assert_clean_rows(doc: dict, scenarios: tuple = SCENARIOS) -> None:
+    rows = {row["scenario"]: row for row in doc["rows"]}
+    assert set(rows) == set(scenarios)
+    for name, row in rows.items():
+        assert row["concurrency"] == 2
+        assert row["rps"] > 0, name
+        assert row["errors"] == 0, (name, row["error_detail"])
+    pinned = rows["pinned_memory"]
+    assert pinned["check"] == "pinned"
+    assert pinned["check_matched"] == pinned["requests"] > 0
+
+
+def test_bench_measures_direct_passthrough_and_pinned_memory(tmp_path):
+    """The default generator (wrk when installed, else the Python one)."""
+    doc = run_bench(tmp_path)
+    assert_clean_rows(doc)
+    assert doc["machine"]["nproc"] >= 1
+    assert doc["settings"]["workers"] == 2
+
+
+def test_bench_python_generator_reports_its_ceiling(tmp_path):
+    """The fallback generator works too, and says how fast it can go against the mock."""
+    scenarios = ("direct", "pinned_memory")
+    doc = run_bench(tmp_path, "--generator", "python", scenarios=scenarios)
+    assert_clean_rows(doc, scenarios)
+    assert doc["generator"]["name"] == "python"
+    assert doc["generator"]["ceiling_rps"] > 0
