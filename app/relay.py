@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
@@ -69,11 +70,39 @@ def rewrite_completion(body: bytes, model_name: str, pinned: bool) -> bytes | No
     return _dumps(parsed)
 
 
-def rewrite_chunk(event: ServerSentEvent, model_name: str) -> bytes:
+_MODEL_MEMBER = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def set_top_level_model(text: str, model_json: str) -> str | None:
+    """``text`` (a JSON object) with its top-level ``"model"`` string set, at the text level.
+
+    ``model_json`` is the new value already JSON-encoded. The first ``"model": "..."`` member
+    is used only if it sits at depth 1 (strings removed, the opening brackets before it
+    outnumber the closing ones by exactly one); otherwise ``None`` and the caller parses.
+    A stream has one such chunk per token, so this saves a JSON decode and encode each.
+    """
+    match = _MODEL_MEMBER.search(text)
+    if match is None or not text.startswith("{"):
+        return None
+    prefix = _JSON_STRING.sub("", text[:match.start()])
+    if '"' in prefix:  # the match began inside a string (after an escaped quote)
+        return None
+    depth = prefix.count("{") + prefix.count("[") - prefix.count("}") - prefix.count("]")
+    if depth != 1:
+        return None
+    return f'{text[:match.start()]}"model":{model_json}{text[match.end():]}'
+
+
+def rewrite_chunk(event: ServerSentEvent, model_name: str,
+                  model_json: str | None = None) -> bytes:
     """One SSE event re-encoded with its JSON ``model`` rewritten; others pass as they are."""
     data = event.data
     if data is None or event.is_done or event.event is not None or event.comments:
         return encode_event(event)
+    fast = set_top_level_model(data, model_json or json.dumps(model_name))
+    if fast is not None:
+        return encode_data(fast)
     try:
         chunk = json.loads(data)
     except ValueError:
@@ -173,13 +202,20 @@ class Relay:
                 model_name: str, started: float, answer: Answer,
                 span: ClientSpan | None) -> Iterator[bytes]:
         decoder = SSEDecoder()
+        model_json = json.dumps(model_name)
         failure = None
         try:
             for raw in client.iter_raw(response):
-                for event in decoder.feed(raw):
-                    yield rewrite_chunk(event, model_name)
-            for event in decoder.flush():
-                yield rewrite_chunk(event, model_name)
+                # Everything one upstream read completed goes out in one write: no event
+                # waits for a later one, and a burst costs one send, not one per token.
+                out = b"".join(rewrite_chunk(event, model_name, model_json)
+                               for event in decoder.feed(raw))
+                if out:
+                    yield out
+            tail = b"".join(rewrite_chunk(event, model_name, model_json)
+                            for event in decoder.flush())
+            if tail:
+                yield tail
         except UpstreamError as error:
             # Headers are gone already: tell the client in-band, as OpenAI does.
             failure = error

@@ -34,8 +34,16 @@ def read_within(read: Callable[[], bytes], seconds: float, use_gevent: bool) -> 
     """``read()``, abandoned with :class:`RequestTimeoutError` after ``seconds``."""
     if not use_gevent:
         return read()
-    import gevent
+    from gevent import Timeout
 
-    error = RequestTimeoutError(f"request body not received within {seconds:g} s")
-    with gevent.Timeout(seconds, error):
+    timer = Timeout(seconds)  # the error is only built if it fires
+    timer.start()
+    try:
         return read()
+    except Timeout as fired:
+        if fired is not timer:
+            raise
+        raise RequestTimeoutError(
+            f"request body not received within {seconds:g} s") from None
+    finally:
+        timer.close()

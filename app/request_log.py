@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime
+import functools
 import json
 import logging
 import random
@@ -107,7 +108,11 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": _timestamp(record.created), "level": record.levelname,
                  "logger": record.name, "msg": record.getMessage()}
-        fields = getattr(record, "plano", None)
+        fields = record.__dict__.get("plano")
+        if isinstance(fields, dict) and not record.exc_info:
+            # The access line (once per request): its fields are all there is.
+            entry.update(fields)
+            return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
         if isinstance(fields, dict):
             entry.update(fields)
         else:
@@ -125,5 +130,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def _timestamp(created: float) -> str:
-    moment = datetime.datetime.fromtimestamp(created, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """ISO 8601 UTC with milliseconds; the date-time part is formatted once per second."""
+    second = int(created)
+    return f"{_second_prefix(second)}{int((created - second) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_prefix(second: int) -> str:
+    moment = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.")

@@ -34,3 +34,24 @@ def test_lone_surrogates_survive_as_escapes_and_unicode_stays_utf8():
     assert json.loads(rewritten)["choices"][0]["text"] == "\ud800 caf\u00e9"
     plain = rewrite_completion('{"model":"a","t":"café"}'.encode(), "m", False)
     assert "café".encode() in plain
+
+
+def test_top_level_model_is_rewritten_without_parsing():
+    from app.relay import set_top_level_model
+    text = '{"id":"c1","object":"chunk","model": "gpt-5.2","choices":[{"delta":{"content":"x"}}]}'
+    assert set_top_level_model(text, '"openai/gpt-5.2"') == (
+        '{"id":"c1","object":"chunk","model":"openai/gpt-5.2","choices":[{"delta":'
+        '{"content":"x"}}]}')
+
+
+def test_nested_or_quoted_model_members_fall_back_to_parsing():
+    from app.relay import set_top_level_model
+    nested = '{"choices":[{"model":"inner"}],"model":"outer"}'
+    assert set_top_level_model(nested, '"m"') is None
+    in_string = '{"note":"{\\"model\\":\\"x\\"}","model":"outer"}'
+    assert set_top_level_model(in_string, '"m"') == '{"note":"{\\"model\\":\\"x\\"}","model":"m"}'
+    assert set_top_level_model('{"model":null}', '"m"') is None
+    assert set_top_level_model('{"k\\"model":"v","model":"w"}', '"m"') is None
+    assert set_top_level_model('["model"]', '"m"') is None
+    chunk = rewrite_chunk(ServerSentEvent(data=nested), "openai/x")
+    assert json.loads(chunk[6:]) == {"choices": [{"model": "inner"}], "model": "openai/x"}
