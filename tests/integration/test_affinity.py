@@ -133,3 +133,30 @@ def test_memory_backend_with_one_worker_keeps_pins(mock_llm, start_gateway):
     models = {fresh_post(gateway.chat_url, chat_body(prompt), session).json()["model"]
               for prompt in PROMPTS * 2}
     assert len(models) == 1
+
+
+_TEST_COMMANDS = ("config", "info", "hello", "client")
+
+
+def command_counts(server) -> dict[str, int]:
+    """Calls per Redis command since the last ``CONFIG RESETSTAT``, leaving out the
+    commands this test itself sends (CONFIG, INFO, and a new connection's HELLO/CLIENT)."""
+    stats = server.client().info("commandstats")
+    counts = {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+    return {name: calls for name, calls in counts.items()
+            if not name.startswith(_TEST_COMMANDS)}
+
+
+def test_a_hit_costs_one_redis_command_and_a_miss_two(mock_llm, redis_server, start_gateway):
+    """Through the real gateway, counted by Redis itself (INFO commandstats), not by timing."""
+    gateway = start_gateway(gateway_config(mock_llm, cache=redis_cache(redis_server)),
+                            workers=1)
+    fresh_post(gateway.chat_url, chat_body(), "warm-up")  # connects; HELLO etc. not counted
+    redis_server.client().config_resetstat()
+    fresh_post(gateway.chat_url, chat_body(DEEP_PROMPT), "counted")
+    assert command_counts(redis_server) == {"get": 1, "set": 1}
+    redis_server.client().config_resetstat()
+    for prompt in PROMPTS:
+        assert fresh_post(gateway.chat_url, chat_body(prompt), "counted").headers[
+            "x-plano-affinity"] == "pinned"
+    assert command_counts(redis_server) == {"get": len(PROMPTS)}
