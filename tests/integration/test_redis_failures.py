@@ -2,8 +2,9 @@
 
 Each test gets its own redis-server (``redis_server`` from the integration conftest: it may
 be killed, paused or restarted), with a short socket timeout and cool-down so the whole
-module stays fast. Timing assertions compare against the configured socket timeout: they check behaviour ("did not wait for Redis"), not speed.
-The first tests build clients only and open no socket.
+module stays fast. Timing assertions compare against the configured socket timeout: they
+check behaviour ("did not wait for Redis"), not speed. The first tests build clients only
+and open no socket.
 """
 
 from __future__ import annotations

@@ -10,19 +10,10 @@ from app.config import config_from_dict
 from app.session_cache.base import InvalidBindingError, SessionBinding
 from app.session_cache.memory import MemorySessionCache
 from tests.conftest import DEEP_PROMPT, chat_body, make_config_dict
-from tests.unit.test_gateway import FailingCache, RecordingMetrics
+from tests.unit.fakes import FailingCache, RecordingMetrics
 
 ADMIN_TOKEN = "admin-token-0123456789"
 CLIENT_KEY = "sk-client-key-1"
-
-
-class CountingMetrics(RecordingMetrics):
-    def __init__(self):
-        super().__init__()
-        self.admin: list[tuple[str, int]] = []
-
-    def admin_request(self, action, status):
-        self.admin.append((action, status))
 
 
 def make_client(cache=None, metrics=None, **sections):
@@ -43,7 +34,7 @@ def cache():
 
 @pytest.fixture
 def metrics():
-    return CountingMetrics()
+    return RecordingMetrics()
 
 
 @pytest.fixture

@@ -9,44 +9,11 @@ from app.chat_request import parse_chat_request
 from app.config import config_from_dict
 from app.gateway import Gateway, session_key
 from app.router.base import Router, RouterError
-from app.session_cache.base import (InvalidBindingError, SessionBinding, SessionCache,
-                                    SessionCacheError, SessionCacheUnavailableError)
+from app.session_cache.base import (InvalidBindingError, SessionBinding, SessionCacheError,
+                                    SessionCacheUnavailableError)
 from app.session_cache.memory import MemorySessionCache
-from app.metrics import Metrics
 from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
-
-
-class RecordingMetrics(Metrics):
-    """Keeps every session-cache outcome and router decision."""
-
-    def __init__(self):
-        self.cache_events: list[str] = []
-        self.decisions: list[tuple] = []
-
-    def session_cache_event(self, backend, outcome):
-        self.cache_events.append(outcome)
-
-    def router_decision(self, route, model, fallback, seconds):
-        self.decisions.append((route, model, fallback))
-
-
-class FailingCache(SessionCache):
-    """Every call fails like an unreachable backend."""
-
-    backend_name = "failing"
-
-    def __init__(self, error=SessionCacheError("connection refused")):
-        self.error = error
-        self.calls = 0
-
-    def get(self, key):
-        self.calls += 1
-        raise self.error
-
-    put_if_absent = delete = ttl = get
-
-    def ping(self):
-        return False
+from tests.unit.fakes import FailingCache, RecordingMetrics
 
 
 class FailingStoreCache(MemorySessionCache):

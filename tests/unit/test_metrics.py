@@ -14,26 +14,12 @@ from app import __version__, create_app
 from app.config import config_from_dict
 from app.metrics import Metrics
 from app.prometheus_metrics import CACHE_OUTCOMES, PrometheusMetrics
-from app.session_cache.base import SessionCache, SessionCacheError
 from app.session_cache.memory import MemorySessionCache
 from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
 from tests.unit.fake_provider import fake_providers
+from tests.unit.fakes import FailingCache
 
 CHAT = "/v1/chat/completions"
-
-
-class UnreachableCache(SessionCache):
-    """Every call fails, as a Redis that is down does; ``ping`` says so."""
-
-    backend_name = "redis"
-
-    def get(self, key):
-        raise SessionCacheError("redis GET failed: ConnectionError: connection refused")
-
-    put_if_absent = delete = ttl = get
-
-    def ping(self):
-        return False
 
 
 def samples(client) -> dict:
@@ -115,7 +101,7 @@ def test_router_failure_is_counted_as_fallback():
 
 
 def test_cache_failures_are_counted_by_outcome(config):
-    client = create_app(config, session_cache=UnreachableCache(),
+    client = create_app(config, session_cache=FailingCache(backend_name="redis"),
                         providers=fake_providers(config)).test_client()
     assert post(client, chat_body(), "m-2").headers["x-plano-affinity"] == "unavailable"
     found = samples(client)
@@ -158,7 +144,7 @@ def test_healthz_with_a_working_cache(client):
 
 
 def test_healthz_with_an_unreachable_cache_is_degraded_not_failing(config):
-    client = create_app(config, session_cache=UnreachableCache()).test_client()
+    client = create_app(config, session_cache=FailingCache(backend_name="redis")).test_client()
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json == {"status": "degraded",

@@ -12,25 +12,13 @@ from app import create_app
 from app.config import config_from_dict
 from app.relay import relayed_headers
 from app.request_log import ACCESS_LOGGER, REQUEST_ID, JsonFormatter, request_id_from
-from app.session_cache.base import SessionCache, SessionCacheError
 from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
 from tests.unit.fake_provider import fake_providers
+from tests.unit.fakes import FailingCache
 
 CHAT = "/v1/chat/completions"
 CLIENT_SECRET = "sk-client-secret"
 PROVIDER_SECRET = "sk-test-secret-key"  # the access_key of every provider in the base config
-
-
-class UnreachableCache(SessionCache):
-    backend_name = "redis"
-
-    def get(self, key):
-        raise SessionCacheError("redis GET failed: ConnectionError: connection refused")
-
-    put_if_absent = delete = ttl = get
-
-    def ping(self):
-        return False
 
 
 @pytest.fixture
@@ -110,7 +98,7 @@ def test_provider_request_id_is_relayed_under_its_own_name(config, caplog):
 
 
 def test_cache_failure_is_one_warning_with_its_cause(config, caplog):
-    client = create_app(config, session_cache=UnreachableCache(),
+    client = create_app(config, session_cache=FailingCache(backend_name="redis"),
                         providers=fake_providers(config)).test_client()
     caplog.set_level(logging.INFO)
     client.post(CHAT, json=chat_body(), headers={"X-Model-Affinity": "w-1",
@@ -142,7 +130,7 @@ def test_secrets_never_reach_a_log_line(config, caplog):
     caplog.set_level(logging.DEBUG)
     headers = {"Authorization": f"Bearer {CLIENT_SECRET}", "X-Model-Affinity": "sec-1"}
     ok = create_app(config, providers=fake_providers(config)).test_client()
-    failing = create_app(config, session_cache=UnreachableCache(),
+    failing = create_app(config, session_cache=FailingCache(backend_name="redis"),
                          providers=fake_providers(config, fail=True)).test_client()
     llm_config = config_from_dict(make_config_dict(routing={"model": "openai/gpt-4o-mini"}))
     routing = create_app(llm_config,
