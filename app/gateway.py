@@ -123,7 +123,8 @@ class Gateway:
             self._cache_event("store_error" if error.outcome == "error" else error.outcome,
                               error)
             return self._unpinned(outcome, AFFINITY_UNAVAILABLE)
-        if winner == chosen:
+        if winner is chosen:  # this request stored the pin (an equal one from a racing
+            # request is a conflict it lost, even though the model is the same)
             self._cache_event("store")
             return self._unpinned(outcome, AFFINITY_NEW)
         provider = self._providers.get(winner.model_name)

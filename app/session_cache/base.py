@@ -6,8 +6,10 @@ semantics, and one behaviour suite (``tests/contract``) runs against every backe
 * ``get(key)`` returns the live binding, or ``None`` when nothing is stored (never stored,
   expired or deleted). It never extends the binding's lifetime.
 * ``put_if_absent(key, binding, ttl_seconds)`` stores ``binding`` only when no binding is
-  stored under ``key`` and returns the *winner*: ``binding`` itself when this call stored it,
-  else the binding another writer stored first. Concurrent first writes of one key, from
+  stored under ``key`` and returns the *winner*: the very ``binding`` object passed in when
+  this call stored it, else (another object) the binding another writer stored first, so
+  ``winner is binding`` tells the caller whether it created the pin even when both writers
+  chose the same model. Concurrent first writes of one key, from
   any greenlet, worker or replica sharing the backend, therefore all see the same winner.
   The TTL runs from this moment and is never extended by reads.
 * ``delete(key)`` removes the binding; returns whether one was stored.

@@ -55,11 +55,11 @@ class MemorySessionCache(SessionCache):
             if entry is not None:
                 self._entries.move_to_end(key)
                 return entry[1]
-            binding = self._bindings.setdefault(binding, binding)
-            self._entries[key] = (self._clock() + ttl_seconds, binding)
+            stored = self._bindings.setdefault(binding, binding)
+            self._entries[key] = (self._clock() + ttl_seconds, stored)
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
-            return binding
+            return binding  # the caller's own object: it is the one that stored
 
     def delete(self, key: str) -> bool:
         with self._lock:

@@ -98,6 +98,13 @@ class GenericSessionCacheTests:
         assert cache.put_if_absent("s1", FAST, ttl_seconds=60) == DEEP
         assert cache.get("s1") == DEEP
 
+    def test_only_the_storing_call_gets_its_own_object_back(self, cache):
+        mine = SessionBinding("openai/gpt-5.2", "deep_reasoning")
+        equal_but_later = SessionBinding("openai/gpt-5.2", "deep_reasoning")
+        assert cache.put_if_absent("s1", mine, ttl_seconds=60) is mine
+        winner = cache.put_if_absent("s1", equal_but_later, ttl_seconds=60)
+        assert winner == equal_but_later and winner is not equal_but_later
+
     def test_null_route_name_round_trips(self, cache):
         cache.put_if_absent("s1", UNROUTED, ttl_seconds=60)
         assert cache.get("s1") == UNROUTED

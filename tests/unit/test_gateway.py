@@ -156,6 +156,15 @@ def test_conflict_uses_the_winners_model(config, metrics):
     assert metrics.cache_events == ["miss", "conflict"]
 
 
+def test_losing_a_race_to_an_equal_pin_is_still_a_conflict(config, metrics):
+    """Two first requests that route alike: only the one that stored says ``new``."""
+    winner = SessionBinding("openai/gpt-5.2", "deep_reasoning")
+    decision = make_gateway(config, RacingCache(winner), metrics=metrics).decide(
+        request(DEEP_PROMPT), "s")
+    assert decision.pinned and decision.affinity == "pinned"
+    assert metrics.cache_events == ["miss", "conflict"]
+
+
 def test_pin_to_a_model_no_longer_configured_is_rerouted_and_repinned(config, metrics):
     cache = MemorySessionCache(100)
     cache.put_if_absent("s", SessionBinding("openai/retired", "old"), 300)
