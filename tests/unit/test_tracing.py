@@ -219,7 +219,7 @@ def test_without_an_endpoint_nothing_is_traced(config, providers, monkeypatch):
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     app = create_app(config, providers=providers)
     assert app.extensions["plano"].tracing is None
-    assert not getattr(app, "_is_instrumented_by_opentelemetry", False)
+    assert not _has_server_spans(app)
     counter = _SpanCounter(monkeypatch)
     client = app.test_client()
     post(client, chat_body(DEEP_PROMPT), "s-5")
@@ -267,11 +267,31 @@ def test_unsampled_traces_still_propagate_context(config, providers, span_export
     provider.shutdown()
 
 
+def _has_server_spans(app) -> bool:
+    return any(hook.__name__ == "_start_server_span"
+               for hook in app.before_request_funcs.get(None, []))
+
+
+def test_incoming_traceparent_is_the_parent_of_the_server_span():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config = config_from_dict(make_config_dict())
+    app = create_app(config, providers=fake_providers(config), tracer_provider=provider)
+    app.test_client().post(CHAT, json=chat_body(FAST_PROMPT), headers={
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    (server,) = [s for s in exporter.get_finished_spans() if s.name == SERVER_SPAN]
+    assert format(server.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert format(server.parent.span_id, "016x") == "b7ad6b7169203331"
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.attributes["http.route"] == CHAT
+
+
 def test_tracing_wraps_no_app_it_was_not_asked_to(config, providers, tracer_provider):
     traced = create_app(config, providers=providers, tracer_provider=tracer_provider)
     plain = create_app(config, providers=providers, tracer_provider=None)
-    assert traced._is_instrumented_by_opentelemetry
-    assert not getattr(plain, "_is_instrumented_by_opentelemetry", False)
+    assert _has_server_spans(traced)
+    assert not _has_server_spans(plain)
     assert isinstance(traced.extensions["plano"].tracing, Tracing)
 
 
