@@ -154,33 +154,31 @@ def start_gateway(name: str, config: dict, log_dir: Path, workers: int) -> Serve
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     env = bench_env(PLANO_CONFIG=str(config_path), PLANO_HOST=HOST, PLANO_PORT=str(port),
                     PLANO_WORKERS=str(workers))
-    proc = Process(name, [str(VENV_BIN / "gunicorn"), "-c", str(ROOT / "config" /
-                                                                "gunicorn.conf.py"),
-                          "--no-control-socket", "app.wsgi:app"],
-                   log_dir=log_dir, env=env).start()
-    try:
-        _wait_gunicorn(proc, port, workers, "/healthz")
-    except BaseException:
-        proc.stop()
-        raise
-    return Server(name, port, proc.stop, pids=lambda: gunicorn_children(proc.pid))
+    return _start_gunicorn(name, [
+        "-c", str(ROOT / "config" / "gunicorn.conf.py"), "--no-control-socket", "app.wsgi:app"],
+        port, workers, log_dir, env)
 
 
 def start_passthrough(mock_url: str, log_dir: Path, workers: int) -> Server:
     """The bare reference app under gunicorn with the gateway's worker settings."""
     port = free_port()
     env = bench_env(BENCH_UPSTREAM=f"{mock_url}/v1/chat/completions")
-    proc = Process("passthrough", [
-        str(VENV_BIN / "gunicorn"), "--worker-class", "gevent", "--workers", str(workers),
-        "--worker-connections", "1000", "--keep-alive", "5", "--bind", f"{HOST}:{port}",
-        "--no-control-socket", "--log-level", "info", "benchlib.passthrough:app"],
-        log_dir=log_dir, env=env).start()
+    return _start_gunicorn("passthrough", [
+        "--worker-class", "gevent", "--workers", str(workers), "--worker-connections", "1000",
+        "--keep-alive", "5", "--bind", f"{HOST}:{port}", "--no-control-socket",
+        "--log-level", "info", "benchlib.passthrough:app"], port, workers, log_dir, env)
+
+
+def _start_gunicorn(name: str, args: list[str], port: int, workers: int, log_dir: Path,
+                    env: dict) -> Server:
+    """gunicorn with ``args``, waited for until every worker answers ``/healthz``."""
+    proc = Process(name, [str(VENV_BIN / "gunicorn"), *args], log_dir=log_dir, env=env).start()
     try:
         _wait_gunicorn(proc, port, workers, "/healthz")
     except BaseException:
         proc.stop()
         raise
-    return Server("passthrough", port, proc.stop, pids=lambda: gunicorn_children(proc.pid))
+    return Server(name, port, proc.stop, pids=lambda: gunicorn_children(proc.pid))
 
 
 class Servers:

@@ -6,17 +6,10 @@ from app.config import config_from_dict
 from app.router import create_router
 from app.router.arch import ArchRouter
 from app.router.embedded import EmbeddedRouter
+from tests.conftest import BASE_CONFIG
 
 PROVIDERS = [{"model": "openai/gpt-4o-mini", "default": True}, {"model": "openai/gpt-5.2"}]
-ROUTES = [
-    {"name": "deep_reasoning",
-     "description": "complex reasoning, mathematics with equations, detailed technical "
-                    "explanations",
-     "models": ["openai/gpt-5.2"]},
-    {"name": "fast_responses",
-     "description": "short answers, greetings, simple questions, quick creative snippets",
-     "models": ["openai/gpt-4o-mini"]},
-]
+ROUTES = BASE_CONFIG["routing_preferences"]
 
 
 class FakeClient:
