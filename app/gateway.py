@@ -73,7 +73,6 @@ class Gateway:
         self._metrics = metrics or Metrics()
         self._routing_span = routing_span or contextlib.nullcontext
         self._ttl = config.routing.session_ttl_seconds
-        self._endpoints = config.endpoints_by_name
         self._routes = config.routes_by_name
 
     def decide(self, request: ChatRequest, session_id: str | None = None,
@@ -94,7 +93,7 @@ class Gateway:
 
         stale = False
         if binding is not None:
-            endpoint = self._endpoints.get(binding.model_name)
+            endpoint = self._config.endpoint(binding.model_name)
             if endpoint is not None:
                 self._cache_event("hit")
                 return Decision(endpoint, binding.route_name, pinned=True,
@@ -123,7 +122,7 @@ class Gateway:
             # request is a conflict it lost, even though the model is the same)
             self._cache_event("store")
             return self._unpinned(outcome, AFFINITY_NEW)
-        endpoint = self._endpoints.get(winner.model_name)
+        endpoint = self._config.endpoint(winner.model_name)
         self._cache_event("conflict")
         if endpoint is None:
             # Another writer pinned a model this replica does not know (config skew).
@@ -150,7 +149,7 @@ class Gateway:
                     span.outcome(route.name if route else None)
         endpoint = fallback
         if route is not None:
-            endpoint = self._endpoints[route.models[0]]
+            endpoint = self._config.endpoint(route.models[0])
         self._metrics.router_decision(route.name if route else None, endpoint.name, failed,
                                       time.perf_counter() - started)
         return _RouteOutcome(endpoint, route.name if route else None, failed)

@@ -23,6 +23,7 @@ one ``plano.access`` line per request. gunicorn's own access log is off unless
 
 import atexit
 import glob
+import json
 import os
 import shutil
 import sys
@@ -94,6 +95,10 @@ try:
 except ConfigError as error:
     sys.stderr.write(f"{error}\n")
     sys.exit(2)
+# Plano-config migrations are told once, here in the master (workers load silently).
+for _warning in _gateway_config.warnings:
+    sys.stderr.write(json.dumps({"level": "WARNING", "logger": "plano.config",
+                                 "msg": _warning, "event": "config_migrated"}) + "\n")
 
 _listener = _gateway_config.model_listener
 
