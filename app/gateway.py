@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager
 
 from app.chat_request import ChatRequest
-from app.config import Config, ModelEndpoint
+from app.config import Config, ModelEndpoint, RouteConfig
 from app.errors import ModelNotFoundError, RouterError, SessionCacheError
 from app.metrics import Metrics
 from app.router.base import Router
+from app.router.embedded import EmbeddedRouter
 from app.session_cache.base import SessionBinding, SessionCache
 
 log = logging.getLogger(__name__)
@@ -129,17 +130,36 @@ class Gateway:
             return self._unpinned(outcome, AFFINITY_UNAVAILABLE)
         return Decision(endpoint, winner.route_name, pinned=True, affinity=AFFINITY_PINNED)
 
+    def _router_for(self, request: ChatRequest) -> Router | None:
+        """The configured router, or one over the request's own routes (their models
+        resolved like a request's ``model``); ``None`` when there is nothing to choose."""
+        if request.routes is None:
+            return self._router if self._router is not None and self._router.routes else None
+        routes = []
+        for route in request.routes:
+            models = []
+            for model in route.models:
+                endpoint = self._config.resolve_model(model)
+                if endpoint is None:
+                    raise ModelNotFoundError(
+                        f"routing_preferences: model '{model}' is not configured",
+                        param="routing_preferences")
+                models.append(endpoint.name)
+            routes.append(RouteConfig(route.name, route.description, tuple(models)))
+        return (self._router or EmbeddedRouter(())).for_routes(routes)
+
     def _route(self, request: ChatRequest, fallback: ModelEndpoint) -> _RouteOutcome:
-        if self._router is None:
+        router = self._router_for(request)
+        if router is None:
             return _RouteOutcome(fallback, None, failed=False)
         started = time.perf_counter()
         with self._routing_span() as span:
             try:
-                route = self._router.select_route(request.messages)
+                route = router.select_route(request.messages)
                 failed = False
             except RouterError as error:
                 log.warning("router %s failed, serving %s unpinned: %s",
-                            self._router.kind, fallback.name, error,
+                            router.kind, fallback.name, error,
                             extra={"event": "router_error", "cause": str(error)})
                 route, failed = None, True
                 if span is not None:

@@ -12,6 +12,7 @@ import argparse
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Mapping, TextIO
 
 import yaml
@@ -27,7 +28,7 @@ _SINGLE_REFERENCE = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}?$"
 def key_sources(path: str, environ: Mapping[str, str]) -> list[str]:
     """Where each provider's key comes from, in file order, read from the unexpanded YAML."""
     try:
-        raw = yaml.safe_load(open(path, encoding="utf-8")) or {}
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return []
     providers = raw.get("model_providers", raw.get("llm_providers")) or []

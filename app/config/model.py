@@ -10,7 +10,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from app.config.catalogue import UNSUPPORTED_VENDORS, VENDORS
+
 WILDCARD = "*"
+#: Prefixes that always name a vendor, never the first part of a bare model id.
+KNOWN_PREFIXES = frozenset(VENDORS) | frozenset(UNSUPPORTED_VENDORS)
 
 
 @dataclass(frozen=True)
@@ -181,8 +185,10 @@ class ModelDirectory:
             return found
         if target in self.by_model_id:
             return self.by_model_id[target]
+        # A bare id with a slash (``meta-llama/Llama-3``) is not a full name of a vendor.
         vendor = target.partition("/")[0] if "/" in target else None
-        if len(self.wildcards) == 1 and vendor not in self.vendors:
+        if len(self.wildcards) == 1 and (vendor is None or (
+                vendor not in self.vendors and vendor not in KNOWN_PREFIXES)):
             (wildcard,) = self.wildcards.values()
             return wildcard.for_model_id(target)
         return None

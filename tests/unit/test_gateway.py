@@ -7,7 +7,7 @@ import pytest
 from app import create_app
 from app.services import services_of
 from app.chat_request import parse_chat_request
-from app.config import config_from_dict
+from app.config import RouteConfig, config_from_dict
 from app.gateway import Gateway, session_key
 from app.errors import RouterError
 from app.router.base import Router
@@ -39,8 +39,12 @@ class RacingCache(MemorySessionCache):
 
 class BrokenRouter(Router):
     kind = "broken"
+    routes = (RouteConfig("any", "any", ("openai/gpt-5.2",)),)
 
-    def select_route(self, messages, headers=None):
+    def for_routes(self, routes):
+        return self
+
+    def select_route(self, messages):
         raise RouterError("routing model timed out")
 
 
@@ -50,9 +54,12 @@ class CountingRouter(Router):
     kind = "counting"
 
     def __init__(self, route):
-        self.route, self.calls = route, 0
+        self.route, self.calls, self.routes = route, 0, (route,)
 
-    def select_route(self, messages, headers=None):
+    def for_routes(self, routes):
+        return self
+
+    def select_route(self, messages):
         self.calls += 1
         return self.route
 
