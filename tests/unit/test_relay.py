@@ -55,3 +55,13 @@ def test_nested_or_quoted_model_members_fall_back_to_parsing():
     assert set_top_level_model('["model"]', '"m"') is None
     chunk = rewrite_chunk(ServerSentEvent(data=nested), "openai/x")
     assert json.loads(chunk[6:]) == {"choices": [{"model": "inner"}], "model": "openai/x"}
+
+
+def test_sse_id_and_retry_fields_survive_the_relay():
+    from app.providers.sse import SSEDecoder
+    wire = b'id: 7\nretry: 100\ndata: {"model":"gpt-x","choices":[]}\n\n'
+    (event,) = SSEDecoder().feed(wire)
+    assert rewrite_chunk(event, "openai/x") == (
+        b'id: 7\nretry: 100\ndata: {"model":"openai/x","choices":[]}\n\n')
+    only_id = ServerSentEvent(data='{"choices":[]}', id="8")
+    assert rewrite_chunk(only_id, "m") == b'id: 8\ndata: {"choices":[]}\n\n'
