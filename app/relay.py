@@ -28,7 +28,8 @@ import requests
 from app.errors import UpstreamError
 from app.metrics import Metrics
 from app.providers.openai_compat import ProviderClient, upstream_error_body
-from app.providers.sse import SSEDecoder, ServerSentEvent, encode_data, encode_event
+from app.providers.sse import (SSEDecoder, ServerSentEvent, encode_data, encode_event,
+                               simple_data_events)
 from app.tracing import ATTR_STREAM, ClientSpan, Tracing
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,42 @@ def set_top_level_model(text: str, model_json: str) -> str | None:
     if depth != 1:
         return None
     return f'{text[:match.start()]}"model":{model_json}{text[match.end():]}'
+
+
+_MODEL_MEMBER_BYTES = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_JSON_STRING_BYTES = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def set_top_level_model_bytes(data: bytes, model_json: bytes) -> bytes | None:
+    """:func:`set_top_level_model` on UTF-8 bytes, for the stream fast path."""
+    match = _MODEL_MEMBER_BYTES.search(data)
+    if match is None or not data.startswith(b"{"):
+        return None
+    start = match.start()
+    prefix = _JSON_STRING_BYTES.sub(b"", data[:start])
+    if b'"' in prefix:
+        return None
+    depth = prefix.count(b"{") + prefix.count(b"[") - prefix.count(b"}") - prefix.count(b"]")
+    if depth != 1:
+        return None
+    return b"".join((data[:start], b'"model":', model_json, data[match.end():]))
+
+
+def rewrite_simple_events(chunk: bytes, model_json: bytes) -> bytes | None:
+    """``chunk`` rewritten without decoding it, when it is only one-line data events whose
+    ``model`` sits where :func:`set_top_level_model_bytes` finds it (or ``[DONE]``);
+    ``None``: use the decoder. Same output as decoding and :func:`rewrite_chunk`."""
+    datas = simple_data_events(chunk)
+    if datas is None:
+        return None
+    out = []
+    for data in datas:
+        if data != b"[DONE]":
+            data = set_top_level_model_bytes(data, model_json)
+            if data is None:
+                return None
+        out.append(b"data: " + data + b"\n\n")
+    return b"".join(out)
 
 
 def rewrite_chunk(event: ServerSentEvent, model_name: str,
@@ -262,12 +299,17 @@ class UpstreamStream:
         model_name = self._model_name
         decoder = SSEDecoder()
         model_json = json.dumps(model_name)
+        model_json_bytes = model_json.encode()
         try:
             for raw in self._client.iter_raw(self._response):
                 # Everything one upstream read completed goes out in one write: no event
                 # waits for a later one, and a burst costs one send, not one per token.
-                out = b"".join(rewrite_chunk(event, model_name, model_json)
-                               for event in decoder.feed(raw))
+                # The common read (whole one-line data events) is rewritten in bytes.
+                out = (rewrite_simple_events(raw, model_json_bytes) if decoder.idle
+                       else None)
+                if out is None:
+                    out = b"".join(rewrite_chunk(event, model_name, model_json)
+                                   for event in decoder.feed(raw))
                 if out:
                     yield out
             tail = b"".join(rewrite_chunk(event, model_name, model_json)
