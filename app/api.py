@@ -106,6 +106,7 @@ def chat_completions():
     g.plano_record.answer = answer
     headers.update(answer.headers)
     if answer.mimetype == "text/event-stream":
+        g.plano_stream = answer.body  # released by _release_discarded_stream if never sent
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"  # nginx must not buffer a stream
     return Response(answer.body, status=answer.status, headers=headers,
@@ -183,6 +184,20 @@ def _finish_request(response: Response) -> Response:
     if g.get("plano_close_connection"):
         response.call_on_close(_hang_up(request.environ.get("gunicorn.socket")))
     return response
+
+
+@bp.teardown_app_request
+def _release_discarded_stream(error: BaseException | None) -> None:
+    """Release the upstream of a streamed answer that never reached the WSGI server.
+
+    When a later step fails (an after-request hook raising), Flask answers with an error
+    response instead and drops ours un-iterated, so the server never closes it: its
+    upstream connection and span would leak. With no error the server owns the answer and
+    closes it after the last byte; a teardown must not, the stream is still running.
+    """
+    stream = g.pop("plano_stream", None)
+    if stream is not None and error is not None:
+        stream.close()
 
 
 def _hang_up(sock) -> Callable[[], None]:

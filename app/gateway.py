@@ -92,14 +92,15 @@ class Gateway:
             return self._unpinned(self._route(request, fallback),
                                   AFFINITY_UNAVAILABLE)
 
-        stale = False
+        stale_model = None
         if binding is not None:
             endpoint = self._config.endpoint(binding.model_name)
             if endpoint is not None:
                 self._cache_event("hit")
                 return Decision(endpoint, binding.route_name, pinned=True,
                                 affinity=AFFINITY_PINNED)
-            stale = True  # pinned to a model no longer configured: re-route and re-pin
+            # Pinned to a model no longer configured: re-route and replace that pin.
+            stale_model = binding.model_name
         self._cache_event("miss")
 
         outcome = self._route(request, fallback)
@@ -107,14 +108,16 @@ class Gateway:
             # Routing failed: serve the fallback but do not pin it, so the next request of
             # this session gets a real decision.
             return self._unpinned(outcome, AFFINITY_UNAVAILABLE)
-        return self._pin(key, outcome, stale)
+        return self._pin(key, outcome, stale_model)
 
-    def _pin(self, key: str, outcome: _RouteOutcome, stale: bool) -> Decision:
+    def _pin(self, key: str, outcome: _RouteOutcome, stale_model: str | None) -> Decision:
         chosen = SessionBinding(outcome.endpoint.name, outcome.route_name)
         try:
-            if stale:
-                self._cache.delete(key)
-            winner = self._cache.put_if_absent(key, chosen, self._ttl)
+            if stale_model is not None:
+                # Compare-and-set: a racing request's fresh pin is kept, never deleted.
+                winner = self._cache.replace_stale(key, stale_model, chosen, self._ttl)
+            else:
+                winner = self._cache.put_if_absent(key, chosen, self._ttl)
         except SessionCacheError as error:
             self._cache_event("store_error" if error.outcome == "error" else error.outcome,
                               error)

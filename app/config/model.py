@@ -100,7 +100,8 @@ class SessionCacheConfig:
     master_name: str | None = None
     tls_ca_file: str | None = None
     timeout_ms: int = 200
-    pool_size: int = 64
+    #: ``None``: gunicorn's ``worker_connections`` (:func:`app.pools.worker_connections`).
+    pool_size: int | None = None
     failure_threshold: int = 3
     cooldown_seconds: float = 2.0
     key_prefix: str = "plano:affinity:"

@@ -183,7 +183,9 @@ class SessionCacheSchema(_Strict):
     master_name = OptionalString(load_default=None, allow_none=True)
     tls_ca_file = OptionalString(load_default=None, allow_none=True)
     timeout_ms = fields.Integer(load_default=200, validate=validate.Range(1, 60000))
-    pool_size = fields.Integer(load_default=64, validate=validate.Range(1, 10000))
+    # null: one connection per concurrent request of a worker (worker_connections)
+    pool_size = fields.Integer(load_default=None, allow_none=True,
+                               validate=validate.Range(1, 100000))
     failure_threshold = fields.Integer(load_default=3, validate=validate.Range(1, 1000))
     cooldown_seconds = fields.Float(load_default=2.0, validate=validate.Range(0, 3600))
     key_prefix = fields.String(load_default="plano:affinity:")
