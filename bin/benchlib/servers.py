@@ -169,14 +169,14 @@ def start_passthrough(mock_url: str, log_dir: Path, workers: int) -> Server:
         "--log-level", "info", "benchlib.passthrough:app"], port, workers, log_dir, env)
 
 
-def start_traced_passthrough(mock_url: str, otlp_url: str, sampling: float, log_dir: Path,
-                             workers: int) -> Server:
+def start_traced_passthrough(name: str, mock_url: str, otlp_url: str, sampling: float,
+                             log_dir: Path, workers: int) -> Server:
     """The passthrough with the gateway's tracing set-up (issue 16): same provider, same
     FlaskInstrumentor options, ``sampling`` percent, exported to ``otlp_url``."""
     port = free_port()
     env = bench_env(BENCH_UPSTREAM=f"{mock_url}/v1/chat/completions",
                     BENCH_OTLP_ENDPOINT=otlp_url, BENCH_SAMPLING=str(sampling))
-    return _start_gunicorn(f"passthrough-traced-{sampling:g}", [
+    return _start_gunicorn(name, [
         "--worker-class", "gevent", "--workers", str(workers), "--worker-connections", "1000",
         "--keep-alive", "5", "--bind", f"{HOST}:{port}", "--no-control-socket",
         "--log-level", "info", "benchlib.passthrough:app"], port, workers, log_dir, env)
@@ -245,7 +245,7 @@ class Servers:
             return start_passthrough(mock_url, self.log_dir, self.workers)
         if name in (sc.PASSTHROUGH_TRACED, sc.PASSTHROUGH_TRACED_10):
             return start_traced_passthrough(
-                mock_url, self.running["otlp-sink"].base_url,
+                name, mock_url, self.running["otlp-sink"].base_url,
                 100 if name == sc.PASSTHROUGH_TRACED else 10, self.log_dir, self.workers)
         port = free_port()
         # A shared REDIS_URL server keeps the bench's keys apart from real pins.
