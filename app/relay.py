@@ -115,7 +115,21 @@ _JSON_STRING_BYTES = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
 def set_top_level_model_bytes(data: bytes, model_json: bytes) -> bytes | None:
-    """:func:`set_top_level_model` on UTF-8 bytes, for the stream fast path."""
+    """:func:`set_top_level_model` on UTF-8 bytes, for the stream fast path.
+
+    Compact chunks (``{"id":"...","object":"chat.completion.chunk","created":1,"model":...``)
+    take a shortcut: when the text before ``"model":"`` has no backslash, no bracket and no
+    brace but the opening one, and an even number of quotes, the member is at depth 1 and
+    outside any string, and its value ends at the next quote. Anything else uses the regexes.
+    """
+    start = data.find(b'"model":"')
+    if start > 0 and data[0] == 0x7B:  # "{"
+        prefix = data[:start]
+        if (prefix.count(b"{") == 1 and prefix.count(b'"') % 2 == 0 and b"\\" not in prefix
+                and b"[" not in prefix and b"}" not in prefix and b"]" not in prefix):
+            end = data.find(b'"', start + 9)
+            if end > 0 and data[end - 1] != 0x5C:  # not an escaped quote: the value ends
+                return b"".join((prefix, b'"model":', model_json, data[end + 1:]))
     match = _MODEL_MEMBER_BYTES.search(data)
     if match is None or not data.startswith(b"{"):
         return None
