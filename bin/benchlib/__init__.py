@@ -3,10 +3,11 @@
 - :mod:`benchlib.cli` — the command line, the report on stdout, the JSON file;
 - :mod:`benchlib.runner` — one load run: probe, pre-pin, warm up, measure, profile;
 - :mod:`benchlib.scenarios` — what is measured (target server, body, sessions, checks);
-- :mod:`benchlib.servers` / :mod:`benchlib.process` — mock upstreams, Redis, gateways and
-  the passthrough, as child processes stopped by pid;
+- :mod:`benchlib.servers` — mock upstreams, Redis, gateways and the passthrough, started
+  and stopped with :mod:`devkit`;
 - :mod:`benchlib.loadgen` — the load spec and session pre-pinning; :mod:`benchlib.wrk`
-  (``wrk`` with a generated Lua script) and :mod:`benchlib.pygen` (asyncio fallback);
+  (``wrk`` with a generated Lua script, when installed) and :mod:`benchlib.pygen`
+  (:mod:`devkit.load`, the fallback);
 - :mod:`benchlib.report` — pure: percentiles, rows, overhead, targets, table and JSON;
 - :mod:`benchlib.memory` — memory per pinned session, in Redis and in the memory backend;
 - :mod:`benchlib.profile` — ``--profile``: py-spy on the gunicorn workers, text summary;
@@ -14,5 +15,6 @@
 - :mod:`benchlib.routing_mock` — ``bin/mock_llm.py`` answering a fixed route by default;
 - :mod:`benchlib.otlp_sink` — a do-nothing OTLP/HTTP collector for the traced scenario.
 
-Run with ``PYTHONPATH=<repo>/bin:<repo>`` (``bin/bench`` sets it).
+Installed into ``.venv`` with :mod:`devkit` (``pyproject.toml``); ``bin/bench`` runs
+``python -m benchlib.cli``.
 """

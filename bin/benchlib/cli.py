@@ -31,7 +31,8 @@ from pathlib import Path
 from benchlib import memory, pygen, report, wrk
 from benchlib import scenarios as sc
 from benchlib.runner import Bench
-from benchlib.servers import ROOT, ROUTING_MOCK_LATENCY_MS, ServerError, Servers
+from benchlib.servers import ROUTING_MOCK_LATENCY_MS, SERVER_ERRORS, Servers
+from devkit import ROOT
 
 DEFAULT_JSON = ROOT / ".bench" / "results.json"
 DEFAULT_MEMORY_JSON = ROOT / ".bench" / "memory.json"
@@ -125,7 +126,7 @@ def run_memory(args: argparse.Namespace, log_dir: Path) -> int:
     """``--memory``: measure, print, write JSON."""
     servers = Servers(args.workers, log_dir, echo=Bench.echo)
     try:
-        url = servers.ensure("redis").base_url
+        url = servers.ensure("redis").url
         print(f"measuring memory per session (Redis at {url}; memory backend with "
               f"{args.sessions:,} sessions in a fresh interpreter)...", flush=True)
         result = memory.run(url, args.sessions)
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         code = run_memory(args, log_dir) if args.memory else run_load(args, log_dir)
         keep_logs = False
         return code
-    except ServerError as error:
+    except SERVER_ERRORS as error:
         print(f"bin/bench: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

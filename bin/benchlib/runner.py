@@ -12,7 +12,8 @@ from pathlib import Path
 
 from benchlib import loadgen, profile, pygen, report
 from benchlib import scenarios as sc
-from benchlib.servers import HOST, ROOT, Servers
+from benchlib.servers import Servers
+from devkit import HOST, ROOT
 
 PROFILE_DIR = ROOT / ".bench"
 CEILING_SECONDS = 2.0

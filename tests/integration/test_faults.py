@@ -2,7 +2,7 @@
 
 Each test runs a real gunicorn gateway (gevent workers) against the bundled mock upstream
 and a real redis-server of its own, drives a bounded load through it with
-:mod:`tests.support.load`, injects one fault mid-load and checks what clients saw: status
+:mod:`devkit.load`, injects one fault mid-load and checks what clients saw: status
 codes, the ``x-plano-affinity`` header, the models, and latency. The figures (requests
 sent, non-2xx count, p50/p99, recovery times) are printed as one ``FAULT ...`` line per
 scenario (``pytest -s`` shows them) and written to ``fault_figures.json`` under pytest's
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body
-from tests.integration.conftest import gateway_config
-from tests.integration.test_affinity import fresh_post, redis_cache
-from tests.support.load import Load, LoadResult, Outcome, PlannedRequest, summarize
-from tests.support.processes import MockLLM, wait_until
-from tests.support.redis_servers import free_port
+from devkit.load import Load, LoadResult, Outcome, PlannedRequest, summarize
+from devkit.ports import free_port
+from devkit.processes import wait_until
+from devkit.stubs import Stub
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config, redis_cache
+from tests.support.servers import fresh_post
 
 pytestmark = pytest.mark.integration
 
@@ -357,7 +357,7 @@ def routing_llm(request):
     if request.param == "down":
         yield request.param, f"http://127.0.0.1:{free_port()}/v1"
         return
-    mock = MockLLM(*(["--latency-ms", "3000"] if request.param == "slow" else [])).start()
+    mock = Stub(*(["--latency-ms", "3000"] if request.param == "slow" else [])).start()
     yield request.param, mock.base_url
     mock.stop()
 
@@ -454,8 +454,8 @@ def test_worker_killed_with_sigkill_under_load_is_replaced_and_pins_survive(
     assert stored_pins(redis_server, run) == pins
     after = [fresh_post(gateway.chat_url, chat_body(DEEP_PROMPT), session)
              for session in sorted(pins)]
-    assert {session: answer.json()["model"] for session, answer in zip(sorted(pins), after)} \
-        == pins
+    models = zip(sorted(pins), (answer.json()["model"] for answer in after), strict=True)
+    assert dict(models) == pins
     report(figures, "worker_sigkill_under_load", sent=len(result.outcomes),
            non_2xx=len(failures), failed_in_flight=len(failures),
            failure_kinds=sorted({o.error for o in failures}),

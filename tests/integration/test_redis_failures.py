@@ -16,11 +16,16 @@ import pytest
 import redis
 
 from app.config import SessionCacheConfig
-from app.session_cache.base import (InvalidBindingError, SessionBinding, SessionCacheError,
-                                    SessionCacheUnavailableError)
+from app.session_cache.base import (
+    InvalidBindingError,
+    SessionBinding,
+    SessionCacheError,
+    SessionCacheUnavailableError,
+)
 from app.session_cache.redis_cache import create_redis_session_cache
-from tests.integration.conftest import require_redis_server
-from tests.support.redis_servers import RedisSentinel, RedisServer, free_port
+from devkit.ports import free_port
+from devkit.redis_servers import RedisSentinel, RedisServer
+from tests.support.servers import require_redis_server
 
 TIMEOUT_MS = 200
 COOLDOWN = 0.5

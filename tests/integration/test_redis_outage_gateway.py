@@ -11,10 +11,9 @@ import time
 import pytest
 import requests
 
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body
-from tests.integration.conftest import gateway_config
-from tests.integration.test_affinity import fresh_post, redis_cache
-from tests.support.processes import wait_until
+from devkit.processes import wait_until
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config, redis_cache
+from tests.support.servers import fresh_post
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,13 @@ import pytest
 
 from app.config import RouteConfig
 from app.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
-from app.router.arch import (ArchRouter, build_routing_prompt, build_routing_request,
-                             parse_route_answer, routes_json)
+from app.router.arch import (
+    ArchRouter,
+    build_routing_prompt,
+    build_routing_request,
+    parse_route_answer,
+    routes_json,
+)
 from app.router.base import RouterError
 
 DEEP = RouteConfig("deep_reasoning",

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from app.session_cache.base import (SessionBinding, SessionCacheError,
-                                    SessionCacheUnavailableError)
+from app.session_cache.base import SessionBinding, SessionCacheError, SessionCacheUnavailableError
 from app.session_cache.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from app.session_cache.redis_cache import RedisSessionCache
 

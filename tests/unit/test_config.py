@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import (ConfigError, config_from_dict, expand_env, load_config,
-                        parse_duration)
-from tests.conftest import make_config_dict
+from app.config import ConfigError, config_from_dict, expand_env, load_config, parse_duration
+from tests.support.configs import make_config_dict
 
 
 def problems_of(raw: dict, environ=None) -> list[str]:

@@ -9,11 +9,15 @@ from app.chat_request import parse_chat_request
 from app.config import config_from_dict
 from app.gateway import Gateway, session_key
 from app.router.base import Router, RouterError
-from app.session_cache.base import (InvalidBindingError, SessionBinding, SessionCacheError,
-                                    SessionCacheUnavailableError)
+from app.session_cache.base import (
+    InvalidBindingError,
+    SessionBinding,
+    SessionCacheError,
+    SessionCacheUnavailableError,
+)
 from app.session_cache.memory import MemorySessionCache
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
-from tests.unit.fakes import FailingCache, RecordingMetrics
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
+from tests.support.fakes import FailingCache, RecordingMetrics
 
 
 class FailingStoreCache(MemorySessionCache):

@@ -11,15 +11,15 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Span, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 from app import create_app
 from app.config import ConfigError, TracingConfig, config_from_dict
 from app.tracing import ROUTING_SPAN, Tracing, create_tracer_provider, traces_endpoint
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
-from tests.unit.fake_provider import fake_providers
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
+from tests.support.fake_provider import fake_providers
 
 CHAT = "/v1/chat/completions"
 ROUTING_ONLY = "/routing/v1/chat/completions"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +17,10 @@ pytestmark = pytest.mark.integration
 
 def run_bench(tmp_path: Path, *extra: str, scenarios: tuple = SCENARIOS) -> dict:
     out = tmp_path / "results.json"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'bin'}{os.pathsep}{ROOT}"}
     proc = subprocess.run(
         [sys.executable, "-m", "benchlib.cli", "--duration", "1", "--warmup", "0",
          "--concurrency", "2", "--scenarios", ",".join(scenarios), "--json", str(out),
-         *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+         *extra], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "scenario" in proc.stdout and "wrote" in proc.stdout
     return json.loads(out.read_text())

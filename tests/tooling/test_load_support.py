@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.load import (Load, LoadResult, Outcome, PlannedRequest, percentile,
-                                summarize)
+from devkit.load import Load, LoadResult, Outcome, PlannedRequest, percentile, summarize
 
 
 def outcome(index: int, latency: float, status: int = 200, started: float = 0.0) -> Outcome:

@@ -1,11 +1,13 @@
-"""A small, bounded load generator for fault tests: N requests at concurrency C on loopback.
+"""The one Python load generator (fault tests and ``bin/bench``): bounded, loopback only.
 
-Threads (the test process is not gevent-patched), each sending requests back to back with
-``http.client``: on a kept-alive connection of its own (``keep_alive=True``, the default),
-or on a new connection per request (``keep_alive=False``: the kernel may then hand each
-request to any gunicorn worker). Each request's status, headers, body and latency (from
-the first byte sent to the last byte read) are recorded; a request that fails at the
-transport level (refused, reset, timed out) gets status 0 and the error's name.
+N requests, or as many as fit in a duration, at concurrency C. Threads (the caller is not
+gevent-patched), each sending requests back to back with ``http.client``: on a kept-alive
+connection of its own (``keep_alive=True``, the default), or on a new connection per request
+(``keep_alive=False``: the kernel may then hand each request to any gunicorn worker). Each
+request's status, headers, body and latency (from the first byte sent to the last byte
+read) are recorded; a request that fails at the transport level (refused, reset, timed out)
+gets status 0 and the error's name. In a timed run, answers that end after the deadline
+are not counted (as ``wrk`` does).
 
 A :class:`Load` runs in the background so a test can inject a fault mid-load::
 
@@ -32,6 +34,8 @@ from urllib.parse import urlsplit
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_REQUESTS = 100_000
+MAX_DURATION_S = 600
+MAX_TIMED_REQUESTS = 10_000_000
 MAX_CONCURRENCY = 256
 
 
@@ -70,6 +74,14 @@ class Outcome:
     @property
     def finished(self) -> float:
         return self.started + self.latency
+
+    @property
+    def error_kind(self) -> str | None:
+        """``connect``, ``timeout`` or ``read`` for a transport failure; None otherwise."""
+        if self.status != 0:
+            return None
+        return {"ConnectionRefusedError": "connect", "TimeoutError": "timeout",
+                "timeout": "timeout"}.get(self.error or "", "read")
 
     def json(self):
         """The body as JSON, ``None`` when it is not JSON."""
@@ -138,27 +150,34 @@ def summarize(outcomes: list[Outcome], duration: float | None = None) -> dict:
 
 
 class Load:
-    """``count`` requests at ``concurrency`` against ``url`` (loopback only), in threads.
+    """``count`` requests (or, with ``duration``, as many as fit in that many seconds) at
+    ``concurrency`` against ``url`` (loopback only), in threads.
 
     ``request_for(index)`` plans request ``index`` (0-based). ``timeout`` bounds each
-    request's connect and each read. ``keep_alive=False`` opens a connection per request.
+    request's connect and each read. ``keep_alive=False`` opens a connection per request;
+    ``keep_body=False`` drops answer bodies (long timed runs).
     """
 
-    def __init__(self, url: str, count: int, concurrency: int,
+    def __init__(self, url: str, count: int | None, concurrency: int,
                  request_for: Callable[[int], PlannedRequest], *, timeout: float = 10.0,
-                 keep_alive: bool = True, method: str = "POST"):
+                 keep_alive: bool = True, method: str = "POST",
+                 duration: float | None = None, keep_body: bool = True):
         parts = urlsplit(url)
         if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
             raise ValueError(f"load is only sent to http:// on loopback, not {url!r}")
-        if not 1 <= count <= MAX_REQUESTS:
+        if duration is None and (count is None or not 1 <= count <= MAX_REQUESTS):
             raise ValueError(f"count must be 1..{MAX_REQUESTS}")
+        if duration is not None and not 0 < duration <= MAX_DURATION_S:
+            raise ValueError(f"duration must be in (0, {MAX_DURATION_S}] seconds")
+        count = count or MAX_TIMED_REQUESTS
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be 1..{MAX_CONCURRENCY}")
         self.host, self.port = parts.hostname, parts.port or 80
         self.path = parts.path or "/"
         self.count, self.concurrency = count, concurrency
         self.request_for, self.timeout, self.keep_alive = request_for, timeout, keep_alive
-        self.method = method
+        self.method, self.duration, self.keep_body = method, duration, keep_body
+        self._deadline = float("inf")
         self._lock = threading.Lock()
         self._next = 0
         self._stopped = threading.Event()
@@ -173,6 +192,8 @@ class Load:
     def start(self) -> "Load":
         """Start the sender threads; returns at once."""
         self._started_at = time.monotonic()
+        if self.duration is not None:
+            self._deadline = self._started_at + self.duration
         self._threads = [threading.Thread(target=self._send_loop, name=f"load-{n}",
                                           daemon=True) for n in range(self.concurrency)]
         for thread in self._threads:
@@ -212,7 +233,8 @@ class Load:
             self.stop()
             raise TimeoutError(f"load did not finish within {timeout}s")
         finished = self._finished_at or time.monotonic()
-        return LoadResult(self.outcomes(), self.concurrency, finished - self._started_at)
+        duration = self.duration or finished - self._started_at
+        return LoadResult(self.outcomes(), self.concurrency, duration)
 
     def run(self, timeout: float = 120.0) -> LoadResult:
         """Start and wait."""
@@ -225,7 +247,8 @@ class Load:
 
     def _take(self) -> int | None:
         with self._lock:
-            if self._stopped.is_set() or self._next >= self.count:
+            if self._stopped.is_set() or self._next >= self.count or \
+                    time.monotonic() >= self._deadline:
                 return None
             index, self._next = self._next, self._next + 1
             return index
@@ -242,6 +265,8 @@ class Load:
                 if not reusable:
                     conn.close()
                     conn = None
+                if outcome.finished > self._deadline:
+                    break
                 with self._done:
                     self._outcomes.append(outcome)
                     if len(self._outcomes) == self.count:
@@ -269,4 +294,4 @@ class Load:
         answer_headers = {name.lower(): value for name, value in response.getheaders()}
         reusable = self.keep_alive and not response.will_close
         return Outcome(index, planned.tag, started, latency, response.status, answer_headers,
-                       data), reusable
+                       data if self.keep_body else b""), reusable

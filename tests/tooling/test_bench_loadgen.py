@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bin"))
-
-from benchlib import loadgen, pygen, wrk  # noqa: E402
-from benchlib import scenarios as sc  # noqa: E402
+from benchlib import loadgen, pygen, wrk
+from benchlib import scenarios as sc
 
 
 def spec(**overrides) -> loadgen.LoadSpec:
@@ -65,41 +60,28 @@ def test_wrk_output_without_result_line_is_an_error():
 # --------------------------------------------------------------------------- python
 
 
-def test_request_bytes_are_a_complete_http11_request():
-    raw = pygen._request_bytes(spec(), "sess-1")
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    assert lines[0] == "POST /v1/chat/completions HTTP/1.1"
-    assert "Host: 127.0.0.1:8080" in lines
-    assert f"Content-Length: {len(body)}" in lines
-    assert "X-Model-Affinity: sess-1" in lines
-    assert body == b'{"messages":[]}'
-    assert b"X-Model-Affinity" not in pygen._request_bytes(spec(), None)
+def headers_of(planner, index: int) -> dict:
+    return dict(planner(index).headers)
 
 
-def read(data: bytes):
-    async def go():
-        reader = asyncio.StreamReader()
-        reader.feed_data(data)
-        reader.feed_eof()
-        first = await pygen._read_response(reader)
-        return first, await reader.read()
-    return asyncio.run(go())
+def test_python_generator_cycles_the_session_pool():
+    planner = pygen._planner(spec(sessions="pool", pool=["a", "b"]), run="0")
+    assert [headers_of(planner, i)["X-Model-Affinity"] for i in range(3)] == ["a", "b", "a"]
+    assert planner(0).payload() == b'{"messages":[]}'
 
 
-def test_read_response_with_content_length_leaves_the_next_response():
-    (status, headers), rest = read(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
-                                   b"X-Plano-Pinned: true\r\n\r\n{}HTTP/1.1 ...")
-    assert status == 200 and headers["x-plano-pinned"] == "true"
-    assert rest == b"HTTP/1.1 ..."
+def test_python_generator_sends_a_new_session_per_request_and_run():
+    first = pygen._planner(spec(sessions="unique", unique_prefix="p"), run="0")
+    second = pygen._planner(spec(sessions="unique", unique_prefix="p"), run="1")
+    ids = {headers_of(planner, i)["X-Model-Affinity"] for planner in (first, second)
+           for i in range(3)}
+    assert len(ids) == 6 and all(session.startswith("p-") for session in ids)
 
 
-def test_read_response_with_chunked_body_reads_to_the_end():
-    body = b"5\r\ndata:\r\n3\r\n ok\r\n0\r\n\r\n"
-    (status, headers), rest = read(b"HTTP/1.1 503 Service Unavailable\r\n"
-                                   b"Transfer-Encoding: chunked\r\n\r\n" + body + b"NEXT")
-    assert status == 503 and headers["transfer-encoding"] == "chunked"
-    assert rest == b"NEXT"
+def test_python_generator_without_sessions_sends_no_affinity_header():
+    planner = pygen._planner(spec(), run="0")
+    assert "X-Model-Affinity" not in headers_of(planner, 0)
+    assert headers_of(planner, 0)["Content-Type"] == "application/json"
 
 
 # --------------------------------------------------------------------------- scenarios

