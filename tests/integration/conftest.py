@@ -1,13 +1,12 @@
-"""Integration fixtures: real mock upstream, real redis-server, real gunicorn gateways."""
+"""Integration fixtures: the real mock upstream and real gunicorn gateways (the Redis
+fixtures are in tests/conftest.py, shared with the contract suite)."""
 
 from __future__ import annotations
 
 import pytest
 
 from devkit.gateway import Gateway
-from devkit.redis_servers import RedisServer
 from devkit.stubs import Stub
-from tests.support.servers import require_redis_server
 
 
 @pytest.fixture(scope="session")
@@ -15,22 +14,6 @@ def mock_llm():
     """One mock upstream for the whole run (requests are told apart by their headers)."""
     with Stub() as mock:
         yield mock
-
-
-@pytest.fixture
-def redis_server():
-    """A redis-server of this test's own (it may be killed, paused, restarted)."""
-    require_redis_server()
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def shared_redis():
-    """A redis-server shared by tests that only read and write their own keys."""
-    require_redis_server()
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from devkit.processes import wait_until
 from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config, redis_cache
 from tests.support.servers import fresh_post
 
@@ -80,15 +81,15 @@ def test_tenants_are_pinned_separately(mock_llm, shared_redis, start_gateway):
 
 def test_expired_pin_is_routed_afresh(mock_llm, shared_redis, start_gateway):
     config = gateway_config(mock_llm, cache=redis_cache(shared_redis))
-    config["routing"]["session_ttl_seconds"] = 1
+    config["routing"]["session_ttl_seconds"] = 30
     gateway = start_gateway(config, workers=1)
     session = f"ttl-{time.time_ns()}"
     assert fresh_post(gateway.chat_url, chat_body(DEEP_PROMPT), session).json()["model"] == \
         "openai/gpt-5.2"
-    deadline = time.monotonic() + 5
-    while shared_redis.client().exists(f"plano:affinity:{session}"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    key, raw = f"plano:affinity:{session}", shared_redis.client()
+    assert 0 < raw.pttl(key) <= 30_000  # the configured TTL; now let it run out at once
+    raw.pexpire(key, 1)
+    wait_until(lambda: not raw.exists(key), 3, "the pin to expire", interval=0.001)
     again = fresh_post(gateway.chat_url, chat_body(FAST_PROMPT), session)
     assert again.json()["model"] == "openai/gpt-4o-mini"
     assert again.headers["x-plano-affinity"] == "new"

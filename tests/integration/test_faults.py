@@ -221,8 +221,9 @@ def test_redis_paused_beyond_the_timeout_latency_stays_bounded(mock_llm, redis_s
     bound = redis_worst + summarize(before)["max_ms"] / 1000 + 0.75
     assert bound < pause_ms / 1000  # so the bound proves that nobody waited for Redis
     assert summarize(during)["max_ms"] / 1000 < bound, summarize(during)
-    # The breaker skips Redis during its cool-down: most requests do not wait at all.
-    assert summarize(during)["p50_ms"] < timeout_ms
+    # The breaker skips Redis during its cool-down: most requests do not wait at all (their
+    # median stays within one Redis timeout of the steady state's p99).
+    assert summarize(during)["p50_ms"] < summarize(before)["p99_ms"] + timeout_ms
     resumed_after, clean = recovery(result.outcomes, resumed)
     assert resumed_after < 5
     assert {affinity(o) for o in clean} == {"pinned"}

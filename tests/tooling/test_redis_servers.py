@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import redis
@@ -120,10 +119,10 @@ def test_pause_makes_a_command_time_out(server):
     with server.client(socket_timeout=0.1, retry=NO_RETRY) as r:
         r.ping()  # connection established before the pause
         server.pause(400)
-        started = time.monotonic()
+        # A TimeoutError at all shows the client gave up before the 400 ms pause ended
+        # (after it, GET would have answered): no wall-clock bound to flake on a busy box.
         with pytest.raises(redis.TimeoutError):
             r.get("k")
-        assert time.monotonic() - started < 0.35
         wait_until(r.ping, 3, "the pause to end",
                    ignore=(redis.ConnectionError, redis.TimeoutError))
 

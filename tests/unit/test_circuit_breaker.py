@@ -8,19 +8,7 @@ import redis
 from app.session_cache.base import SessionBinding, SessionCacheError, SessionCacheUnavailableError
 from app.session_cache.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from app.session_cache.redis_cache import RedisSessionCache
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.fakes import FakeClock
 
 
 class FlakyRedis:
