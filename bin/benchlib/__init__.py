@@ -11,9 +11,10 @@
 - :mod:`benchlib.report` — pure: percentiles, rows, overhead, targets, table and JSON;
 - :mod:`benchlib.memory` — memory per pinned session, in Redis and in the memory backend;
 - :mod:`benchlib.profile` — ``--profile``: py-spy on the gunicorn workers, text summary;
-- :mod:`benchlib.passthrough` — the bare Flask + gunicorn + gevent reference app;
-- :mod:`benchlib.routing_mock` — ``bin/mock_llm.py`` answering a fixed route by default;
-- :mod:`benchlib.otlp_sink` — a do-nothing OTLP/HTTP collector for the traced scenario.
+- :mod:`benchlib.passthrough` — the bare Flask + gunicorn + gevent reference app.
+
+The routing LLM is ``bin/mock_llm.py --route NAME``, the OTLP collector of the traced
+scenario another mock (its ``POST /v1/traces`` swallows exports).
 
 Installed into ``.venv`` with :mod:`devkit` (``pyproject.toml``); ``bin/bench`` runs
 ``python -m benchlib.cli``.

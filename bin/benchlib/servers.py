@@ -115,9 +115,9 @@ class Servers:
             return BenchRedis()
         if name == "routing-mock":
             return Stub("--latency-ms", str(ROUTING_MOCK_LATENCY_MS), "--route", sc.LLM_ROUTE,
-                        module="benchlib.routing_mock", name=name, log_dir=self.log_dir).start()
-        if name == "otlp-sink":
-            return Stub(module="benchlib.otlp_sink", name=name, log_dir=self.log_dir).start()
+                        name=name, log_dir=self.log_dir).start()
+        if name == "otlp-sink":  # the mock's POST /v1/traces swallows OTLP exports
+            return Stub(name=name, log_dir=self.log_dir).start()
         mock = self.running["mock"]
         if name == sc.PASSTHROUGH_APP:
             return self._gunicorn(name, None, env={

@@ -1,8 +1,8 @@
 """Stand-ins for the gateway's upstreams, as real processes on a free loopback port.
 
-:class:`Stub` runs ``bin/mock_llm.py`` (the mock OpenAI upstream) or a module that behaves
-the same way (``benchlib.routing_mock``, ``benchlib.otlp_sink``): it binds port 0, prints
-``... listening on http://HOST:PORT`` as its first line and answers ``GET /health``.
+:class:`Stub` runs ``bin/mock_llm.py``: the mock OpenAI upstream, also the bench's routing
+LLM (``--route NAME``) and OTLP collector. It binds port 0, prints ``... listening on
+http://HOST:PORT`` as its first line and answers ``GET /health``.
 """
 
 from __future__ import annotations
@@ -30,14 +30,13 @@ def scratch_dir() -> Path:
 
 
 class Stub:
-    """``bin/mock_llm.py ARGS`` (or ``python -m module ARGS``) on a free port."""
+    """``bin/mock_llm.py ARGS`` on a free port."""
 
-    def __init__(self, *args: str, module: str | None = None, name: str = "mock",
-                 log_dir: Path | None = None, env: dict | None = None):
-        launcher = ["-m", module] if module else [str(BIN / "mock_llm.py")]
+    def __init__(self, *args: str, name: str = "mock", log_dir: Path | None = None,
+                 env: dict | None = None):
         self.name = name
-        self.process = Process(name, [sys.executable, *launcher, "--port", "0", "--quiet",
-                                      *args],
+        self.process = Process(name, [sys.executable, str(BIN / "mock_llm.py"), "--port", "0",
+                                      "--quiet", *args],
                                log_path=(log_dir or scratch_dir()) / f"{name}.log",
                                env=env, stdout_pipe=True)
         self.port = 0
