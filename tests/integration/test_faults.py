@@ -166,7 +166,9 @@ def test_redis_killed_mid_load_every_request_still_answered(mock_llm, redis_serv
     report(figures, "redis_killed_mid_load", sent=len(result.outcomes),
            non_2xx=len(result.failures), before=summarize(steady), after=summarize(after),
            added_p99_ms=round(added_p99, 1))
-    assert summarize(after)["p99_ms"] < 1000  # a refused connection costs no timeout
+    # A refused connection costs no timeout: the tail grows by less than a second even on
+    # a busy machine (a wait for Redis per request would show as far more).
+    assert added_p99 < 1000
 
 
 def test_redis_restarted_under_load_pins_resume_within_5s(mock_llm, redis_server,

@@ -37,6 +37,7 @@ from app.prometheus_metrics import MULTIPROC_ENV_VAR
 from devkit import ROOT, VENV_BIN
 from devkit.processes import wait_until
 from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config
+from tests.support.servers import fresh_post
 
 pytestmark = pytest.mark.integration
 
@@ -116,14 +117,6 @@ def otlp_receiver():
     receiver = OTLPReceiver().start()
     yield receiver
     receiver.stop()
-
-
-def fresh_post(url: str, body: dict, session: str | None = None, **headers):
-    """One request on a new connection (so the kernel may hand it to either worker)."""
-    if session is not None:
-        headers["X-Model-Affinity"] = session
-    headers["Connection"] = "close"
-    return requests.post(url, json=body, headers=headers, timeout=10)
 
 
 def test_traceparent_reaches_the_mock_upstream(mock_llm):
