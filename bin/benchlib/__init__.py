@@ -5,9 +5,8 @@
 - :mod:`benchlib.scenarios` — what is measured (target server, body, sessions, checks);
 - :mod:`benchlib.servers` — mock upstreams, Redis, gateways and the passthrough, started
   and stopped with :mod:`devkit`;
-- :mod:`benchlib.loadgen` — the load spec and session pre-pinning; :mod:`benchlib.wrk`
-  (``wrk`` with a generated Lua script, when installed) and :mod:`benchlib.pygen`
-  (:mod:`devkit.load`, the fallback);
+- :mod:`benchlib.loadgen` — the load spec and session pre-pinning; :mod:`benchlib.pygen`
+  sends it (:mod:`devkit.load`);
 - :mod:`benchlib.report` — pure: percentiles, rows, overhead, targets, table and JSON;
 - :mod:`benchlib.memory` — memory per pinned session, in Redis and in the memory backend;
 - :mod:`benchlib.profile` — ``--profile``: py-spy on the gunicorn workers, text summary;

@@ -1,12 +1,10 @@
-"""What the load generators send, and the pre-pinning of session pools (``bin/bench``).
+"""What the load generator sends, and the pre-pinning of session pools (``bin/bench``).
 
-Two generators share :class:`LoadSpec` and return a :class:`benchlib.report.LoadResult`
-with the same meaning: keep-alive connections (one per unit of concurrency) sending
-requests back to back for the duration; latency from sending to the last byte of the
-answer; responses outside 2xx and connection failures counted as errors; and the number of
-responses that carried every expected header (``spec.expect``), so a scenario can prove it
-measured what it says. :mod:`benchlib.wrk` drives ``wrk`` (preferred when installed);
-:mod:`benchlib.pygen` is the pure-Python fallback.
+:mod:`benchlib.pygen` sends :class:`LoadSpec` and returns a :class:`benchlib.report.LoadResult`:
+keep-alive connections (one per unit of concurrency) sending requests back to back for the
+duration; latency from sending to the last byte of the answer; responses outside 2xx and
+connection failures counted as errors; and the number of responses that carried every
+expected header (``spec.expect``), so a scenario can prove it measured what it says.
 """
 
 from __future__ import annotations

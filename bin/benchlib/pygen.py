@@ -1,9 +1,8 @@
-"""The Python load generator of ``bin/bench`` (used when ``wrk`` is not installed).
+"""The load generator of ``bin/bench``: :class:`devkit.load.Load` in a timed run.
 
-:class:`devkit.load.Load` in a timed run, one kept-alive connection per unit of
-concurrency, in the ``bin/bench`` process itself. It is slower than ``wrk``, so
-``bin/bench`` prints its ceiling (the mock measured directly with it) and flags rows that
-come close to it: there the generator, not the server, may be the limit.
+One kept-alive connection per unit of concurrency, asyncio in the ``bin/bench`` process
+itself. ``bin/bench`` prints its ceiling (the mock measured directly with it) and flags rows
+that come close to it: there the generator, not the server, may be the limit.
 """
 
 from __future__ import annotations

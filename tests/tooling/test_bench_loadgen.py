@@ -1,4 +1,4 @@
-"""bin/bench's load-generator plumbing that needs no sockets: scripts, parsing, scenarios."""
+"""bin/bench's load-generator plumbing that needs no sockets: request plans, scenarios."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchlib import loadgen, pygen, wrk
+from benchlib import loadgen, pygen
 from benchlib import scenarios as sc
 
 
@@ -15,46 +15,6 @@ def spec(**overrides) -> loadgen.LoadSpec:
               "body": b'{"messages":[]}'}
     values.update(overrides)
     return loadgen.LoadSpec(**values)
-
-
-# --------------------------------------------------------------------------- wrk
-
-
-def test_lua_long_strings_survive_closing_brackets_in_the_text():
-    literal = wrk._lua_str("a]=]b]]c")
-    assert literal.startswith("[==[\n") and literal.endswith("]==]")
-    assert "a]=]b]]c" in literal
-
-
-def test_wrk_script_embeds_body_pool_and_expectations():
-    script = wrk.wrk_script(spec(sessions="pool", pool=["s-000", "s-001"],
-                                     expect={"X-Plano-Pinned": "true"}))
-    assert '{"messages":[]}' in script
-    assert "s-000" in script and "s-001" in script
-    # Expected header names are lower-cased, and table keys are not "[[" (a Lua string).
-    assert "[ [=[\nx-plano-pinned]=] ] = [=[\ntrue]=]" in script
-    assert "[[=[" not in script
-    for hook in ("function setup(", "function init(", "function request(",
-                 "function response(", "function done("):
-        assert hook in script
-
-
-def test_wrk_output_is_parsed_from_the_json_line():
-    data = {"requests": 5000, "duration_us": 5_000_000, "responses": 5000, "non_2xx": 2,
-            "matched": 4990, "connect": 0, "read": 1, "write": 0, "timeout": 0,
-            "p50_us": 1200, "p99_us": 4500, "mean_us": 1300.5, "max_us": 9000}
-    stdout = "Running 5s test @ http://x\n  1 threads\nBENCH_JSON " + json.dumps(data) + "\n"
-    result = wrk.parse_wrk_output(stdout, check=True)
-    assert result.requests == 5000 and result.rps == 1000.0
-    assert result.p50_ms == 1.2 and result.p99_ms == 4.5 and result.mean_ms == 1.3005
-    assert result.max_ms == 9.0
-    assert result.error_count == 3 and result.matched == 4990
-    assert wrk.parse_wrk_output(stdout, check=False).matched is None
-
-
-def test_wrk_output_without_result_line_is_an_error():
-    with pytest.raises(RuntimeError, match="no result line"):
-        wrk.parse_wrk_output("unable to connect to 127.0.0.1:1\n", check=False)
 
 
 # --------------------------------------------------------------------------- python
