@@ -183,7 +183,9 @@ class _RedisProcess:
         return free_port()
 
     def _launch_and_wait(self, deadline: float) -> bool:
-        """Start once; True when ready, False when the port was in use."""
+        """Start once; True when ready, False when the port was in use. A start begun just
+        before ``deadline`` still gets half a second to fail on a busy port."""
+        deadline = max(deadline, time.monotonic() + 0.5)
         log_path = self.log_path
         self._log_offset = log_path.stat().st_size if log_path.exists() else 0
         self._process = Process(self.kind, self._argv(), log_path=log_path,
