@@ -381,9 +381,8 @@ def wait_gateways(port: int, gateways: list[Process], may_route: bool) -> None:
 
     def alive() -> None:
         for index, gateway in enumerate(gateways, start=1):
-            if gateway.proc is None or gateway.proc.poll() is not None:
-                abort_up(f"gateway-{index}", f"gateway process {gateway.proc.pid} exited "
-                         "during start-up")
+            if gateway.pid is None:
+                abort_up(f"gateway-{index}", "the process exited during start-up")
 
     def all_answered() -> bool:
         try:

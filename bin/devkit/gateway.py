@@ -8,7 +8,7 @@ from pathlib import Path
 
 from devkit import HOST, ROOT, VENV_BIN
 from devkit.configs import write_config
-from devkit.ports import free_port
+from devkit.ports import Listener, free_port
 from devkit.processes import Process, children, http_ok, wait_until
 from devkit.stubs import scratch_dir
 
@@ -17,7 +17,7 @@ from devkit.stubs import scratch_dir
 _OWN_PREFIXES = ("PLANO_", "OTEL_", "PROMETHEUS_", "GUNICORN_")
 
 
-class Gateway:
+class Gateway(Listener):
     """``gunicorn -c config/gunicorn.conf.py app.wsgi:app`` with ``config`` (a dict).
 
     The listener's host and port come from ``PLANO_HOST``/``PLANO_PORT``; ``env`` adds or
@@ -38,10 +38,6 @@ class Gateway:
         self.gunicorn_args = gunicorn_args
         self.port = 0
         self.process: Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
 
     @property
     def chat_url(self) -> str:

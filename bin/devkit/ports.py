@@ -1,4 +1,5 @@
-"""Loopback TCP ports: a free one, a free pair for a Redis Cluster node, a busy check."""
+"""Loopback TCP ports: a free one, a free pair for a Redis Cluster node, a busy check, and
+:class:`Listener`, the URL of a server of ours."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ def port_is_free(port: int, host: str = HOST) -> bool:
         except OSError:
             return False
         return True
+
+
+class Listener:
+    """Something of ours listening for HTTP on ``HOST:port``."""
+
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://{HOST}:{self.port}"
 
 
 def free_cluster_port() -> int:

@@ -84,6 +84,16 @@ def _wait(check: Callable[[], object], timeout: float, what: str,
         raise RedisServerError(f"{error}{on_timeout()}") from None
 
 
+def _all_or_nothing(group: T, start: Callable[[], object]) -> T:
+    """Run ``start``; when it fails, stop what ``group`` started so far and re-raise."""
+    try:
+        start()
+    except BaseException:
+        group.stop()
+        raise
+    return group
+
+
 # Everything started and not yet stop()ped (killed ones included, for their directories);
 # stopped at interpreter exit so that a failing or interrupted run leaves no orphan behind.
 _NOT_STOPPED: set["_RedisProcess"] = set()
@@ -392,15 +402,14 @@ class RedisCluster:
     def ports(self) -> list[int]:
         return [node.port for node in self.nodes]
 
-    def start(self) -> "RedisCluster":
-        try:
-            for node in self.nodes:
-                node.start()
-            self._create()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def start(self) -> RedisCluster:
+        """Start every node and join them into one cluster (all stopped again on failure)."""
+        return _all_or_nothing(self, self._start)
+
+    def _start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        self._create()
 
     def _create(self) -> None:
         admins = [node.client(socket_timeout=2, retry=None) for node in self.nodes]
@@ -508,19 +517,17 @@ class RedisSentinel:
         """``sentinel_addresses`` as (host, port) pairs, as ``redis.sentinel.Sentinel`` wants."""
         return [(HOST, int(addr.rsplit(":", 1)[1])) for addr in self.sentinel_addresses]
 
-    def start(self) -> "RedisSentinel":
-        try:
-            self.master.start()
-            self.sentinel = _SentinelProcess(
-                self.master_name, self.master.port, down_after_ms=self._down_after_ms,
-                binary=self._binary, startup_timeout=self.startup_timeout,
-            )
-            self.sentinel.start()
-            self._wait_for_master()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def start(self) -> RedisSentinel:
+        """Start the master, then the sentinel, and wait until it watches the master."""
+        return _all_or_nothing(self, self._start)
+
+    def _start(self) -> None:
+        self.master.start()
+        self.sentinel = _SentinelProcess(
+            self.master_name, self.master.port, down_after_ms=self._down_after_ms,
+            binary=self._binary, startup_timeout=self.startup_timeout)
+        self.sentinel.start()
+        self._wait_for_master()
 
     def _wait_for_master(self) -> None:
         probe = redis.Redis(host=HOST, port=self.sentinel.port, socket_timeout=1,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import requests
 
-from devkit import BIN, HOST
+from devkit import BIN
+from devkit.ports import Listener
 from devkit.processes import Process, ProcessError, http_ok, wait_until
 
 _LISTENING = re.compile(r"listening on http://[^ ]+:(\d+)")
@@ -29,7 +30,7 @@ def scratch_dir() -> Path:
     return path
 
 
-class Stub:
+class Stub(Listener):
     """``bin/mock_llm.py ARGS`` on a free port."""
 
     def __init__(self, *args: str, name: str = "mock", log_dir: Path | None = None,
@@ -40,11 +41,6 @@ class Stub:
                                log_path=(log_dir or scratch_dir()) / f"{name}.log",
                                env=env, stdout_pipe=True)
         self.port = 0
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://{HOST}:{self.port}"
 
     @property
     def base_url(self) -> str:
