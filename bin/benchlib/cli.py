@@ -32,7 +32,7 @@ from benchlib import memory, pygen, report
 from benchlib import scenarios as sc
 from benchlib.runner import Bench
 from benchlib.servers import ROUTING_MOCK_LATENCY_MS, SERVER_ERRORS, Servers
-from devkit import ROOT
+from devkit import ROOT, processes
 
 DEFAULT_JSON = ROOT / ".bench" / "results.json"
 DEFAULT_MEMORY_JSON = ROOT / ".bench" / "memory.json"
@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bin/bench``; exit 1 when a row is flagged, 2 when a server failed."""
     args = parse_args(argv)
     _terminate_on_sigterm()
+    processes.DIE_WITH_PARENT = True  # a killed bench leaves no servers behind
     log_dir = Path(tempfile.mkdtemp(prefix="plano-bench-"))
     keep_logs = True
     try:

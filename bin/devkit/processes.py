@@ -75,6 +75,11 @@ def http_ok(port: int, path: str, timeout: float = 1.0, host: str = HOST) -> boo
 
 _PRCTL = getattr(ctypes.CDLL(None), "prctl", None) if sys.platform.startswith("linux") \
     else None
+#: Children get SIGTERM when the process that started them dies (Linux). Off by default:
+#: code run between fork and exec is unsafe while other threads run (the tests drive load
+#: from a thread while they restart servers); ``bin/bench``, which starts its servers from
+#: its only thread, turns it on so that a killed bench leaves no orphans.
+DIE_WITH_PARENT = False
 
 
 def _die_with_parent() -> None:
@@ -108,9 +113,9 @@ class Process:
 
     Started in a session of its own, so a Ctrl-C in the terminal reaches only the command
     that started it, which then stops its children in order; anything still running at
-    interpreter exit is stopped by an ``atexit`` hook, and on Linux a child gets SIGTERM
-    when its parent dies. ``detached=True`` (the demo) does neither: the process outlives
-    the command that started it, and a pid file is how a later command finds it.
+    interpreter exit is stopped by an ``atexit`` hook (and see :data:`DIE_WITH_PARENT`).
+    ``detached=True`` (the demo) does neither: the process outlives the command that
+    started it, and a pid file is how a later command finds it.
     """
 
     def __init__(self, name: str, argv: list[str], *, log_path: Path,
@@ -137,7 +142,7 @@ class Process:
                 self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE if self.stdout_pipe else log, stderr=log,
                 start_new_session=True,
-                preexec_fn=None if self.detached else _die_with_parent)
+                preexec_fn=_die_with_parent if DIE_WITH_PARENT and not self.detached else None)
         if not self.detached:
             _RUNNING.add(self)
         return self

@@ -9,8 +9,10 @@ PLANO_VENV="${PLANO_VENV:-$PLANO_ROOT/.venv}"
 ensure_venv() {
   local stamp="$PLANO_VENV/.requirements.sha256"
   local want
-  want="$(cat "$PLANO_ROOT"/requirements*.txt "$PLANO_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
-  if [ -x "$PLANO_VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  want="$(cat "$PLANO_ROOT"/requirements*.txt "$PLANO_ROOT/pyproject.toml" | sha256sum \
+    | cut -d' ' -f1)"
+  if [ -x "$PLANO_VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+      && "$PLANO_VENV/bin/python" -c "import devkit" 2>/dev/null; then
     return 0
   fi
   local python="${PYTHON:-python3}"
@@ -18,7 +20,12 @@ ensure_venv() {
   [ -x "$PLANO_VENV/bin/python" ] || "$python" -m venv "$PLANO_VENV"
   "$PLANO_VENV/bin/python" -m pip install --disable-pip-version-check -q \
       -r "$PLANO_ROOT/requirements.txt" >&2
-  "$PLANO_VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
-      -e "$PLANO_ROOT" >&2
+  # The tooling packages (bin/devkit, bin/benchlib), editable. A venv shared from another
+  # checkout (PLANO_VENV, as the demo's test does with a copy) keeps pointing at its own.
+  if [ "$PLANO_VENV" = "$PLANO_ROOT/.venv" ] \
+      || ! "$PLANO_VENV/bin/python" -c "import devkit" 2>/dev/null; then
+    "$PLANO_VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
+        -e "$PLANO_ROOT" >&2
+  fi
   echo "$want" > "$stamp"
 }
