@@ -71,8 +71,8 @@ def interface_path(api: str, target: Target) -> str:
     return openai_chat.PATH
 
 
-def plan_call(api: str, body: dict, target: Target, *, client_headers: dict | None = None,
-              include_usage: bool = False) -> UpstreamCall:
+def plan_call(api: str, body: dict, target: Target, *,
+              client_headers: dict | None = None) -> UpstreamCall:
     """The upstream call for a validated ``body`` of client API ``api`` to ``target``.
 
     Raises a 400 (:class:`~app.conversation.UntranslatableError` or
@@ -121,6 +121,8 @@ def plan_call(api: str, body: dict, target: Target, *, client_headers: dict | No
         if pinned:
             answer["x_plano_pinned"] = True
         return dumps(answer)
+
+    include_usage = api == "chat" and chat_completions.include_usage(body)
 
     def translator() -> StreamTranslator:
         return StreamTranslator(make_parser(),
