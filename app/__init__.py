@@ -44,7 +44,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     # requests/urllib3/ssl before the gevent worker monkey-patches them.
     from flask import Flask
 
-    from app.api import Services, bp
+    from app.api import bp
     from app.auth import KeySet
     from app.config import load_config
     from app.errors import register_error_handlers
@@ -54,6 +54,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     from app.relay import Relay
     from app.request_body import gevent_is_serving
     from app.router import create_router
+    from app.services import Services, install_services
     from app.session_cache import create_session_cache
     from app.tracing import provider_span_specs
 
@@ -75,18 +76,17 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     relay = Relay(clients, metrics, tracing=tracing,
                   span_specs=provider_span_specs(config) if tracing else None)
 
-    app.extensions["plano"] = Services(
+    install_services(app, Services(
         config=config, gateway=gateway, relay=relay, session_cache=cache,
         metrics=metrics, version=__version__,
         worker_id=f"{socket.gethostname()}:{os.getpid()}"
         if config.server.expose_worker_header else None,
         tracing=tracing, client_keys=KeySet(config.server.api_keys),
-        gevent_sockets=gevent_is_serving())
+        admin_keys=KeySet([config.admin.token] if config.admin.token else []),
+        gevent_sockets=gevent_is_serving()))
     app.register_blueprint(bp)
     if config.admin.token:
         from app.admin import admin_bp
-        from app.auth import KeySet
-        app.extensions["plano_admin_keys"] = KeySet([config.admin.token])
         app.register_blueprint(admin_bp)
     register_error_handlers(app)
     if tracing is not None:
@@ -110,7 +110,7 @@ def _router_clients(config: Config, clients: Mapping[str, ProviderClient],
     routing_model = config.routing.model
     if tracing is None or routing_model is None or routing_model not in clients:
         return clients
-    provider = config.providers_by_name[routing_model]
+    provider = config.endpoints_by_name[routing_model]
     traced = tracing.traced_completion_client(clients[routing_model], provider.model_id,
                                               provider.base_url)
     return {**clients, routing_model: traced}

@@ -8,34 +8,19 @@ envelopes. Calls are counted in ``plano_admin_requests_total{action,status}``.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, json, request
+from flask import Blueprint, Response, json, request
 
-from app.auth import KeySet, bearer_token
+from app.auth import bearer_token
 from app.chat_request import validate_affinity_value
-from app.errors import (AuthenticationError, GatewayError, NotFoundError,
-                        PermissionDeniedError)
+from app.errors import (AuthenticationError, GatewayError, InvalidBindingError, NotFoundError,
+                        PermissionDeniedError, SessionCacheError,
+                        SessionCacheUnreachableError)
 from app.gateway import session_key
-from app.session_cache.base import InvalidBindingError, SessionCacheError
+from app.services import current_services
 
 admin_bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 _ACTIONS = {"GET": "get_session", "DELETE": "delete_session"}
-
-
-class SessionCacheUnavailable(GatewayError):
-    """The session cache could not be asked (503): the pin may or may not exist."""
-
-    status = 503
-    error_type = "server_error"
-    code = "session_cache_unavailable"
-
-
-def _services():
-    return current_app.extensions["plano"]
-
-
-def _admin_keys() -> KeySet:
-    return current_app.extensions["plano_admin_keys"]
 
 
 @admin_bp.before_request
@@ -43,19 +28,19 @@ def _authenticate() -> None:
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         raise AuthenticationError("admin API: missing bearer token", code="missing_token")
-    if not _admin_keys().matches(token):
+    if not current_services().admin_keys.matches(token):
         raise PermissionDeniedError("admin API: token not accepted", code="invalid_token")
 
 
 @admin_bp.after_request
 def _count(response: Response) -> Response:
     action = _ACTIONS.get(request.method, "other")
-    _services().metrics.admin_request(action, response.status_code)
+    current_services().metrics.admin_request(action, response.status_code)
     return response
 
 
 def _key(session_id: str) -> tuple[str, str | None]:
-    svc = _services()
+    svc = current_services()
     validate_affinity_value(session_id, "session id")
     tenant_header = svc.config.routing.session_cache.tenant_header
     tenant = None
@@ -69,7 +54,7 @@ def _key(session_id: str) -> tuple[str, str | None]:
 def get_session(session_id: str):
     """The pin of one session: model, route and seconds left."""
     key, tenant = _key(session_id)
-    cache = _services().session_cache
+    cache = current_services().session_cache
     try:
         binding = cache.get(key)
         ttl = cache.ttl(key) if binding is not None else None
@@ -77,7 +62,7 @@ def get_session(session_id: str):
         raise GatewayError(f"session '{session_id}' holds a value that is not a binding "
                            "(DELETE clears it)", code="invalid_binding", status=409) from None
     except SessionCacheError as error:
-        raise SessionCacheUnavailable(f"session cache: {error.outcome}") from None
+        raise SessionCacheUnreachableError(f"session cache: {error.outcome}") from None
     if binding is None:
         raise NotFoundError(f"session '{session_id}' is not pinned", code="session_not_found")
     payload = {"session_id": session_id, "tenant": tenant, "model_name": binding.model_name,
@@ -91,9 +76,9 @@ def delete_session(session_id: str):
     """Unpin one session: its next request is routed afresh."""
     key, tenant = _key(session_id)
     try:
-        deleted = _services().session_cache.delete(key)
+        deleted = current_services().session_cache.delete(key)
     except SessionCacheError as error:
-        raise SessionCacheUnavailable(f"session cache: {error.outcome}") from None
+        raise SessionCacheUnreachableError(f"session cache: {error.outcome}") from None
     if not deleted:
         raise NotFoundError(f"session '{session_id}' is not pinned", code="session_not_found")
     payload = {"session_id": session_id, "tenant": tenant, "deleted": True}

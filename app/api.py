@@ -13,51 +13,22 @@ import re
 import socket
 import uuid
 from typing import Callable
-from dataclasses import dataclass
 
-from flask import Blueprint, Response, current_app, g, json, request
+from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import NotFound
 
-from app.auth import KeySet, bearer_token
+from app.auth import bearer_token
 from app.chat_request import ChatRequest, parse_chat_request, validate_affinity_value
-from app.config import Config
-from app.errors import AuthenticationError, UpstreamError, error_response
-from app.gateway import Decision, Gateway
-from app.metrics import Metrics
-from app.relay import Relay
-from app.request_body import RequestTimeoutError, read_within
+from app.errors import AuthenticationError, RequestTimeoutError, UpstreamError, error_response
+from app.gateway import Decision
+from app.request_body import read_within
 from app.request_log import REQUEST_ID, REQUEST_ID_HEADER, RequestRecord, request_id_from
-from app.session_cache.base import SessionCache
-from app.tracing import Tracing
+from app.services import Services, current_services
 
 AFFINITY_HEADER = "X-Model-Affinity"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 bp = Blueprint("gateway", __name__)
-
-
-@dataclass(frozen=True)
-class Services:
-    """Everything the endpoints use, built once per worker by ``create_app``."""
-
-    config: Config
-    gateway: Gateway
-    relay: Relay
-    session_cache: SessionCache
-    metrics: Metrics
-    version: str
-    worker_id: str | None = None
-    #: ``None`` when tracing is off: then no span is touched on the request path.
-    tracing: Tracing | None = None
-    #: ``server.api_keys``; empty: clients are not authenticated.
-    client_keys: KeySet = KeySet(())
-    #: Sockets are gevent's (gunicorn worker): the body-read deadline can be enforced.
-    gevent_sockets: bool = False
-
-
-def services() -> Services:
-    """The current app's services."""
-    return current_app.extensions["plano"]
 
 
 def _session_and_tenant(svc: Services) -> tuple[str | None, str | None]:
@@ -71,7 +42,8 @@ def _session_and_tenant(svc: Services) -> tuple[str | None, str | None]:
     return session_id, tenant
 
 
-def _decision_headers(decision: Decision, svc: Services) -> dict:
+def _decision_headers(decision: Decision) -> dict:
+    """The ``x-plano-*`` answer headers of a decision (SPEC §4)."""
     headers = {}
     if decision.pinned:
         headers["x-plano-pinned"] = "true"
@@ -110,24 +82,24 @@ def _decide(svc: Services) -> tuple[ChatRequest, str | None, Decision]:
     record.pinned = decision.pinned
     record.affinity = decision.affinity
     record.route = decision.route_name
-    record.model = decision.provider.name
+    record.model = decision.endpoint.name
     if svc.tracing is not None:
         svc.tracing.annotate_request(session_id=session_id, pinned=decision.pinned,
                                      affinity=decision.affinity, route=decision.route_name,
-                                     model=decision.provider.name, requested=chat.model)
+                                     model=decision.endpoint.name, requested=chat.model)
     return chat, session_id, decision
 
 
 @bp.post("/v1/chat/completions")
 def chat_completions():
     """Route, pin and forward one chat-completions request."""
-    svc = services()
+    svc = current_services()
     chat, _, decision = _decide(svc)
-    headers = _decision_headers(decision, svc)
+    headers = _decision_headers(decision)
     body = dict(chat.body)
-    body["model"] = decision.provider.model_id
+    body["model"] = decision.endpoint.model_id
     try:
-        answer = svc.relay.forward(decision.provider.name, body, stream=chat.stream,
+        answer = svc.relay.forward(decision.endpoint.name, body, stream=chat.stream,
                                    pinned=decision.pinned)
     except UpstreamError as error:
         return error_response(error, headers)
@@ -143,21 +115,21 @@ def chat_completions():
 @bp.post("/routing/v1/chat/completions")
 def routing_only():
     """Decide (and pin) exactly as the chat endpoint would, without calling a provider."""
-    svc = services()
+    svc = current_services()
     _, session_id, decision = _decide(svc)
     trace_id = svc.tracing.current_trace_id() if svc.tracing is not None else None
-    payload = {"models": [decision.provider.name], "route": decision.route_name,
+    payload = {"models": [decision.endpoint.name], "route": decision.route_name,
                "trace_id": trace_id or _trace_id(), "pinned": decision.pinned}
     if session_id is not None:
         payload["session_id"] = session_id
     return Response(json.dumps(payload), status=200, mimetype="application/json",
-                    headers=_decision_headers(decision, svc))
+                    headers=_decision_headers(decision))
 
 
 @bp.get("/healthz")
 def healthz():
     """Always 200: a replica without Redis still serves (affinity is an optimisation)."""
-    svc = services()
+    svc = current_services()
     reachable = svc.session_cache.ping()
     payload = {"status": "ok" if reachable else "degraded",
                "session_cache": {"backend": svc.session_cache.backend_name,
@@ -177,7 +149,7 @@ def _trace_id() -> str:
 @bp.get("/metrics")
 def metrics():
     """Prometheus text: every gunicorn worker's numbers added up (multiprocess mode)."""
-    exposition = services().metrics.exposition()
+    exposition = current_services().metrics.exposition()
     if exposition is None:
         raise NotFound("metrics are not enabled")
     body, content_type = exposition
@@ -193,7 +165,7 @@ def _start_request() -> None:
 
 @bp.after_app_request
 def _finish_request(response: Response) -> Response:
-    svc = services()
+    svc = current_services()
     record: RequestRecord | None = g.get("plano_record")
     if record is None:  # a request that failed before our before_request hook ran
         record = g.plano_record = RequestRecord(request_id_from(None), request.method,

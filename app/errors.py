@@ -1,19 +1,65 @@
-"""Errors the gateway answers with, as OpenAI-style JSON envelopes (SPEC §8).
+"""Every error class of the gateway, and how client-visible ones are rendered (SPEC §8).
 
-Every error a client can see is a :class:`GatewayError` carrying its HTTP status, the broad
-OpenAI ``type`` and a specific ``code``. :func:`register_error_handlers` makes Flask answer
-every failure (our own, werkzeug's 404/405/413, and anything unexpected) with the envelope
-``{"error": {"message", "type", "param", "code"}}`` and never with a traceback.
+Two families:
+
+* :class:`GatewayError` and its subclasses are answers: each carries its HTTP status, the
+  broad OpenAI ``type`` and a specific ``code``. :func:`register_error_handlers` makes Flask
+  answer every failure (ours, werkzeug's 404/405/413, anything unexpected) with the envelope
+  ``{"error": {"message", "type", "param", "code"}}`` and never with a traceback.
+* Internal failures that never reach a client as such: :class:`ConfigError` (start-up),
+  :class:`SessionCacheError` and its kinds (the gateway serves without affinity),
+  :class:`RouterError` (the gateway serves the fallback model).
+
+Flask is imported only inside the functions that build responses: the gunicorn master
+imports this module (through the config) before gevent patches a worker.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import TYPE_CHECKING
 
-from flask import Flask, Response, json
-from werkzeug.exceptions import HTTPException
+if TYPE_CHECKING:
+    from flask import Flask, Response
 
 log = logging.getLogger(__name__)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every ``path: message``."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid configuration{where}:\n  " + "\n  ".join(problems))
+
+
+class SessionCacheError(Exception):
+    """The session cache's backend failed: serve without affinity, do not fail the request.
+
+    ``outcome`` names the failure for metrics (``error``, ``skipped`` during a cool-down,
+    ``invalid`` for an undecodable value).
+    """
+
+    outcome = "error"
+
+
+class SessionCacheSkippedError(SessionCacheError):
+    """The backend is in its cool-down after repeated failures; it was not called."""
+
+    outcome = "skipped"
+
+
+class InvalidBindingError(SessionCacheError):
+    """A value is stored under the key but is not a binding; it is left untouched."""
+
+    outcome = "invalid"
+
+
+class RouterError(Exception):
+    """The router could not decide (timeout, HTTP error, unparseable answer)."""
 
 
 class GatewayError(Exception):
@@ -82,6 +128,23 @@ class NotFoundError(GatewayError):
     code = "not_found"
 
 
+class RequestTimeoutError(GatewayError):
+    """The client did not send its whole body in time (408)."""
+
+    status = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class SessionCacheUnreachableError(GatewayError):
+    """An admin call needed the session cache and could not ask it (503): the pin may or
+    may not exist."""
+
+    status = 503
+    error_type = "server_error"
+    code = "session_cache_unavailable"
+
+
 class UpstreamError(GatewayError):
     """The provider answered with an error, failed to connect (502) or timed out (504)."""
 
@@ -112,6 +175,8 @@ def error_envelope(message: str, error_type: str, param: str | None = None,
 
 def error_response(error: GatewayError, headers: dict | None = None) -> Response:
     """A JSON response for ``error`` (compact, one allocation)."""
+    from flask import Response
+
     body = json.dumps(error.envelope(), separators=(",", ":"))
     response = Response(body, status=error.status, mimetype="application/json")
     if headers:
@@ -128,6 +193,7 @@ _HTTP_ERROR_CODES = {
 
 def register_error_handlers(app: Flask) -> None:
     """Answer every error, expected or not, with the JSON envelope."""
+    from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(GatewayError)
     def _gateway_error(error: GatewayError):

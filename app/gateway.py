@@ -11,14 +11,14 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Mapping
+from typing import Callable, ContextManager
 
 from app.chat_request import ChatRequest
-from app.config import Config, ProviderConfig
-from app.errors import ModelNotFoundError
+from app.config import Config, ModelEndpoint
+from app.errors import ModelNotFoundError, RouterError, SessionCacheError
 from app.metrics import Metrics
-from app.router.base import Router, RouterError
-from app.session_cache.base import SessionBinding, SessionCache, SessionCacheError
+from app.router.base import Router
+from app.session_cache.base import SessionBinding, SessionCache
 
 log = logging.getLogger(__name__)
 
@@ -29,27 +29,24 @@ AFFINITY_UNAVAILABLE = "unavailable"
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Which provider serves the request, and why.
+    """Which configured model serves the request, and why.
 
     ``pinned``: the model came from the session cache (a hit, or another writer's pin that
     won a race). ``affinity``: ``None`` without a session id, else ``new`` / ``pinned`` /
-    ``unavailable``. ``routed``: the router ran for this request.
+    ``unavailable``.
     """
 
-    provider: ProviderConfig
+    endpoint: ModelEndpoint
     route_name: str | None
     pinned: bool
     affinity: str | None
-    routed: bool = False
-    routing_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class _RouteOutcome:
-    provider: ProviderConfig
+    endpoint: ModelEndpoint
     route_name: str | None
     failed: bool
-    ran: bool
 
 
 def session_key(session_id: str, tenant: str | None) -> str:
@@ -76,16 +73,15 @@ class Gateway:
         self._metrics = metrics or Metrics()
         self._routing_span = routing_span or contextlib.nullcontext
         self._ttl = config.routing.session_ttl_seconds
-        self._providers = config.providers_by_name
+        self._endpoints = config.endpoints_by_name
         self._routes = config.routes_by_name
 
     def decide(self, request: ChatRequest, session_id: str | None = None,
-               tenant: str | None = None,
-               trace_headers: Mapping[str, str] | None = None) -> Decision:
-        """The provider for ``request``; raises ``ModelNotFoundError`` for an unknown model."""
-        fallback = self._fallback_provider(request.model)
+               tenant: str | None = None) -> Decision:
+        """The model for ``request``; raises ``ModelNotFoundError`` for an unknown model."""
+        fallback = self._fallback_endpoint(request.model)
         if session_id is None:
-            outcome = self._route(request, fallback, trace_headers)
+            outcome = self._route(request, fallback)
             return self._unpinned(outcome, affinity=None)
 
         key = session_key(session_id, tenant)
@@ -93,20 +89,20 @@ class Gateway:
             binding = self._cache.get(key)
         except SessionCacheError as error:
             self._cache_event(error.outcome, error)
-            return self._unpinned(self._route(request, fallback, trace_headers),
+            return self._unpinned(self._route(request, fallback),
                                   AFFINITY_UNAVAILABLE)
 
         stale = False
         if binding is not None:
-            provider = self._providers.get(binding.model_name)
-            if provider is not None:
+            endpoint = self._endpoints.get(binding.model_name)
+            if endpoint is not None:
                 self._cache_event("hit")
-                return Decision(provider, binding.route_name, pinned=True,
+                return Decision(endpoint, binding.route_name, pinned=True,
                                 affinity=AFFINITY_PINNED)
             stale = True  # pinned to a model no longer configured: re-route and re-pin
         self._cache_event("miss")
 
-        outcome = self._route(request, fallback, trace_headers)
+        outcome = self._route(request, fallback)
         if outcome.failed:
             # Routing failed: serve the fallback but do not pin it, so the next request of
             # this session gets a real decision.
@@ -114,7 +110,7 @@ class Gateway:
         return self._pin(key, outcome, stale)
 
     def _pin(self, key: str, outcome: _RouteOutcome, stale: bool) -> Decision:
-        chosen = SessionBinding(outcome.provider.name, outcome.route_name)
+        chosen = SessionBinding(outcome.endpoint.name, outcome.route_name)
         try:
             if stale:
                 self._cache.delete(key)
@@ -127,22 +123,20 @@ class Gateway:
             # request is a conflict it lost, even though the model is the same)
             self._cache_event("store")
             return self._unpinned(outcome, AFFINITY_NEW)
-        provider = self._providers.get(winner.model_name)
+        endpoint = self._endpoints.get(winner.model_name)
         self._cache_event("conflict")
-        if provider is None:
+        if endpoint is None:
             # Another writer pinned a model this replica does not know (config skew).
             return self._unpinned(outcome, AFFINITY_UNAVAILABLE)
-        return Decision(provider, winner.route_name, pinned=True, affinity=AFFINITY_PINNED,
-                        routed=outcome.ran)
+        return Decision(endpoint, winner.route_name, pinned=True, affinity=AFFINITY_PINNED)
 
-    def _route(self, request: ChatRequest, fallback: ProviderConfig,
-               trace_headers: Mapping[str, str] | None) -> _RouteOutcome:
+    def _route(self, request: ChatRequest, fallback: ModelEndpoint) -> _RouteOutcome:
         if self._router is None:
-            return _RouteOutcome(fallback, None, failed=False, ran=False)
+            return _RouteOutcome(fallback, None, failed=False)
         started = time.perf_counter()
         with self._routing_span() as span:
             try:
-                route = self._router.select_route(request.messages, trace_headers)
+                route = self._router.select_route(request.messages)
                 failed = False
             except RouterError as error:
                 log.warning("router %s failed, serving %s unpinned: %s",
@@ -154,25 +148,24 @@ class Gateway:
             else:
                 if span is not None:
                     span.outcome(route.name if route else None)
-        provider = fallback
+        endpoint = fallback
         if route is not None:
-            provider = self._providers[route.models[0]]
-        self._metrics.router_decision(route.name if route else None, provider.name, failed,
+            endpoint = self._endpoints[route.models[0]]
+        self._metrics.router_decision(route.name if route else None, endpoint.name, failed,
                                       time.perf_counter() - started)
-        return _RouteOutcome(provider, route.name if route else None, failed, ran=True)
+        return _RouteOutcome(endpoint, route.name if route else None, failed)
 
-    def _fallback_provider(self, requested: str | None) -> ProviderConfig:
+    def _fallback_endpoint(self, requested: str | None) -> ModelEndpoint:
         if requested is None:
-            return self._config.default_provider
-        provider = self._config.resolve_model(requested)
-        if provider is None:
+            return self._config.default_endpoint
+        endpoint = self._config.resolve_model(requested)
+        if endpoint is None:
             raise ModelNotFoundError(f"model '{requested}' is not configured", param="model")
-        return provider
+        return endpoint
 
     @staticmethod
     def _unpinned(outcome: _RouteOutcome, affinity: str | None) -> Decision:
-        return Decision(outcome.provider, outcome.route_name, pinned=False, affinity=affinity,
-                        routed=outcome.ran, routing_failed=outcome.failed)
+        return Decision(outcome.endpoint, outcome.route_name, pinned=False, affinity=affinity)
 
     def _cache_event(self, outcome: str, error: Exception | None = None) -> None:
         self._metrics.session_cache_event(self._backend, outcome)

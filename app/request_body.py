@@ -10,15 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from app.errors import GatewayError
-
-
-class RequestTimeoutError(GatewayError):
-    """The client did not send its whole body in time (408)."""
-
-    status = 408
-    error_type = "invalid_request_error"
-    code = "request_timeout"
+from app.errors import RequestTimeoutError
 
 
 def gevent_is_serving() -> bool:

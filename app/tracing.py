@@ -229,7 +229,7 @@ def provider_span_specs(config: Config) -> dict[str, tuple[str, dict[str, Any]]]
     specs = {}
     for provider in config.model_providers:
         attributes = provider_attributes(provider.model_id, provider.base_url)
-        attributes["gen_ai.provider.name"] = provider.provider
+        attributes["gen_ai.provider.name"] = provider.vendor
         attributes[ATTR_MODEL] = provider.name
         specs[provider.name] = (f"chat {provider.model_id}", attributes)
     return specs

@@ -86,7 +86,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gunicorn.glogging import Logger  # noqa: E402
 
-from app.config import ConfigError, load_config  # noqa: E402
+from app.config import load_config  # noqa: E402
+from app.errors import ConfigError  # noqa: E402
 
 try:
     _gateway_config = load_config()
@@ -167,7 +168,9 @@ def child_exit(server, worker):
 
 def worker_exit(server, worker):
     """In the worker, as it exits: flush the spans still queued for export."""
-    services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("plano")
+    from app.services import services_of
+
+    services = services_of(getattr(worker, "wsgi", None))
     if services is not None and services.tracing is not None:
         services.tracing.shutdown()
 

@@ -26,7 +26,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from app.config import ProviderConfig
+from app.config import ModelEndpoint
 from app.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
 
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -37,7 +37,7 @@ _READ_CHUNK_BYTES = 64 * 1024
 class ProviderClient:
     """Sends chat-completion bodies to one provider over a pooled session."""
 
-    def __init__(self, provider: ProviderConfig, read_timeout_seconds: float,
+    def __init__(self, provider: ModelEndpoint, read_timeout_seconds: float,
                  connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS,
                  pool_size: int = 256, max_body_bytes: int = 64 * 1024 * 1024,
                  max_stream_seconds: float = 900.0):

@@ -30,9 +30,8 @@ import re
 from typing import Any, Collection, Mapping, Protocol, Sequence
 
 from app.config import RouteConfig
-from app.errors import UpstreamError
-from app.router.base import Router, RouterError
-from app.router.embedded import message_text
+from app.errors import RouterError, UpstreamError
+from app.router.base import Router, message_text
 
 DEFAULT_TOKEN_BUDGET = 2048
 CHARS_PER_TOKEN = 4
@@ -242,14 +241,12 @@ class ArchRouter(Router):
         self._frame = prompt_frame(self.routes)
         self._routes_by_name = {route.name: route for route in self.routes}
 
-    def select_route(self, messages: Sequence[Mapping],
-                     headers: Mapping[str, str] | None = None) -> RouteConfig | None:
+    def select_route(self, messages: Sequence[Mapping]) -> RouteConfig | None:
         """Ask the routing model; the named route, ``None`` for no match, or RouterError."""
         prompt = render_prompt(self._frame, messages, self.token_budget)
         payload = build_routing_request(prompt, self.model_id)
         try:
-            response = self._client.complete_json(payload, timeout=self.timeout_seconds,
-                                                  headers=headers)
+            response = self._client.complete_json(payload, timeout=self.timeout_seconds)
         except UpstreamError as error:
             # The client's messages name the provider and host, never its key.
             raise RouterError(f"routing model call failed ({error.code}): "

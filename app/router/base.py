@@ -2,7 +2,7 @@
 
 A router only names a route; the gateway turns the route into a model (the route's first
 model) or, on no match, into the fallback model. Routers never raise anything but
-:class:`RouterError`; the gateway treats that as "serve the fallback, do not pin".
+:class:`app.errors.RouterError`; the gateway treats that as "serve the fallback, do not pin".
 """
 
 from __future__ import annotations
@@ -13,10 +13,6 @@ from typing import Mapping, Sequence
 from app.config import RouteConfig
 
 
-class RouterError(Exception):
-    """The router could not decide (timeout, HTTP error, unparseable answer)."""
-
-
 class Router(ABC):
     """Chooses one of the configured routes for a conversation, or none."""
 
@@ -24,11 +20,33 @@ class Router(ABC):
     kind: str = "unknown"
 
     @abstractmethod
-    def select_route(self, messages: Sequence[Mapping],
-                     headers: Mapping[str, str] | None = None) -> RouteConfig | None:
+    def select_route(self, messages: Sequence[Mapping]) -> RouteConfig | None:
         """The matching route, or ``None`` for "no match"; raises :class:`RouterError`.
 
         ``messages`` are the request's chat messages as parsed from JSON (dicts with at
         least a string ``role``; ``content`` may be a string, a list of parts or absent).
-        ``headers`` are extra headers for an outbound call (trace context), if any.
         """
+
+
+def message_text(message: Mapping) -> str:
+    """The text of a chat message: a string, or the ``text`` parts of a content list.
+
+    Non-text parts (images, audio) are ignored; missing or ``None`` content is empty.
+    """
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return "\n".join(part["text"] for part in content
+                     if isinstance(part, Mapping) and part.get("type") == "text"
+                     and isinstance(part.get("text"), str))
+
+
+def latest_user_text(messages: Sequence[Mapping]) -> str:
+    """The text of the newest ``user`` message, or ``""`` when there is none."""
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            return message_text(message)
+    return ""
+

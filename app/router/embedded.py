@@ -36,7 +36,7 @@ import re
 from typing import Iterable, Mapping, Sequence
 
 from app.config import RouteConfig
-from app.router.base import Router
+from app.router.base import Router, latest_user_text
 
 DEFAULT_THRESHOLD = 0.35
 """With description words weighing 1, one matching word needs a message of at most 8
@@ -108,29 +108,6 @@ def terms(text: str) -> list[str]:
             if word not in STOP_WORDS]
 
 
-def message_text(message: Mapping) -> str:
-    """The text of a chat message: a string, or the ``text`` parts of a content list.
-
-    Non-text parts (images, audio) are ignored; missing or ``None`` content is empty.
-    """
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return ""
-    return "\n".join(part["text"] for part in content
-                     if isinstance(part, Mapping) and part.get("type") == "text"
-                     and isinstance(part.get("text"), str))
-
-
-def latest_user_text(messages: Sequence[Mapping]) -> str:
-    """The text of the newest ``user`` message, or ``""`` when there is none."""
-    for message in reversed(messages):
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            return message_text(message)
-    return ""
-
-
 def _stemmed_synonyms(table: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
     expansions: dict[str, tuple[str, ...]] = {}
     for word, concepts in table.items():
@@ -152,8 +129,7 @@ class EmbeddedRouter(Router):
         self._synonyms = _stemmed_synonyms(SYNONYMS)
         self._weights = tuple(self._route_weights(route) for route in self.routes)
 
-    def select_route(self, messages: Sequence[Mapping],
-                     headers: Mapping[str, str] | None = None) -> RouteConfig | None:
+    def select_route(self, messages: Sequence[Mapping]) -> RouteConfig | None:
         """The best-scoring route above the threshold, or ``None`` (never raises)."""
         best_route, best_score = None, self.threshold
         for route, score in zip(self.routes, self.scores(latest_user_text(messages))):

@@ -25,6 +25,6 @@ def create_router(config: Config, clients: Mapping[str, object]) -> Router | Non
     routing_model = config.routing.model
     if routing_model is None:
         return EmbeddedRouter(routes)
-    provider = config.providers_by_name[routing_model]
+    provider = config.endpoints_by_name[routing_model]
     return ArchRouter(routes, clients[routing_model], provider.model_id,
                       config.routing.timeout_ms / 1000)

@@ -14,10 +14,10 @@ semantics, and one behaviour suite (``tests/contract``) runs against every backe
   The TTL runs from this moment and is never extended by reads.
 * ``delete(key)`` removes the binding; returns whether one was stored.
 * ``ttl(key)`` returns the whole seconds left, or ``None`` when nothing is stored.
-* A backend failure (unreachable, timed out, erroring) raises :class:`SessionCacheError`,
+* A backend failure (unreachable, timed out, erroring) raises :class:`app.errors.SessionCacheError`,
   never returns ``None``: "not found" and "could not look" are different answers. A stored
   value that cannot be decoded (or a Redis key of another type) raises
-  :class:`InvalidBindingError`; such a key is never overwritten by ``put_if_absent``.
+  :class:`app.errors.InvalidBindingError`; such a key is never overwritten by ``put_if_absent``.
 
 Keys are *logical* keys (``[tenant:]session id``); a backend adds its own namespace.
 """
@@ -34,28 +34,6 @@ class SessionBinding:
 
     model_name: str
     route_name: str | None = None
-
-
-class SessionCacheError(Exception):
-    """The backend failed: the caller should serve without affinity, not fail the request.
-
-    ``outcome`` names the failure for metrics (``error``, ``skipped`` during a cool-down,
-    ``invalid`` for an undecodable value).
-    """
-
-    outcome = "error"
-
-
-class SessionCacheUnavailableError(SessionCacheError):
-    """The backend is in its cool-down after repeated failures; it was not called."""
-
-    outcome = "skipped"
-
-
-class InvalidBindingError(SessionCacheError):
-    """A value is stored under the key but is not a binding; it is left untouched."""
-
-    outcome = "invalid"
 
 
 class SessionCache(ABC):

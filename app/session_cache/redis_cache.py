@@ -32,8 +32,8 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from app.config import SessionCacheConfig
-from app.session_cache.base import (InvalidBindingError, SessionBinding, SessionCache,
-                                    SessionCacheError, SessionCacheUnavailableError)
+from app.errors import InvalidBindingError, SessionCacheError, SessionCacheSkippedError
+from app.session_cache.base import SessionBinding, SessionCache
 from app.session_cache.breaker import CircuitBreaker
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class RedisSessionCache(SessionCache):
               **kwargs: Any) -> Any:
         """Run one Redis command behind the breaker; translate every failure."""
         if not self.breaker.allow():
-            raise SessionCacheUnavailableError(
+            raise SessionCacheSkippedError(
                 f"redis at {self.address} skipped: cooling down after repeated failures")
         try:
             result = fn(*args, **kwargs)

@@ -17,7 +17,8 @@ import fakeredis
 import pytest
 
 from app.config import SessionCacheConfig
-from app.session_cache.base import InvalidBindingError, SessionBinding, SessionCache
+from app.errors import InvalidBindingError
+from app.session_cache.base import SessionBinding, SessionCache
 from app.session_cache.memory import MemorySessionCache
 from app.session_cache.redis_cache import RedisSessionCache, create_redis_session_cache
 from tests.support.redis_servers import RedisCluster, RedisServer, find_redis_server_binary

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from werkzeug.datastructures import Headers
 
 from app import create_app
+from app.services import services_of
 from app.config import config_from_dict
 from app.providers.registry import create_provider_clients
 from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body
@@ -185,7 +186,7 @@ def app_client(hostile_config, mock_llm):
                  for name, client in create_provider_clients(config).items()}
     app = create_app(config, providers=providers)
     yield InProcess(app.test_client(), providers, f"{mock_llm.base_url}/chat/completions")
-    app.extensions["plano"].session_cache.close()
+    services_of(app).session_cache.close()
     for provider in providers.values():
         provider.close()
     mock_llm.clear()  # leave no deeply nested record behind for later modules

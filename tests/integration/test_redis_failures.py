@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from app.config import SessionCacheConfig
-from app.session_cache.base import (InvalidBindingError, SessionBinding, SessionCacheError,
-                                    SessionCacheUnavailableError)
+from app.errors import InvalidBindingError, SessionCacheError, SessionCacheSkippedError
+from app.session_cache.base import SessionBinding
 from app.session_cache.redis_cache import create_redis_session_cache
 from tests.integration.conftest import require_redis_server
 from tests.support.redis_servers import RedisSentinel, RedisServer, free_port
@@ -142,7 +142,7 @@ def test_after_threshold_failures_calls_are_skipped_without_waiting(redis_server
     for call in (lambda: cache.get("s1"),
                  lambda: cache.put_if_absent("s1", DEEP, ttl_seconds=60)):
         started = time.monotonic()
-        with pytest.raises(SessionCacheUnavailableError):
+        with pytest.raises(SessionCacheSkippedError):
             call()
         assert time.monotonic() - started < TIMEOUT_MS / 1000
     assert cache.ping() is False
@@ -159,7 +159,7 @@ def test_recovers_by_itself_after_redis_restarts(redis_server, cache_for):
         try:
             assert cache.put_if_absent("s1", DEEP, ttl_seconds=60) == DEEP
             break
-        except SessionCacheUnavailableError:
+        except SessionCacheSkippedError:
             assert time.monotonic() < deadline, "cache did not recover after the cool-down"
             time.sleep(0.05)
     assert cache.breaker.state == "closed"

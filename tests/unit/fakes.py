@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from app.metrics import Metrics
-from app.session_cache.base import SessionCache, SessionCacheError
+from app.errors import SessionCacheError
+from app.session_cache.base import SessionCache
 
 
 class FailingCache(SessionCache):

@@ -7,7 +7,8 @@ import pytest
 from app import create_app
 from app.auth import KeySet, bearer_token
 from app.config import config_from_dict
-from app.session_cache.base import InvalidBindingError, SessionBinding
+from app.errors import InvalidBindingError
+from app.session_cache.base import SessionBinding
 from app.session_cache.memory import MemorySessionCache
 from tests.conftest import DEEP_PROMPT, chat_body, make_config_dict
 from tests.unit.fakes import FailingCache, RecordingMetrics
@@ -49,7 +50,7 @@ def test_admin_api_does_not_exist_without_a_token(cache):
 
 
 def test_admin_token_must_be_long_enough():
-    from app.config import ConfigError
+    from app.errors import ConfigError
     with pytest.raises(ConfigError) as caught:
         config_from_dict(make_config_dict(admin={"token": "short"}))
     assert caught.value.problems == ["admin.token: must be at least 16 characters"]

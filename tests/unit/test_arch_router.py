@@ -11,7 +11,7 @@ from app.config import RouteConfig
 from app.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
 from app.router.arch import (ArchRouter, build_routing_prompt, build_routing_request,
                              parse_route_answer, routes_json)
-from app.router.base import RouterError
+from app.errors import RouterError
 
 DEEP = RouteConfig("deep_reasoning",
                    "complex reasoning, mathematics with equations, detailed technical "
@@ -237,14 +237,12 @@ def test_router_returns_none_for_other():
     assert make_router(client).select_route([user("xyzzy")]) is None
 
 
-def test_router_sends_the_routing_request_once_with_timeout_and_headers():
+def test_router_sends_the_routing_request_once_with_its_timeout():
     client = FakeClient(answer('{"route": "fast_responses"}'))
-    headers = {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
-    make_router(client, timeout=1.5).select_route([user("hi")], headers=headers)
+    make_router(client, timeout=1.5).select_route([user("hi")])
     assert len(client.calls) == 1
     call = client.calls[0]
     assert call["timeout"] == 1.5
-    assert call["headers"] == headers
     assert call["payload"]["model"] == "Arch-Router"
     assert call["payload"]["temperature"] == 0.01
     assert call["payload"]["stream"] is False

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from app.session_cache.base import (SessionBinding, SessionCacheError,
-                                    SessionCacheUnavailableError)
+from app.errors import SessionCacheError, SessionCacheSkippedError
+from app.session_cache.base import SessionBinding
 from app.session_cache.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from app.session_cache.redis_cache import RedisSessionCache
 
@@ -151,7 +151,7 @@ def test_redis_cache_skips_redis_during_cooldown_and_recovers_by_itself(breaker,
 
     for call in (lambda: cache.get("s1"),
                  lambda: cache.put_if_absent("s1", SessionBinding("p/m"), ttl_seconds=60)):
-        with pytest.raises(SessionCacheUnavailableError) as info:
+        with pytest.raises(SessionCacheSkippedError) as info:
             call()
         assert info.value.outcome == "skipped"
     assert cache.ping() is False

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import (ConfigError, config_from_dict, expand_env, load_config,
-                        parse_duration)
+from app.config import config_from_dict, expand_env, load_config
+from app.config.schema import parse_duration
+from app.errors import ConfigError
 from tests.conftest import make_config_dict
 
 
@@ -16,8 +17,8 @@ def problems_of(raw: dict, environ=None) -> list[str]:
 
 
 def test_base_config_is_valid_and_precomputes_lookups(config):
-    assert config.default_provider.name == "openai/gpt-4o-mini"
-    assert config.providers_by_name["openai/gpt-5.2"].model_id == "gpt-5.2"
+    assert config.default_endpoint.name == "openai/gpt-4o-mini"
+    assert config.endpoints_by_name["openai/gpt-5.2"].model_id == "gpt-5.2"
     assert config.resolve_model("fast-model").name == "openai/gpt-4o-mini"
     assert config.resolve_model("nope") is None
     assert config.model_listener.timeout_seconds == 5.0
@@ -74,7 +75,7 @@ def test_provider_model_must_name_provider_and_id_and_non_openai_needs_base_url(
     assert "model_providers.1.base_url: required for provider 'local'" in found
 
 
-def test_at_most_one_default_provider():
+def test_at_most_one_default_endpoint():
     raw = make_config_dict(model_providers=[
         {"model": "openai/a", "default": True}, {"model": "openai/b", "default": True}])
     assert "model_providers: at most one provider may be the default" in problems_of(raw)
@@ -83,7 +84,7 @@ def test_at_most_one_default_provider():
 def test_first_provider_is_default_when_none_is_marked():
     raw = make_config_dict(model_providers=[{"model": "openai/a"}, {"model": "openai/b"}])
     raw["routing_preferences"], raw["model_aliases"] = [], {}
-    assert config_from_dict(raw).default_provider.name == "openai/a"
+    assert config_from_dict(raw).default_endpoint.name == "openai/a"
 
 
 def test_routing_model_must_be_a_configured_provider():

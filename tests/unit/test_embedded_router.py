@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.config import RouteConfig
-from app.router.embedded import EmbeddedRouter, latest_user_text, message_text, stem, terms
+from app.router.base import latest_user_text, message_text
+from app.router.embedded import EmbeddedRouter, stem, terms
 
 DEEP = RouteConfig("deep_reasoning",
                    "complex reasoning, mathematics with equations, detailed technical "

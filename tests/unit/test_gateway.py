@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
+from app.services import services_of
 from app.chat_request import parse_chat_request
 from app.config import config_from_dict
 from app.gateway import Gateway, session_key
-from app.router.base import Router, RouterError
-from app.session_cache.base import (InvalidBindingError, SessionBinding, SessionCacheError,
-                                    SessionCacheUnavailableError)
+from app.errors import RouterError
+from app.router.base import Router
+from app.errors import InvalidBindingError, SessionCacheError, SessionCacheSkippedError
+from app.session_cache.base import SessionBinding
 from app.session_cache.memory import MemorySessionCache
 from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
 from tests.unit.fakes import FailingCache, RecordingMetrics
@@ -76,7 +78,7 @@ def make_gateway(config, cache=None, router="embedded", metrics=None):
 def test_no_session_routes_and_stores_nothing(config, metrics):
     cache = MemorySessionCache(100)
     decision = make_gateway(config, cache, metrics=metrics).decide(request(DEEP_PROMPT))
-    assert (decision.provider.name, decision.route_name) == ("openai/gpt-5.2", "deep_reasoning")
+    assert (decision.endpoint.name, decision.route_name) == ("openai/gpt-5.2", "deep_reasoning")
     assert decision.affinity is None and not decision.pinned and len(cache) == 0
     assert metrics.cache_events == []
 
@@ -89,7 +91,7 @@ def test_first_request_pins_and_later_ones_follow_the_pin_without_routing(config
     router.route = config.routes_by_name["fast_responses"]
     second = gateway.decide(request(FAST_PROMPT), "s1")
     assert second.pinned and second.affinity == "pinned"
-    assert second.provider.name == "openai/gpt-5.2" and second.route_name == "deep_reasoning"
+    assert second.endpoint.name == "openai/gpt-5.2" and second.route_name == "deep_reasoning"
     assert router.calls == 1
     assert metrics.cache_events == ["miss", "store", "hit"]
 
@@ -97,7 +99,7 @@ def test_first_request_pins_and_later_ones_follow_the_pin_without_routing(config
 def test_no_match_pins_the_requested_model_with_null_route(config):
     cache = MemorySessionCache(100)
     decision = make_gateway(config, cache).decide(request("xyzzy", model="fast-model"), "s")
-    assert decision.provider.name == "openai/gpt-4o-mini" and decision.route_name is None
+    assert decision.endpoint.name == "openai/gpt-4o-mini" and decision.route_name is None
     assert cache.get("s") == SessionBinding("openai/gpt-4o-mini", None)
 
 
@@ -114,7 +116,7 @@ def test_tenants_get_separate_pins(config):
     gateway = make_gateway(config, cache)
     gateway.decide(request(DEEP_PROMPT), "s", tenant="org1")
     other = gateway.decide(request(FAST_PROMPT), "s", tenant="org2")
-    assert other.affinity == "new" and other.provider.name == "openai/gpt-4o-mini"
+    assert other.affinity == "new" and other.endpoint.name == "openai/gpt-4o-mini"
     assert cache.get("org1:s").model_name == "openai/gpt-5.2"
     assert session_key("s", None) == "s" and session_key("s", "t") == "t:s"
 
@@ -122,13 +124,13 @@ def test_tenants_get_separate_pins(config):
 def test_cache_outage_routes_without_affinity(config, metrics):
     decision = make_gateway(config, FailingCache(), metrics=metrics).decide(
         request(DEEP_PROMPT), "s")
-    assert decision.provider.name == "openai/gpt-5.2"
+    assert decision.endpoint.name == "openai/gpt-5.2"
     assert decision.affinity == "unavailable" and not decision.pinned
     assert metrics.cache_events == ["error"]
 
 
 def test_cache_cool_down_is_counted_as_skipped(config, metrics):
-    cache = FailingCache(SessionCacheUnavailableError("cooling down"))
+    cache = FailingCache(SessionCacheSkippedError("cooling down"))
     make_gateway(config, cache, metrics=metrics).decide(request(), "s")
     assert metrics.cache_events == ["skipped"]
 
@@ -142,7 +144,7 @@ def test_undecodable_pin_is_served_unpinned_and_counted_invalid(config, metrics)
 def test_store_failure_still_serves_the_routed_model(config, metrics):
     decision = make_gateway(config, FailingStoreCache(100), metrics=metrics).decide(
         request(DEEP_PROMPT), "s")
-    assert decision.provider.name == "openai/gpt-5.2" and decision.affinity == "unavailable"
+    assert decision.endpoint.name == "openai/gpt-5.2" and decision.affinity == "unavailable"
     assert metrics.cache_events == ["miss", "store_error"]
 
 
@@ -151,7 +153,7 @@ def test_conflict_uses_the_winners_model(config, metrics):
     decision = make_gateway(config, RacingCache(winner), metrics=metrics).decide(
         request(DEEP_PROMPT), "s")
     assert decision.pinned and decision.affinity == "pinned"
-    assert (decision.provider.name, decision.route_name) == ("openai/gpt-4o-mini",
+    assert (decision.endpoint.name, decision.route_name) == ("openai/gpt-4o-mini",
                                                              "fast_responses")
     assert metrics.cache_events == ["miss", "conflict"]
 
@@ -169,7 +171,7 @@ def test_pin_to_a_model_no_longer_configured_is_rerouted_and_repinned(config, me
     cache = MemorySessionCache(100)
     cache.put_if_absent("s", SessionBinding("openai/retired", "old"), 300)
     decision = make_gateway(config, cache, metrics=metrics).decide(request(DEEP_PROMPT), "s")
-    assert decision.affinity == "new" and decision.provider.name == "openai/gpt-5.2"
+    assert decision.affinity == "new" and decision.endpoint.name == "openai/gpt-5.2"
     assert cache.get("s") == SessionBinding("openai/gpt-5.2", "deep_reasoning")
     assert metrics.cache_events == ["miss", "store"]
 
@@ -178,8 +180,8 @@ def test_router_failure_serves_fallback_and_does_not_pin(config, metrics):
     cache = MemorySessionCache(100)
     gateway = make_gateway(config, cache, router=BrokenRouter(), metrics=metrics)
     decision = gateway.decide(request(DEEP_PROMPT, model="openai/gpt-5.2"), "s")
-    assert decision.provider.name == "openai/gpt-5.2" and decision.route_name is None
-    assert decision.affinity == "unavailable" and decision.routing_failed
+    assert decision.endpoint.name == "openai/gpt-5.2" and decision.route_name is None
+    assert decision.affinity == "unavailable"
     assert cache.get("s") is None
     assert metrics.decisions == [(None, "openai/gpt-5.2", True)]
 
@@ -189,9 +191,9 @@ def test_without_routes_the_router_is_never_called(metrics):
     raw["routing_preferences"] = []
     config = config_from_dict(raw)
     app = create_app(config, metrics=metrics)
-    assert app.extensions["plano"].gateway._router is None
-    decision = app.extensions["plano"].gateway.decide(request(DEEP_PROMPT), "s")
-    assert decision.provider.name == "openai/gpt-4o-mini" and not decision.routed
+    assert services_of(app).gateway._router is None
+    decision = services_of(app).gateway.decide(request(DEEP_PROMPT), "s")
+    assert decision.endpoint.name == "openai/gpt-4o-mini" and decision.route_name is None
     assert metrics.decisions == []
 
 

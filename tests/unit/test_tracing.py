@@ -16,7 +16,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from app import create_app
-from app.config import ConfigError, TracingConfig, config_from_dict
+from app.services import services_of
+from app.config import TracingConfig, config_from_dict
+from app.errors import ConfigError
 from app.tracing import ROUTING_SPAN, Tracing, create_tracer_provider, traces_endpoint
 from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
 from tests.unit.fake_provider import fake_providers
@@ -218,7 +220,7 @@ class _SpanCounter:
 def test_without_an_endpoint_nothing_is_traced(config, providers, monkeypatch):
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     app = create_app(config, providers=providers)
-    assert app.extensions["plano"].tracing is None
+    assert services_of(app).tracing is None
     assert not _has_server_spans(app)
     counter = _SpanCounter(monkeypatch)
     client = app.test_client()
@@ -292,7 +294,7 @@ def test_tracing_wraps_no_app_it_was_not_asked_to(config, providers, tracer_prov
     plain = create_app(config, providers=providers, tracer_provider=None)
     assert _has_server_spans(traced)
     assert not _has_server_spans(plain)
-    assert isinstance(traced.extensions["plano"].tracing, Tracing)
+    assert isinstance(services_of(traced).tracing, Tracing)
 
 
 def test_endpoint_must_be_an_http_url():

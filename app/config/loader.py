@@ -1,10 +1,7 @@
-"""Configuration: YAML -> ``${VAR}`` expansion -> marshmallow validation -> frozen dataclasses.
+"""Loading a configuration: YAML -> ``${VAR}`` expansion -> the schema -> :class:`Config`.
 
-The file shape follows Plano v0.4 (SPEC §3). Validation happens once at start-up; a bad file
-raises :class:`ConfigError` listing every problem as ``dotted.path: message``. Unknown keys
-are errors, so a typo never silently falls back to a default. The resulting :class:`Config`
-is immutable and holds everything the request path needs precomputed (provider lookup by
-name, alias resolution, the default model).
+Validation happens once at start-up; a bad file raises :class:`app.errors.ConfigError`
+listing every problem as ``dotted.path: message``.
 """
 
 from __future__ import annotations
@@ -17,24 +14,13 @@ from typing import Any, Mapping
 import yaml
 from marshmallow import ValidationError
 
-from app.config_model import (DEFAULT_OPENAI_BASE_URL, AdminConfig, Config,  # noqa: F401
-                              ListenerConfig, ProviderConfig, RouteConfig, RoutingConfig,
-                              ServerConfig, SessionCacheConfig, TracingConfig)
-from app.config_schema import ConfigSchema, parse_duration  # noqa: F401
+from app.config.model import Config
+from app.config.schema import ConfigSchema
+from app.errors import ConfigError
 
 CONFIG_ENV_VAR = "PLANO_CONFIG"
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; ``problems`` lists every ``path: message``."""
-
-    def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = problems
-        self.source = source
-        where = f" in {source}" if source else ""
-        super().__init__(f"invalid configuration{where}:\n  " + "\n  ".join(problems))
 
 
 def expand_env(value: Any, environ: Mapping[str, str] | None = None) -> Any:
@@ -88,7 +74,7 @@ def load_config(path: str | os.PathLike | None = None, *,
     """Load the YAML file at ``path``, else ``$PLANO_CONFIG``, else ``config/config.yaml``."""
     env = os.environ if environ is None else environ
     chosen = Path(path or env.get(CONFIG_ENV_VAR) or
-                  Path(__file__).resolve().parent.parent / "config" / "config.yaml")
+                  Path(__file__).resolve().parents[2] / "config" / "config.yaml")
     try:
         text = chosen.read_text(encoding="utf-8")
     except OSError as error:

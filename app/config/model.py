@@ -1,4 +1,4 @@
-"""The validated configuration as immutable value objects (built by :mod:`app.config_schema`).
+"""The validated configuration as immutable value objects (built by :mod:`app.config.schema`).
 
 Everything the request path needs is precomputed here once (provider lookup by name, alias
 resolution, the default model), so nothing is parsed per request.
@@ -23,11 +23,15 @@ class ListenerConfig:
 
 
 @dataclass(frozen=True)
-class ProviderConfig:
-    """One upstream model: ``name`` is ``provider/model id``; ``model_id`` goes upstream."""
+class ModelEndpoint:
+    """One configured model (a ``model_providers`` entry) and where it is served.
+
+    ``name`` is ``<vendor>/<model id>`` (``openai/gpt-5.2``), ``vendor`` the part before the
+    slash (``openai``), ``model_id`` what goes upstream (``gpt-5.2``).
+    """
 
     name: str
-    provider: str
+    vendor: str
     model_id: str
     base_url: str
     access_key: str | None = field(default=None, repr=False)
@@ -107,25 +111,25 @@ class Config:
 
     version: str
     listeners: tuple[ListenerConfig, ...]
-    model_providers: tuple[ProviderConfig, ...]
+    model_providers: tuple[ModelEndpoint, ...]
     model_aliases: Mapping[str, str]
     routing_preferences: tuple[RouteConfig, ...]
     routing: RoutingConfig
     server: ServerConfig
     tracing: TracingConfig
     admin: AdminConfig
-    providers_by_name: Mapping[str, ProviderConfig] = field(repr=False)
+    endpoints_by_name: Mapping[str, ModelEndpoint] = field(repr=False)
     routes_by_name: Mapping[str, RouteConfig] = field(repr=False)
-    default_provider: ProviderConfig = field(repr=False)
+    default_endpoint: ModelEndpoint = field(repr=False)
 
     @property
     def model_listener(self) -> ListenerConfig:
         """The first ``type: model`` listener (``bin/serve`` overrides its address/port)."""
         return next(listener for listener in self.listeners if listener.type == "model")
 
-    def resolve_model(self, requested: str | None) -> ProviderConfig | None:
+    def resolve_model(self, requested: str | None) -> ModelEndpoint | None:
         """Provider for a requested model name or alias; ``None`` when unknown."""
         if requested is None:
             return None
         target = self.model_aliases.get(requested, requested)
-        return self.providers_by_name.get(target)
+        return self.endpoints_by_name.get(target)

@@ -1,4 +1,4 @@
-"""marshmallow schemas: a parsed, env-expanded YAML tree -> :class:`app.config_model.Config`.
+"""marshmallow schemas: a parsed, env-expanded YAML tree -> :class:`app.config.model.Config`.
 
 Unknown keys are errors (a typo never silently falls back to a default); cross-field rules
 (redis needs a url, routes name configured models, at most one default provider) live here
@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from marshmallow import (Schema, ValidationError, fields, post_load, validate,
                          validates_schema)
 
-from app.config_model import (DEFAULT_OPENAI_BASE_URL, AdminConfig, Config, ListenerConfig,
-                              ProviderConfig, RouteConfig, RoutingConfig, ServerConfig,
+from app.config.model import (DEFAULT_OPENAI_BASE_URL, AdminConfig, Config, ListenerConfig,
+                              ModelEndpoint, RouteConfig, RoutingConfig, ServerConfig,
                               SessionCacheConfig, TracingConfig)
 
 _DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -101,7 +101,7 @@ class ProviderSchema(_Strict):
     def build(self, data, **kwargs):
         provider, model_id = data["model"].split("/", 1)
         base_url = (data["base_url"] or DEFAULT_OPENAI_BASE_URL).rstrip("/")
-        return ProviderConfig(name=data["model"], provider=provider, model_id=model_id,
+        return ModelEndpoint(name=data["model"], vendor=provider, model_id=model_id,
                               base_url=base_url, access_key=data["access_key"],
                               default=data["default"])
 
@@ -263,7 +263,7 @@ class ConfigSchema(_Strict):
         # are only checked against a provider list that itself validated.
         errors: dict[str, Any] = {}
         providers = data.get("model_providers")
-        if not providers or not all(isinstance(p, ProviderConfig) for p in providers):
+        if not providers or not all(isinstance(p, ModelEndpoint) for p in providers):
             return
         names = [provider.name for provider in providers]
         for index, name in enumerate(names):
@@ -312,7 +312,7 @@ class ConfigSchema(_Strict):
             server=data["server"],
             tracing=data["tracing"],
             admin=data["admin"],
-            providers_by_name=MappingProxyType({p.name: p for p in providers}),
+            endpoints_by_name=MappingProxyType({p.name: p for p in providers}),
             routes_by_name=MappingProxyType({r.name: r for r in routes}),
-            default_provider=default,
+            default_endpoint=default,
         )
