@@ -26,8 +26,8 @@ class ChatRequest:
     stream: bool
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Parse the request body; raises :class:`InvalidRequestError` (400) when unusable."""
+def parse_json_object(raw: bytes) -> dict:
+    """The request body as a JSON object; 400 when it is not JSON or not an object."""
     try:
         body: Any = json.loads(raw)
     except (ValueError, RecursionError):
@@ -35,6 +35,12 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
                                   code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("request body must be a JSON object", code="invalid_body")
+    return body
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Parse the request body; raises :class:`InvalidRequestError` (400) when unusable."""
+    body = parse_json_object(raw)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("'messages' must be a non-empty array",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 from app.client_apis.common import named_event
+from app.errors import anthropic_error_body
 from app.conversation import (BlockStart, BlockStop, Conversation, Delta, Failure, Finish,
                               Image, Message, Reasoning, Reply, Start, StreamEvent, Text,
                               Tool, ToolCall, ToolChoice, ToolResult, Usage, drop_hints,
@@ -26,9 +27,6 @@ STOP_TO_ANTHROPIC = {"stop": "end_turn", "length": "max_tokens", "tool_use": "to
                      None: "end_turn"}
 HINTS = ("metadata", "thinking", "context_management", "output_config", "service_tier",
          "container", "mcp_servers", "inference_geo")
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-               403: "permission_error", 404: "not_found_error", 408: "timeout_error",
-               413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
 
 
 def validate(body: dict) -> None:
@@ -305,17 +303,9 @@ class MessagesStreamRenderer:
                                                    "index": index, "delta": delta})
 
 
-def error_type_for(status: int) -> str:
-    """Anthropic's error type for an HTTP status."""
-    if status in ERROR_TYPES:
-        return ERROR_TYPES[status]
-    return "invalid_request_error" if status < 500 else "api_error"
-
-
 def error_body(status: int, message: str, code: str | None) -> dict:
     """Anthropic's error shape, with our specific ``code`` alongside."""
-    return {"type": "error", "error": {"type": error_type_for(status), "message": message,
-                                       "code": code}}
+    return anthropic_error_body(status, message, code)
 
 
 def render_stream_error(failure: Failure) -> bytes:

@@ -36,6 +36,20 @@ class ModelEndpoint:
     base_url: str
     access_key: str | None = field(default=None, repr=False)
     default: bool = False
+    #: How the gateway speaks to it (SPEC §13): ``anthropic`` (Messages) for vendor
+    #: ``anthropic``, else ``openai`` (Chat Completions).
+    interface: str = "openai"
+    #: ``responses:`` key: ``native`` / ``translate``; ``None``: native for vendor openai.
+    responses: str | None = None
+    #: ``max_tokens`` sent when the client API did not require one (Anthropic does).
+    max_tokens: int = 4096
+
+    @property
+    def native_responses(self) -> bool:
+        """Whether Responses clients reach it natively at ``{base_url}/responses``."""
+        if self.interface != "openai":
+            return False
+        return self.responses == "native" if self.responses else self.vendor == "openai"
 
 
 @dataclass(frozen=True)
@@ -132,4 +146,10 @@ class Config:
         if requested is None:
             return None
         target = self.model_aliases.get(requested, requested)
-        return self.endpoints_by_name.get(target)
+        endpoint = self.endpoints_by_name.get(target)
+        if endpoint is None and "/" not in requested:
+            # A bare model id (what Claude Code sends: ``claude-sonnet-4-6``) names the one
+            # provider serving it; an id two providers share is ambiguous, so unknown.
+            matches = [e for e in self.model_providers if e.model_id == requested]
+            endpoint = matches[0] if len(matches) == 1 else None
+        return endpoint

@@ -87,6 +87,9 @@ class ProviderSchema(_Strict):
     access_key = OptionalString(load_default=None, allow_none=True)
     base_url = OptionalString(load_default=None, allow_none=True)
     default = fields.Boolean(load_default=False)
+    responses = OptionalString(load_default=None, allow_none=True,
+                               validate=validate.OneOf(["native", "translate"]))
+    max_tokens = fields.Integer(load_default=4096, validate=validate.Range(1, 10_000_000))
 
     @validates_schema
     def check_base_url(self, data, **kwargs):
@@ -103,7 +106,9 @@ class ProviderSchema(_Strict):
         base_url = (data["base_url"] or DEFAULT_OPENAI_BASE_URL).rstrip("/")
         return ModelEndpoint(name=data["model"], vendor=provider, model_id=model_id,
                               base_url=base_url, access_key=data["access_key"],
-                              default=data["default"])
+                              default=data["default"],
+                              interface="anthropic" if provider == "anthropic" else "openai",
+                              responses=data["responses"], max_tokens=data["max_tokens"])
 
 
 class AliasSchema(_Strict):

@@ -30,6 +30,7 @@ from app.config import ModelEndpoint
 from app.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+ANTHROPIC_VERSION = "2023-06-01"
 MAX_ERROR_BODY_CHARS = 500
 _READ_CHUNK_BYTES = 64 * 1024
 
@@ -56,22 +57,32 @@ class ProviderClient:
         self._session.mount("https://", self._adapter)
         self._session.trust_env = False  # no proxy/netrc lookups
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-        if provider.access_key:
+        if provider.interface == "anthropic":
+            # Anthropic Messages (SPEC §13): the key as x-api-key, a pinned API version.
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+            if provider.access_key:
+                headers["x-api-key"] = provider.access_key
+            self.url = f"{provider.base_url}/messages"
+        elif provider.access_key:
             headers["Authorization"] = f"Bearer {provider.access_key}"
         # Prepared once: the normalised URL and headers every call starts from.
         template = requests.Request("POST", self.url, headers=headers).prepare()
         self._prepared_url = template.url
         self._headers = template.headers
+        #: Other paths of the same provider (``/responses``), prepared on first use.
+        self._urls: dict[str, str] = {}
 
     def post(self, body: bytes, *, headers: Mapping[str, str] | None = None,
-             read_timeout_seconds: float | None = None) -> requests.Response:
-        """POST ``body``; the response body is not read yet (``stream=True``).
+             read_timeout_seconds: float | None = None,
+             path: str | None = None) -> requests.Response:
+        """POST ``body`` to the provider's interface URL (or ``base_url + path``); the
+        response body is not read yet (``stream=True``).
 
         The caller must close the response (``close()`` or reading it to the end).
         """
         request = requests.PreparedRequest()
         request.method = "POST"
-        request.url = self._prepared_url
+        request.url = self._prepared_url if path is None else self._url_for(path)
         request.headers = CaseInsensitiveDict(self._headers)
         if headers:
             request.headers.update(headers)
@@ -87,6 +98,13 @@ class ProviderClient:
             raise UpstreamTimeoutError(self._describe("timed out")) from None
         except requests.exceptions.RequestException as error:
             raise UpstreamConnectionError(self._describe(_short_cause(error))) from None
+
+    def _url_for(self, path: str) -> str:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = requests.Request(
+                "POST", f"{self.provider.base_url}{path}").prepare().url
+        return url
 
     def read_body(self, response: requests.Response, deadline: float) -> bytes:
         """Read a whole (non-streaming) body, giving up at ``deadline`` (monotonic)."""
