@@ -61,6 +61,7 @@ CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 MESSAGES_PATHS = ("/v1/messages", "/messages")
 RESPONSES_PATHS = ("/v1/responses", "/responses")
 TOOL_MARKER = "[mock:tool]"
+PATCH = "*** mock patch ***"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 32 * 1024 * 1024
 RECORD_LIMIT = 100
@@ -267,7 +268,8 @@ def _count_words(texts) -> int:
 
 def chat_view(body: dict) -> View:
     """A chat-completions body as a :class:`View`."""
-    view = View(tools=[(t.get("function", {}).get("name", "tool"), "function")
+    view = View(tools=[(t.get("function", {}).get("name", "tool"), "function",
+                        t.get("function", {}).get("parameters"))
                        for t in body.get("tools") or [] if isinstance(t, dict)])
     texts = []
     for m in body.get("messages") or []:
@@ -288,8 +290,8 @@ def chat_view(body: dict) -> View:
 
 def messages_view(body: dict) -> View:
     """An Anthropic Messages body as a :class:`View`."""
-    view = View(tools=[(t.get("name", "tool"), "function") for t in body.get("tools") or []
-                       if isinstance(t, dict)])
+    view = View(tools=[(t.get("name", "tool"), "function", t.get("input_schema"))
+                       for t in body.get("tools") or [] if isinstance(t, dict)])
     texts = []
     for m in body.get("messages") or []:
         if not isinstance(m, dict) or m.get("role") != "user":
@@ -313,7 +315,7 @@ def messages_view(body: dict) -> View:
 
 def responses_view(body: dict) -> View:
     """An OpenAI Responses body as a :class:`View`."""
-    view = View(tools=[(t.get("name", "tool"), t.get("type", "function"))
+    view = View(tools=[(t.get("name", "tool"), t.get("type", "function"), t.get("parameters"))
                        for t in body.get("tools") or [] if isinstance(t, dict)])
     items = body.get("input")
     if isinstance(items, str):
@@ -349,9 +351,17 @@ def answer_text(model: str, view: View) -> str:
 
 
 def tool_call_of(view: View, n: int) -> tuple[str, str, str, str]:
-    """(call id, name, kind, arguments or raw input) of the mock's tool call."""
-    name, kind = view.tools[0]
-    payload = "*** mock patch ***" if kind == "custom" else json.dumps({"mock": True, "n": n})
+    """(call id, name, kind, arguments or raw input) of the mock's tool call. A function
+    whose schema takes one ``input`` string (how gateways offer a free-form custom tool to
+    JSON-schema APIs) gets the same raw text a custom tool would."""
+    name, kind, schema = view.tools[0]
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if kind == "custom":
+        payload = PATCH
+    elif isinstance(properties, dict) and list(properties) == ["input"]:
+        payload = json.dumps({"input": PATCH})
+    else:
+        payload = json.dumps({"mock": True, "n": n})
     return f"call_mock_{n}", name, kind, payload
 
 
