@@ -173,8 +173,9 @@ def error_envelope(message: str, error_type: str, param: str | None = None,
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
-#: Paths answering errors in Anthropic's shape (SPEC §12), so its SDK raises the right class.
-ANTHROPIC_ERROR_PATHS = frozenset({"/v1/messages", "/routing/v1/messages"})
+#: Paths answering errors in Anthropic's shape (SPEC §12), so its SDK raises the right class
+#: (``/v1/messages/...`` included: Claude Code also asks ``/v1/messages/count_tokens``).
+ANTHROPIC_ERROR_PATHS = ("/v1/messages", "/routing/v1/messages")
 _ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                           403: "permission_error", 404: "not_found_error",
                           408: "timeout_error", 413: "request_too_large",
@@ -222,7 +223,9 @@ def register_error_handlers(app: Flask) -> None:
     from werkzeug.exceptions import HTTPException
 
     def anthropic() -> bool:
-        return request.path in ANTHROPIC_ERROR_PATHS
+        path = request.path
+        return path.startswith(ANTHROPIC_ERROR_PATHS) and (
+            path.endswith("/messages") or path.startswith("/v1/messages/"))
 
     @app.errorhandler(GatewayError)
     def _gateway_error(error: GatewayError):
