@@ -64,7 +64,7 @@ def build_body(conversation: Conversation, model_id: str, *, default_max_tokens:
     if conversation.tools:
         body["tools"] = [_tool(tool) for tool in conversation.tools]
     choice = conversation.tool_choice
-    if choice is not None and (conversation.tools or choice.mode == "none"):
+    if choice is not None and conversation.tools:   # Anthropic refuses a choice without tools
         mapped = {"auto": {"type": "auto"}, "none": {"type": "none"},
                   "required": {"type": "any"},
                   "tool": {"type": "tool", "name": choice.name}}[choice.mode]

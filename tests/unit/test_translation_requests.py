@@ -250,3 +250,8 @@ def test_responses_unknown_items_are_refused():
 def test_wrong_types_are_plain_invalid_requests():
     with pytest.raises(InvalidRequestError, match="temperature"):
         plan_call("messages", messages_body(temperature="hot"), OPENAI)
+
+
+def test_a_tool_choice_without_tools_is_not_sent_to_anthropic():
+    chat = {"messages": [{"role": "user", "content": "hi"}], "tool_choice": "none"}
+    assert "tool_choice" not in body_of(plan_call("chat", chat, ANTHROPIC))
