@@ -19,7 +19,8 @@ from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import NotFound
 
 from app.auth import bearer_token
-from app.chat_request import (ChatRequest, parse_chat_request, parse_json_object,
+from app.chat_request import (ROUTES_FIELD, ChatRequest, parse_chat_request,
+                              parse_json_object, parse_request_routes,
                               validate_affinity_value)
 from app.client_apis import messages as messages_api
 from app.client_apis import responses as responses_api
@@ -77,24 +78,24 @@ def _authenticate_client(svc: Services, api: str) -> None:
         raise AuthenticationError(f"missing or invalid API key ({how} <key>)")
 
 
-def _parse_messages(raw: bytes) -> ChatRequest:
-    body = parse_json_object(raw)
-    messages_api.validate(body)
-    return ChatRequest(body=body, messages=messages_api.router_messages(body),
-                       model=body.get("model"), stream=body.get("stream") is True)
-
-
-def _parse_responses(raw: bytes) -> ChatRequest:
-    body = parse_json_object(raw)
-    responses_api.validate(body)
-    return ChatRequest(body=body, messages=responses_api.router_messages(body),
-                       model=body.get("model"), stream=body.get("stream") is True)
+def _parse_with(adapter) -> Callable[[bytes], ChatRequest]:
+    """A body parser for a client-API adapter (Messages, Responses): validated, the
+    conversation normalised for the routers, request routes taken out (SPEC §14)."""
+    def parse(raw: bytes) -> ChatRequest:
+        body = parse_json_object(raw)
+        routes = (parse_request_routes(body.pop(ROUTES_FIELD)) if ROUTES_FIELD in body
+                  else None)
+        adapter.validate(body)
+        return ChatRequest(body=body, messages=adapter.router_messages(body),
+                           model=body.get("model"), stream=body.get("stream") is True,
+                           routes=routes)
+    return parse
 
 
 #: Per client API: its body parser. Routers get the conversation normalised to
 #: ``[{"role", "content"}]`` turns from any of the three shapes.
-_PARSERS = {"chat": parse_chat_request, "messages": _parse_messages,
-            "responses": _parse_responses}
+_PARSERS = {"chat": parse_chat_request, "messages": _parse_with(messages_api),
+            "responses": _parse_with(responses_api)}
 
 
 def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, Decision]:
@@ -145,6 +146,7 @@ def _answer_response(answer, headers: dict) -> Response:
     g.plano_record.answer = answer
     headers.update(answer.headers)
     if answer.mimetype == "text/event-stream":
+        g.plano_stream = answer.body  # released by _release_discarded_stream if never sent
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"  # nginx must not buffer a stream
     return Response(answer.body, status=answer.status, headers=headers,
@@ -173,7 +175,7 @@ def _translated(api: str, svc: Services, parsed: ChatRequest, decision: Decision
     headers = _decision_headers(decision)
     endpoint = decision.endpoint
     target = Target(endpoint.name, endpoint.model_id, endpoint.interface, endpoint.vendor,
-                    endpoint.native_responses, endpoint.max_tokens)
+                    endpoint.responses_native, endpoint.max_tokens)
     client_headers = None
     if api == "messages":
         client_headers = {name: value for name in ("anthropic-version", "anthropic-beta")
@@ -273,6 +275,20 @@ def _finish_request(response: Response) -> Response:
     if g.get("plano_close_connection"):
         response.call_on_close(_hang_up(request.environ.get("gunicorn.socket")))
     return response
+
+
+@bp.teardown_app_request
+def _release_discarded_stream(error: BaseException | None) -> None:
+    """Release the upstream of a streamed answer that never reached the WSGI server.
+
+    When a later step fails (an after-request hook raising), Flask answers with an error
+    response instead and drops ours un-iterated, so the server never closes it: its
+    upstream connection and span would leak. With no error the server owns the answer and
+    closes it after the last byte; a teardown must not, the stream is still running.
+    """
+    stream = g.pop("plano_stream", None)
+    if stream is not None and error is not None:
+        stream.close()
 
 
 def _hang_up(sock) -> Callable[[], None]:

@@ -11,19 +11,27 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from app.config import RouteConfig
 from app.errors import InvalidAffinityIdError, InvalidRequestError
 
 MAX_AFFINITY_ID_LENGTH = 256
+#: Plano's routing API lets a request bring its own routes under this key.
+ROUTES_FIELD = "routing_preferences"
 
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """A validated chat-completions body; ``body`` is the parsed JSON object."""
+    """A validated chat-completions body; ``body`` is the parsed JSON object.
+
+    ``routes``: the request's own ``routing_preferences`` (Plano's routing API, SPEC §14),
+    already removed from ``body`` so they never reach a provider; ``None`` when not sent.
+    """
 
     body: dict
     messages: list
     model: str | None
     stream: bool
+    routes: tuple[RouteConfig, ...] | None = None
 
 
 def parse_json_object(raw: bytes) -> dict:
@@ -60,7 +68,36 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     if not isinstance(stream, bool):
         raise InvalidRequestError("'stream' must be a boolean", param="stream",
                                   code="invalid_stream")
-    return ChatRequest(body=body, messages=messages, model=model, stream=stream)
+    routes = parse_request_routes(body.pop(ROUTES_FIELD)) if ROUTES_FIELD in body else None
+    return ChatRequest(body=body, messages=messages, model=model, stream=stream,
+                       routes=routes)
+
+
+def parse_request_routes(value: Any) -> tuple[RouteConfig, ...]:
+    """A body's ``routing_preferences``: ``[{name, description, models: [...]}]``.
+
+    The model names are checked against the configuration by the gateway, when (and only
+    when) the routes are used: a pinned hit ignores them.
+    """
+    if not isinstance(value, list) or not value:
+        raise InvalidRequestError(f"'{ROUTES_FIELD}' must be a non-empty array",
+                                  param=ROUTES_FIELD, code="invalid_routing_preferences")
+    routes = []
+    for index, item in enumerate(value):
+        models = item.get("models") if isinstance(item, dict) else None
+        if (not isinstance(item, dict) or not _is_text(item.get("name"))
+                or not _is_text(item.get("description")) or not isinstance(models, list)
+                or not models or not all(_is_text(model) for model in models)):
+            raise InvalidRequestError(
+                f"{ROUTES_FIELD}[{index}] must be an object with a string 'name', a string "
+                "'description' and a non-empty 'models' array of model names",
+                param=f"{ROUTES_FIELD}.{index}", code="invalid_routing_preferences")
+        routes.append(RouteConfig(item["name"], item["description"], tuple(models)))
+    return tuple(routes)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 def validate_affinity_value(value: str | None, header: str, *,

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager
 
 from app.chat_request import ChatRequest
-from app.config import Config, ModelEndpoint
+from app.config import Config, ModelEndpoint, RouteConfig
 from app.errors import ModelNotFoundError, RouterError, SessionCacheError
 from app.metrics import Metrics
 from app.router.base import Router
+from app.router.embedded import EmbeddedRouter
 from app.session_cache.base import SessionBinding, SessionCache
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ class Gateway:
         self._metrics = metrics or Metrics()
         self._routing_span = routing_span or contextlib.nullcontext
         self._ttl = config.routing.session_ttl_seconds
-        self._endpoints = config.endpoints_by_name
         self._routes = config.routes_by_name
 
     def decide(self, request: ChatRequest, session_id: str | None = None,
@@ -92,14 +92,15 @@ class Gateway:
             return self._unpinned(self._route(request, fallback),
                                   AFFINITY_UNAVAILABLE)
 
-        stale = False
+        stale_model = None
         if binding is not None:
-            endpoint = self._endpoints.get(binding.model_name)
+            endpoint = self._config.endpoint(binding.model_name)
             if endpoint is not None:
                 self._cache_event("hit")
                 return Decision(endpoint, binding.route_name, pinned=True,
                                 affinity=AFFINITY_PINNED)
-            stale = True  # pinned to a model no longer configured: re-route and re-pin
+            # Pinned to a model no longer configured: re-route and replace that pin.
+            stale_model = binding.model_name
         self._cache_event("miss")
 
         outcome = self._route(request, fallback)
@@ -107,14 +108,16 @@ class Gateway:
             # Routing failed: serve the fallback but do not pin it, so the next request of
             # this session gets a real decision.
             return self._unpinned(outcome, AFFINITY_UNAVAILABLE)
-        return self._pin(key, outcome, stale)
+        return self._pin(key, outcome, stale_model)
 
-    def _pin(self, key: str, outcome: _RouteOutcome, stale: bool) -> Decision:
+    def _pin(self, key: str, outcome: _RouteOutcome, stale_model: str | None) -> Decision:
         chosen = SessionBinding(outcome.endpoint.name, outcome.route_name)
         try:
-            if stale:
-                self._cache.delete(key)
-            winner = self._cache.put_if_absent(key, chosen, self._ttl)
+            if stale_model is not None:
+                # Compare-and-set: a racing request's fresh pin is kept, never deleted.
+                winner = self._cache.replace_stale(key, stale_model, chosen, self._ttl)
+            else:
+                winner = self._cache.put_if_absent(key, chosen, self._ttl)
         except SessionCacheError as error:
             self._cache_event("store_error" if error.outcome == "error" else error.outcome,
                               error)
@@ -123,24 +126,43 @@ class Gateway:
             # request is a conflict it lost, even though the model is the same)
             self._cache_event("store")
             return self._unpinned(outcome, AFFINITY_NEW)
-        endpoint = self._endpoints.get(winner.model_name)
+        endpoint = self._config.endpoint(winner.model_name)
         self._cache_event("conflict")
         if endpoint is None:
             # Another writer pinned a model this replica does not know (config skew).
             return self._unpinned(outcome, AFFINITY_UNAVAILABLE)
         return Decision(endpoint, winner.route_name, pinned=True, affinity=AFFINITY_PINNED)
 
+    def _router_for(self, request: ChatRequest) -> Router | None:
+        """The configured router, or one over the request's own routes (their models
+        resolved like a request's ``model``); ``None`` when there is nothing to choose."""
+        if request.routes is None:
+            return self._router if self._router is not None and self._router.routes else None
+        routes = []
+        for route in request.routes:
+            models = []
+            for model in route.models:
+                endpoint = self._config.resolve_model(model)
+                if endpoint is None:
+                    raise ModelNotFoundError(
+                        f"routing_preferences: model '{model}' is not configured",
+                        param="routing_preferences")
+                models.append(endpoint.name)
+            routes.append(RouteConfig(route.name, route.description, tuple(models)))
+        return (self._router or EmbeddedRouter(())).for_routes(routes)
+
     def _route(self, request: ChatRequest, fallback: ModelEndpoint) -> _RouteOutcome:
-        if self._router is None:
+        router = self._router_for(request)
+        if router is None:
             return _RouteOutcome(fallback, None, failed=False)
         started = time.perf_counter()
         with self._routing_span() as span:
             try:
-                route = self._router.select_route(request.messages)
+                route = router.select_route(request.messages)
                 failed = False
             except RouterError as error:
                 log.warning("router %s failed, serving %s unpinned: %s",
-                            self._router.kind, fallback.name, error,
+                            router.kind, fallback.name, error,
                             extra={"event": "router_error", "cause": str(error)})
                 route, failed = None, True
                 if span is not None:
@@ -150,7 +172,7 @@ class Gateway:
                     span.outcome(route.name if route else None)
         endpoint = fallback
         if route is not None:
-            endpoint = self._endpoints[route.models[0]]
+            endpoint = self._config.endpoint(route.models[0])
         self._metrics.router_decision(route.name if route else None, endpoint.name, failed,
                                       time.perf_counter() - started)
         return _RouteOutcome(endpoint, route.name if route else None, failed)

@@ -3,8 +3,15 @@
 Non-streaming answers are read whole (bounded by the listener timeout) and re-emitted with
 ``model`` set to the configured name (and ``x_plano_pinned`` when pinned). Streaming answers
 are relayed event by event as they arrive, never buffered whole; each chunk's ``model`` is
-rewritten. The upstream response is closed in every case, a client disconnect included
-(the WSGI server closes our generator, whose ``finally`` closes the upstream).
+rewritten, and every other field of an event (``id``, ``retry``, ``event``, comments) is
+kept. The upstream response is released exactly once in every case: at the end of the
+stream, when the WSGI server closes the answer (a client disconnect included), and when the
+answer is discarded before it was ever iterated (:meth:`UpstreamStream.close`).
+
+Only a reviewed allow-list of upstream headers reaches the client (rate limits, retry
+hints, the provider's request id): never the provider's account identity
+(``openai-organization``, ``openai-project``, ...). Provider error messages are relayed with
+key-like strings scrubbed (:func:`app.providers.openai_compat.scrub_secrets`).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Mapping
 
 import requests
@@ -21,13 +28,22 @@ import requests
 from app.errors import UpstreamError
 from app.metrics import Metrics
 from app.providers.openai_compat import ProviderClient, upstream_error_body
-from app.providers.sse import SSEDecoder, ServerSentEvent, encode_data, encode_event
+from app.providers.sse import (SSEDecoder, ServerSentEvent, encode_data, encode_event,
+                               simple_data_events)
 from app.tracing import ATTR_STREAM, ClientSpan, Tracing
 
 log = logging.getLogger(__name__)
 
-#: Upstream headers worth passing on (rate limits tell a client when to come back).
-RELAYED_HEADER_PREFIXES = ("x-ratelimit-", "retry-after", "x-request-id", "openai-")
+#: The upstream headers a client may see (lower case): when to come back, and the provider's
+#: request id for support tickets. Reviewed one by one; anything else (account and project
+#: identity, processing details, cookies) stays with the gateway.
+RELAYED_HEADERS = frozenset({
+    "retry-after", "retry-after-ms",
+    "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
+    "x-request-id",
+})
 #: The gateway answers with its own ``x-request-id``; the provider's is passed on as this.
 UPSTREAM_REQUEST_ID_HEADER = "x-upstream-request-id"
 
@@ -94,23 +110,71 @@ def set_top_level_model(text: str, model_json: str) -> str | None:
     return f'{text[:match.start()]}"model":{model_json}{text[match.end():]}'
 
 
+_MODEL_MEMBER_BYTES = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_JSON_STRING_BYTES = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def set_top_level_model_bytes(data: bytes, model_json: bytes) -> bytes | None:
+    """:func:`set_top_level_model` on UTF-8 bytes, for the stream fast path."""
+    match = _MODEL_MEMBER_BYTES.search(data)
+    if match is None or not data.startswith(b"{"):
+        return None
+    start = match.start()
+    prefix = _JSON_STRING_BYTES.sub(b"", data[:start])
+    if b'"' in prefix:
+        return None
+    depth = prefix.count(b"{") + prefix.count(b"[") - prefix.count(b"}") - prefix.count(b"]")
+    if depth != 1:
+        return None
+    return b"".join((data[:start], b'"model":', model_json, data[match.end():]))
+
+
+def rewrite_simple_events(chunk: bytes, model_json: bytes) -> bytes | None:
+    """``chunk`` rewritten without decoding it, when it is only one-line data events whose
+    ``model`` sits where :func:`set_top_level_model_bytes` finds it (or ``[DONE]``);
+    ``None``: use the decoder. Same output as decoding and :func:`rewrite_chunk`."""
+    datas = simple_data_events(chunk)
+    if datas is None:
+        return None
+    out = []
+    for data in datas:
+        if data != b"[DONE]":
+            data = set_top_level_model_bytes(data, model_json)
+            if data is None:
+                return None
+        out.append(b"data: " + data + b"\n\n")
+    return b"".join(out)
+
+
 def rewrite_chunk(event: ServerSentEvent, model_name: str,
                   model_json: str | None = None) -> bytes:
-    """One SSE event re-encoded with its JSON ``model`` rewritten; others pass as they are."""
+    """One SSE event re-encoded with its JSON ``model`` rewritten.
+
+    Named events (``event:``), comments and ``[DONE]`` pass as they are; ``id`` and
+    ``retry`` are kept alongside the rewritten data.
+    """
     data = event.data
     if data is None or event.is_done or event.event is not None or event.comments:
         return encode_event(event)
+    rewritten = _rewrite_data(data, model_name, model_json)
+    if event.id is None and event.retry is None:
+        return encode_data(rewritten)
+    return encode_event(replace(event, data=rewritten))
+
+
+def _rewrite_data(data: str, model_name: str, model_json: str | None) -> str:
+    """A chunk's data with its top-level ``model`` set (unchanged when it has none)."""
     fast = set_top_level_model(data, model_json or json.dumps(model_name))
     if fast is not None:
-        return encode_data(fast)
+        return fast
     try:
         chunk = json.loads(data)
     except ValueError:
-        return encode_event(event)
+        return data
     if isinstance(chunk, dict) and "model" in chunk:
         chunk["model"] = model_name
-        return b"data: " + _dumps(chunk) + b"\n\n"
-    return encode_data(data)
+        return _dumps(chunk).decode("utf-8")
+    return data
 
 
 def relayed_headers(upstream: Mapping[str, str]) -> dict:
@@ -122,7 +186,7 @@ def relayed_headers(upstream: Mapping[str, str]) -> dict:
     relayed = {}
     for name, value in upstream.items():
         lowered = name.lower()
-        if lowered.startswith(RELAYED_HEADER_PREFIXES):
+        if lowered in RELAYED_HEADERS:
             relayed[UPSTREAM_REQUEST_ID_HEADER if lowered == "x-request-id" else name] = value
     return relayed
 
@@ -189,7 +253,8 @@ class Relay:
         if stream and response.status_code < 400 and content_type.startswith(
                 "text/event-stream"):
             answer = Answer(response.status_code, extra, (), "text/event-stream")
-            answer.body = self._stream(client, response, provider_name, started, answer, span)
+            answer.body = UpstreamStream(self._metrics, client, response, provider_name,
+                                         started, answer, span)
             return answer
         try:
             raw = client.read_body(response, deadline)
@@ -197,7 +262,7 @@ class Relay:
             seconds = time.perf_counter() - started
             self._metrics.upstream_finished(provider_name, seconds)
         if response.status_code >= 400:
-            body = _dumps(upstream_error_body(response.status_code, raw))
+            body = _dumps(upstream_error_body(response.status_code, raw, client.secrets))
         else:
             body = rewrite_completion(raw, provider_name, pinned)
             if body is None:
@@ -214,18 +279,53 @@ class Relay:
                             (f"chat {provider_name}", {ATTR_STREAM: stream}))
         return self._tracing.client_span(name, attributes, headers)
 
-    def _stream(self, client: ProviderClient, response: requests.Response,
-                model_name: str, started: float, answer: Answer,
-                span: ClientSpan | None) -> Iterator[bytes]:
+
+class UpstreamStream:
+    """The body of a streamed answer: relays the upstream's events, then releases it.
+
+    Releasing (closing the upstream response, recording its duration, ending the client
+    span) happens exactly once: when the last event is relayed or the stream breaks, or in
+    :meth:`close`, which the WSGI server calls when it is done with the answer (a client
+    disconnect included) and the request teardown calls when the answer was discarded
+    before anyone iterated it (a generator's ``finally`` would then never run).
+    """
+
+    def __init__(self, metrics: Metrics, client: ProviderClient, response: requests.Response,
+                 model_name: str, started: float, answer: Answer, span: ClientSpan | None):
+        self._metrics = metrics
+        self._client = client
+        self._response = response
+        self._model_name = model_name
+        self._started = started
+        self._answer = answer
+        self._span = span
+        self._failure: UpstreamError | None = None
+        self._released = False
+        self._events = self._relay()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._events
+
+    def close(self) -> None:
+        """Stop relaying and release the upstream (idempotent)."""
+        self._events.close()
+        self._release()
+
+    def _relay(self) -> Iterator[bytes]:
+        model_name = self._model_name
         decoder = SSEDecoder()
         model_json = json.dumps(model_name)
-        failure = None
+        model_json_bytes = model_json.encode()
         try:
-            for raw in client.iter_raw(response):
+            for raw in self._client.iter_raw(self._response):
                 # Everything one upstream read completed goes out in one write: no event
                 # waits for a later one, and a burst costs one send, not one per token.
-                out = b"".join(rewrite_chunk(event, model_name, model_json)
-                               for event in decoder.feed(raw))
+                # The common read (whole one-line data events) is rewritten in bytes.
+                out = (rewrite_simple_events(raw, model_json_bytes) if decoder.idle
+                       else None)
+                if out is None:
+                    out = b"".join(rewrite_chunk(event, model_name, model_json)
+                                   for event in decoder.feed(raw))
                 if out:
                     yield out
             tail = b"".join(rewrite_chunk(event, model_name, model_json)
@@ -234,16 +334,21 @@ class Relay:
                 yield tail
         except UpstreamError as error:
             # Headers are gone already: tell the client in-band, as OpenAI does.
-            failure = error
+            self._failure = error
             log.warning("stream from %s broke off: %s", model_name, error,
                         extra={"event": "stream_error", "cause": str(error)})
             envelope = {"error": {"message": error.message, "type": error.error_type,
                                   "param": None, "code": error.code}}
             yield b"data: " + _dumps(envelope) + b"\n\n"
         finally:
-            response.close()
-            answer.upstream_seconds = time.perf_counter() - started
-            self._metrics.upstream_finished(model_name, answer.upstream_seconds)
-            if span is not None:
-                span.end(response.status_code, failure)
+            self._release()
 
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._response.close()
+        self._answer.upstream_seconds = time.perf_counter() - self._started
+        self._metrics.upstream_finished(self._model_name, self._answer.upstream_seconds)
+        if self._span is not None:
+            self._span.end(self._response.status_code, self._failure)

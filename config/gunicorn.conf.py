@@ -23,6 +23,7 @@ one ``plano.access`` line per request. gunicorn's own access log is off unless
 
 import atexit
 import glob
+import json
 import os
 import shutil
 import sys
@@ -94,6 +95,10 @@ try:
 except ConfigError as error:
     sys.stderr.write(f"{error}\n")
     sys.exit(2)
+# Plano-config migrations are told once, here in the master (workers load silently).
+for _warning in _gateway_config.warnings:
+    sys.stderr.write(json.dumps({"level": "WARNING", "logger": "plano.config",
+                                 "msg": _warning, "event": "config_migrated"}) + "\n")
 
 _listener = _gateway_config.model_listener
 
@@ -101,8 +106,13 @@ bind = (f"{os.environ.get('PLANO_HOST') or _listener.address}:"
         f"{os.environ.get('PLANO_PORT') or _listener.port}")
 workers = int(os.environ.get("PLANO_WORKERS", "2"))
 worker_class = "gevent"
-# Concurrent connections per gevent worker; the Redis and HTTP pools are sized to match.
+# Concurrent connections per gevent worker. The app reads the same variable
+# (app/pools.py) and sizes its pools to it: the session cache's Redis pool
+# (routing.session_cache.pool_size, unless set) and one upstream HTTP pool per provider
+# base URL (scheme, host, port), so no request waits for a local connection.
 worker_connections = int(os.environ.get("PLANO_WORKER_CONNECTIONS", "1000"))
+# Exported so that workers (and the pools above) see the value gunicorn uses.
+os.environ["PLANO_WORKER_CONNECTIONS"] = str(worker_connections)
 preload_app = False
 # gunicorn 27's control socket (for gunicornc) is not used by the gateway; left on, every
 # gunicorn of this user shares ~/.gunicorn/gunicorn.ctl, so two gateways on one machine (the

@@ -6,6 +6,7 @@ listing every problem as ``dotted.path: message``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -15,16 +16,24 @@ import yaml
 from marshmallow import ValidationError
 
 from app.config.model import Config
+from app.config.plano import migrate
 from app.config.schema import ConfigSchema
 from app.errors import ConfigError
 
 CONFIG_ENV_VAR = "PLANO_CONFIG"
 
-_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: ``${VAR}``, ``${VAR:-default}`` and, as Plano writes it, ``$VAR``.
+_ENV_PATTERN = re.compile(
+    r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _expand(match: re.Match, env: Mapping[str, str]) -> str:
+    name = match.group(1) or match.group(3)
+    return env.get(name) or (match.group(2) or "")
 
 
 def expand_env(value: Any, environ: Mapping[str, str] | None = None) -> Any:
-    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed YAML tree.
+    """Expand ``${VAR}``, ``${VAR:-default}`` and ``$VAR`` in every string of a YAML tree.
 
     An unset variable without a default expands to the empty string (an empty optional
     value, such as ``access_key``, then counts as absent). A value that is exactly one
@@ -33,7 +42,7 @@ def expand_env(value: Any, environ: Mapping[str, str] | None = None) -> Any:
     """
     env = os.environ if environ is None else environ
     if isinstance(value, str):
-        return _ENV_PATTERN.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+        return _ENV_PATTERN.sub(lambda match: _expand(match, env), value)
     if isinstance(value, dict):
         return {key: expand_env(item, env) for key, item in value.items()}
     if isinstance(value, list):
@@ -60,13 +69,19 @@ def flatten_errors(messages: Any, prefix: str = "") -> list[str]:
 
 def config_from_dict(raw: Any, *, environ: Mapping[str, str] | None = None,
                      source: str | None = None) -> Config:
-    """Validate a parsed YAML tree (``${VAR}`` expanded first) into a :class:`Config`."""
+    """Validate a parsed YAML tree into a :class:`Config`: ``$VAR`` expansion, then the
+    Plano migrations (:mod:`app.config.plano`), then the schema; every problem of both
+    steps is reported at once."""
     if not isinstance(raw, dict):
         raise ConfigError(["(top level): must be a mapping"], source)
+    migrated, problems, warnings = migrate(expand_env(raw, environ))
     try:
-        return ConfigSchema().load(expand_env(raw, environ))
+        config = ConfigSchema().load(migrated)
     except ValidationError as error:
-        raise ConfigError(sorted(flatten_errors(error.messages)), source) from None
+        problems = problems + flatten_errors(error.messages)
+    if problems:
+        raise ConfigError(sorted(problems), source)
+    return dataclasses.replace(config, warnings=tuple(warnings))
 
 
 def load_config(path: str | os.PathLike | None = None, *,

@@ -6,20 +6,31 @@ resolution, the default model), so nothing is parsed per request.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Mapping
 
-DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+from app.config.catalogue import UNSUPPORTED_VENDORS, VENDORS
+
+WILDCARD = "*"
+#: Prefixes that always name a vendor, never the first part of a bare model id.
+KNOWN_PREFIXES = frozenset(VENDORS) | frozenset(UNSUPPORTED_VENDORS)
+
 
 @dataclass(frozen=True)
 class ListenerConfig:
-    """An inbound listener; its ``timeout_seconds`` bounds every provider call."""
+    """An inbound listener; its ``timeout_seconds`` bounds every provider call.
+
+    ``max_retries``: how often a failed call is retried on the same model before failing
+    over (SPEC §15; Plano's listener key).
+    """
 
     name: str
     type: str
     address: str
     port: int
     timeout_seconds: float
+    max_retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -27,7 +38,13 @@ class ModelEndpoint:
     """One configured model (a ``model_providers`` entry) and where it is served.
 
     ``name`` is ``<vendor>/<model id>`` (``openai/gpt-5.2``), ``vendor`` the part before the
-    slash (``openai``), ``model_id`` what goes upstream (``gpt-5.2``).
+    slash (``openai``), ``model_id`` what goes upstream (``gpt-5.2``; ``*`` for a wildcard
+    entry, which admits any model id of its vendor). ``base_url`` is the resolved prefix
+    every API path is appended to (``https://api.openai.com/v1``, SPEC §13), ``interface``
+    how the gateway speaks to it (``openai`` or ``anthropic``), ``auth`` how the key is sent
+    (``bearer``, ``x-api-key``, ``api-key``), ``url_query`` a query every call carries
+    (Azure's ``api-version``). With ``passthrough_auth`` the client's own key is forwarded
+    instead of ``access_key``.
     """
 
     name: str
@@ -36,20 +53,32 @@ class ModelEndpoint:
     base_url: str
     access_key: str | None = field(default=None, repr=False)
     default: bool = False
-    #: How the gateway speaks to it (SPEC §13): ``anthropic`` (Messages) for vendor
-    #: ``anthropic``, else ``openai`` (Chat Completions).
     interface: str = "openai"
-    #: ``responses:`` key: ``native`` / ``translate``; ``None``: native for vendor openai.
-    responses: str | None = None
-    #: ``max_tokens`` sent when the client API did not require one (Anthropic does).
+    auth: str = "bearer"
+    url_query: str = ""
+    responses_native: bool = False
+    passthrough_auth: bool = False
+    #: ``max_tokens`` sent to an Anthropic-interface model when the client API did not
+    #: require one (Chat, Responses); Anthropic does.
     max_tokens: int = 4096
+    #: Extra headers sent with every call (Plano's ``headers``), as ``(name, value)`` pairs.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
-    def native_responses(self) -> bool:
-        """Whether Responses clients reach it natively at ``{base_url}/responses``."""
-        if self.interface != "openai":
-            return False
-        return self.responses == "native" if self.responses else self.vendor == "openai"
+    def is_wildcard(self) -> bool:
+        """Whether this entry admits every model id of its vendor (``openai/*``)."""
+        return self.model_id == WILDCARD
+
+    def url(self, path: str) -> str:
+        """The full URL of an API path (``/chat/completions``) at this endpoint."""
+        return f"{self.base_url}{path}?{self.url_query}" if self.url_query else \
+            f"{self.base_url}{path}"
+
+    def for_model_id(self, model_id: str) -> ModelEndpoint:
+        """This wildcard entry serving one concrete model id (same key, URL, interface)."""
+        base_url = self.base_url.replace(f"/{WILDCARD}", f"/{model_id}")  # Azure deployments
+        return dataclasses.replace(self, name=f"{self.vendor}/{model_id}", model_id=model_id,
+                                   base_url=base_url, default=False)
 
 
 @dataclass(frozen=True)
@@ -74,7 +103,8 @@ class SessionCacheConfig:
     master_name: str | None = None
     tls_ca_file: str | None = None
     timeout_ms: int = 200
-    pool_size: int = 64
+    #: ``None``: gunicorn's ``worker_connections`` (:func:`app.pools.worker_connections`).
+    pool_size: int | None = None
     failure_threshold: int = 3
     cooldown_seconds: float = 2.0
     key_prefix: str = "plano:affinity:"
@@ -90,6 +120,8 @@ class RoutingConfig:
     session_ttl_seconds: int = 600
     session_max_entries: int = 10000
     session_cache: SessionCacheConfig = SessionCacheConfig()
+    #: Plano's turn-level routing (SPEC §16): route only when a request starts a user turn.
+    route_on_user_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,8 +152,63 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class ModelDirectory:
+    """Every configured model, looked up by full name, vendor wildcard or bare model id."""
+
+    endpoints: tuple[ModelEndpoint, ...]
+
+    def __post_init__(self) -> None:
+        by_id: dict[str, ModelEndpoint | None] = {}
+        for entry in self.endpoints:
+            if not entry.is_wildcard:
+                by_id[entry.model_id] = None if entry.model_id in by_id else entry
+        object.__setattr__(self, "by_name", {e.name: e for e in self.endpoints})
+        object.__setattr__(self, "wildcards", {e.vendor: e for e in self.endpoints
+                                               if e.is_wildcard})
+        object.__setattr__(self, "by_model_id", by_id)
+        object.__setattr__(self, "vendors", {e.vendor for e in self.endpoints})
+
+    def endpoint(self, name: str) -> ModelEndpoint | None:
+        """The endpoint serving the full model name ``name`` (``openai/gpt-4o``): its
+        concrete entry (which wins), else its vendor's wildcard entry; ``None`` when neither
+        admits it."""
+        found = self.by_name.get(name)
+        if found is not None and not found.is_wildcard:
+            return found
+        vendor, _, model_id = name.partition("/")
+        wildcard = self.wildcards.get(vendor)
+        if wildcard is None or not model_id or model_id == WILDCARD:
+            return None
+        return wildcard.for_model_id(model_id)
+
+    def resolve(self, target: str) -> ModelEndpoint | None:
+        """A full name, or a bare model id that exactly one entry has (or, failing that, the
+        only wildcard entry's vendor serves); ``None`` when unknown or ambiguous."""
+        found = self.endpoint(target) if "/" in target else None
+        if found is not None:
+            return found
+        if target in self.by_model_id:
+            return self.by_model_id[target]
+        # A bare id with a slash (``meta-llama/Llama-3``) is not a full name of a vendor.
+        vendor = target.partition("/")[0] if "/" in target else None
+        if len(self.wildcards) == 1 and (vendor is None or (
+                vendor not in self.vendors and vendor not in KNOWN_PREFIXES)):
+            (wildcard,) = self.wildcards.values()
+            return wildcard.for_model_id(target)
+        return None
+
+    def is_ambiguous(self, target: str) -> bool:
+        """Whether ``target`` is a bare model id that several entries have."""
+        return target in self.by_model_id and self.by_model_id[target] is None
+
+
+@dataclass(frozen=True)
 class Config:
-    """The whole validated configuration, plus lookups precomputed for the request path."""
+    """The whole validated configuration, plus lookups precomputed for the request path.
+
+    ``warnings`` are migrations applied to a Plano config (logged once, by whoever loaded
+    it at start-up: the gunicorn master).
+    """
 
     version: str
     listeners: tuple[ListenerConfig, ...]
@@ -132,24 +219,28 @@ class Config:
     server: ServerConfig
     tracing: TracingConfig
     admin: AdminConfig
-    endpoints_by_name: Mapping[str, ModelEndpoint] = field(repr=False)
+    models: ModelDirectory = field(repr=False)
     routes_by_name: Mapping[str, RouteConfig] = field(repr=False)
     default_endpoint: ModelEndpoint = field(repr=False)
+    warnings: tuple[str, ...] = ()
 
     @property
     def model_listener(self) -> ListenerConfig:
         """The first ``type: model`` listener (``bin/serve`` overrides its address/port)."""
         return next(listener for listener in self.listeners if listener.type == "model")
 
+    @property
+    def endpoints_by_name(self) -> Mapping[str, ModelEndpoint]:
+        """The configured entries by full name (wildcard entries under ``vendor/*``)."""
+        return self.models.by_name
+
+    def endpoint(self, name: str) -> ModelEndpoint | None:
+        """See :meth:`ModelDirectory.endpoint`."""
+        return self.models.endpoint(name)
+
     def resolve_model(self, requested: str | None) -> ModelEndpoint | None:
-        """Provider for a requested model name or alias; ``None`` when unknown."""
+        """The endpoint for a requested model (SPEC §12): an alias, a full name or a bare
+        model id (:meth:`ModelDirectory.resolve`); ``None`` when unknown or ambiguous."""
         if requested is None:
             return None
-        target = self.model_aliases.get(requested, requested)
-        endpoint = self.endpoints_by_name.get(target)
-        if endpoint is None and "/" not in requested:
-            # A bare model id (what Claude Code sends: ``claude-sonnet-4-6``) names the one
-            # provider serving it; an id two providers share is ambiguous, so unknown.
-            matches = [e for e in self.model_providers if e.model_id == requested]
-            endpoint = matches[0] if len(matches) == 1 else None
-        return endpoint
+        return self.models.resolve(self.model_aliases.get(requested, requested))

@@ -7,6 +7,7 @@ too, and run even when other fields failed, so every problem is reported at once
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from types import MappingProxyType
@@ -16,7 +17,10 @@ from urllib.parse import urlsplit
 from marshmallow import (Schema, ValidationError, fields, post_load, validate,
                          validates_schema)
 
-from app.config.model import (DEFAULT_OPENAI_BASE_URL, AdminConfig, Config, ListenerConfig,
+from app.config.catalogue import (DEFAULT_AZURE_API_VERSION, INTERFACES, PROVIDER_INTERFACES,
+                                  UNSUPPORTED_VENDORS, VENDORS, custom_vendor,
+                                  resolve_prefix_url)
+from app.config.model import (WILDCARD, AdminConfig, Config, ListenerConfig, ModelDirectory,
                               ModelEndpoint, RouteConfig, RoutingConfig, ServerConfig,
                               SessionCacheConfig, TracingConfig)
 
@@ -74,41 +78,94 @@ class ListenerSchema(_Strict):
     address = fields.String(load_default="0.0.0.0")
     port = fields.Integer(load_default=12000, validate=validate.Range(1, 65535))
     timeout = Duration(load_default=30.0)
+    max_retries = fields.Integer(load_default=0, validate=validate.Range(0, 10))
 
     @post_load
     def build(self, data, **kwargs):
         return ListenerConfig(name=data["name"], type=data["type"], address=data["address"],
-                              port=data["port"], timeout_seconds=data["timeout"])
+                              port=data["port"], timeout_seconds=data["timeout"],
+                              max_retries=data["max_retries"])
 
 
 class ProviderSchema(_Strict):
+    """One ``model_providers`` entry; the vendor prefix is looked up in the catalogue."""
+
     model = fields.String(required=True, validate=validate.Regexp(
-        r"^[A-Za-z0-9_.-]+/\S+$", error="must be '<provider>/<model id>'"))
+        r"^[A-Za-z0-9_.-]+/\S+$", error="must be '<provider>/<model id>' or '<provider>/*'"))
     access_key = OptionalString(load_default=None, allow_none=True)
     base_url = OptionalString(load_default=None, allow_none=True)
     default = fields.Boolean(load_default=False)
+    provider_interface = OptionalString(load_default=None, allow_none=True)
+    passthrough_auth = fields.Boolean(load_default=False)
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    api_version = OptionalString(load_default=None, allow_none=True)
+    #: Plano's instance name; this gateway names every model by ``model`` (accepted, unused).
+    name = OptionalString(load_default=None, allow_none=True)
+    #: Responses clients: ``native`` ({base_url}/responses) or ``translate`` (through the
+    #: interface's chat path); default from the catalogue (native for openai).
     responses = OptionalString(load_default=None, allow_none=True,
                                validate=validate.OneOf(["native", "translate"]))
     max_tokens = fields.Integer(load_default=4096, validate=validate.Range(1, 10_000_000))
 
     @validates_schema
-    def check_base_url(self, data, **kwargs):
-        provider = data["model"].split("/", 1)[0]
+    def check_vendor(self, data, **kwargs):
+        vendor, _, model_id = data["model"].partition("/")
+        interface = data.get("provider_interface")
+        if vendor in UNSUPPORTED_VENDORS:
+            raise ValidationError(f"provider '{vendor}' is not supported by this gateway: "
+                                  f"{UNSUPPORTED_VENDORS[vendor]}", "model")
+        if vendor in VENDORS and interface is not None:
+            raise ValidationError(f"only for providers outside the catalogue; '{vendor}' is "
+                                  "known (its interface is fixed)", "provider_interface")
+        if vendor not in VENDORS:
+            if interface is None:
+                raise ValidationError(
+                    f"required for provider '{vendor}', which is not in the catalogue "
+                    "(openai or anthropic, with a base_url)", "provider_interface")
+            if interface not in PROVIDER_INTERFACES:
+                raise ValidationError(f"must be one of: {', '.join(INTERFACES)}",
+                                      "provider_interface")
         base_url = data.get("base_url")
-        if base_url is None and provider != "openai":
-            raise ValidationError(f"required for provider '{provider}'", "base_url")
-        if base_url is not None and urlsplit(base_url).scheme not in ("http", "https"):
+        if base_url is None and _vendor(vendor, interface).default_host is None:
+            raise ValidationError(f"required for provider '{vendor}'", "base_url")
+        if base_url is not None and (urlsplit(base_url).scheme not in ("http", "https")
+                                     or not urlsplit(base_url).hostname):
             raise ValidationError("must be an http:// or https:// URL", "base_url")
+        if model_id == WILDCARD and data.get("default"):
+            raise ValidationError("a wildcard entry cannot be the default", "default")
+        if data.get("api_version") and not VENDORS.get(vendor, custom_vendor("openai")).azure:
+            raise ValidationError("only for azure_openai", "api_version")
 
     @post_load
     def build(self, data, **kwargs):
-        provider, model_id = data["model"].split("/", 1)
-        base_url = (data["base_url"] or DEFAULT_OPENAI_BASE_URL).rstrip("/")
-        return ModelEndpoint(name=data["model"], vendor=provider, model_id=model_id,
-                              base_url=base_url, access_key=data["access_key"],
-                              default=data["default"],
-                              interface="anthropic" if provider == "anthropic" else "openai",
-                              responses=data["responses"], max_tokens=data["max_tokens"])
+        vendor_name, model_id = data["model"].split("/", 1)
+        vendor = _vendor(vendor_name, data["provider_interface"])
+        query = ""
+        if vendor.azure:
+            query = f"api-version={data['api_version'] or DEFAULT_AZURE_API_VERSION}"
+        return ModelEndpoint(
+            name=data["model"], vendor=vendor_name, model_id=model_id,
+            base_url=resolve_prefix_url(vendor, data["base_url"], model_id),
+            access_key=data["access_key"], default=data["default"],
+            interface=vendor.interface, auth=vendor.auth, url_query=query,
+            responses_native=_responses_native(vendor, data["responses"]),
+            passthrough_auth=data["passthrough_auth"], max_tokens=data["max_tokens"],
+            headers=tuple(data["headers"].items()))
+
+
+def _responses_native(vendor, setting: str | None) -> bool:
+    """``responses: native | translate`` overrides the catalogue; only an OpenAI-interface
+    provider can take the Responses API natively."""
+    if vendor.interface != "openai":
+        return False
+    return setting == "native" if setting is not None else vendor.responses_native
+
+
+def _vendor(name: str, provider_interface: str | None):
+    """The catalogue entry for ``name``, or a custom one for ``provider_interface``."""
+    if name in VENDORS:
+        return VENDORS[name]
+    return custom_vendor(PROVIDER_INTERFACES.get(provider_interface or "", "openai"))
 
 
 class AliasSchema(_Strict):
@@ -139,7 +196,9 @@ class SessionCacheSchema(_Strict):
     master_name = OptionalString(load_default=None, allow_none=True)
     tls_ca_file = OptionalString(load_default=None, allow_none=True)
     timeout_ms = fields.Integer(load_default=200, validate=validate.Range(1, 60000))
-    pool_size = fields.Integer(load_default=64, validate=validate.Range(1, 10000))
+    # null: one connection per concurrent request of a worker (worker_connections)
+    pool_size = fields.Integer(load_default=None, allow_none=True,
+                               validate=validate.Range(1, 100000))
     failure_threshold = fields.Integer(load_default=3, validate=validate.Range(1, 1000))
     cooldown_seconds = fields.Float(load_default=2.0, validate=validate.Range(0, 3600))
     key_prefix = fields.String(load_default="plano:affinity:")
@@ -184,6 +243,7 @@ class RoutingSchema(_Strict):
     session_ttl_seconds = fields.Integer(load_default=600, validate=validate.Range(min=1))
     session_max_entries = fields.Integer(load_default=10000, validate=validate.Range(min=1))
     session_cache = fields.Nested(SessionCacheSchema, load_default=SessionCacheConfig)
+    route_on_user_only = fields.Boolean(load_default=False)
 
     @post_load
     def build(self, data, **kwargs):
@@ -266,58 +326,82 @@ class ConfigSchema(_Strict):
     def check_references(self, data, **kwargs):
         # Runs even when some fields failed, so every problem is listed at once; references
         # are only checked against a provider list that itself validated.
-        errors: dict[str, Any] = {}
         providers = data.get("model_providers")
         if not providers or not all(isinstance(p, ModelEndpoint) for p in providers):
             return
-        names = [provider.name for provider in providers]
-        for index, name in enumerate(names):
-            if names.index(name) != index:
-                errors[f"model_providers.{index}.model"] = [f"duplicate model '{name}'"]
-        if sum(provider.default for provider in providers) > 1:
-            errors["model_providers"] = ["at most one provider may be the default"]
-        known = set(names)
-        for alias, spec in (data.get("model_aliases") or {}).items():
-            if spec["target"] not in known:
-                errors[f"model_aliases.{alias}.target"] = [
-                    f"unknown model '{spec['target']}'"]
-        routes = [r for r in data.get("routing_preferences") or [] if isinstance(r, RouteConfig)]
-        route_names = [route.name for route in routes]
-        for index, route in enumerate(routes):
-            if route_names.index(route.name) != index:
-                errors[f"routing_preferences.{index}.name"] = [
-                    f"duplicate route '{route.name}'"]
-            for model_index, model in enumerate(route.models):
-                if model not in known:
-                    errors[f"routing_preferences.{index}.models.{model_index}"] = [
-                        f"unknown model '{model}'"]
-        routing = data.get("routing")
-        if isinstance(routing, RoutingConfig) and routing.model and routing.model not in known:
-            errors["routing.model"] = [f"unknown model '{routing.model}'"]
-        listeners = data.get("listeners")
-        if listeners is not None and not any(
-                getattr(listener, "type", None) == "model" for listener in listeners):
-            errors["listeners"] = ["at least one listener of type 'model' is required"]
+        errors = _reference_errors(data, ModelDirectory(tuple(providers)))
         if errors:
             raise ValidationError(errors)
 
     @post_load
     def build(self, data, **kwargs):
         providers = tuple(data["model_providers"])
-        routes = tuple(data["routing_preferences"])
-        default = next((p for p in providers if p.default), providers[0])
+        models = ModelDirectory(providers)
+        routes = tuple(RouteConfig(r.name, r.description,
+                                   tuple(models.resolve(m).name for m in r.models),
+                                   r.keywords)
+                       for r in data["routing_preferences"])
+        concrete = [p for p in providers if not p.is_wildcard]
+        default = next((p for p in providers if p.default), concrete[0])
+        routing = data["routing"]
+        if routing.model is not None:
+            routing = dataclasses.replace(routing, model=models.resolve(routing.model).name)
         return Config(
             version=data["version"],
             listeners=tuple(data["listeners"]),
             model_providers=providers,
             model_aliases=MappingProxyType(
-                {alias: spec["target"] for alias, spec in data["model_aliases"].items()}),
+                {alias: models.resolve(spec["target"]).name
+                 for alias, spec in data["model_aliases"].items()}),
             routing_preferences=routes,
-            routing=data["routing"],
+            routing=routing,
             server=data["server"],
             tracing=data["tracing"],
             admin=data["admin"],
-            endpoints_by_name=MappingProxyType({p.name: p for p in providers}),
+            models=models,
             routes_by_name=MappingProxyType({r.name: r for r in routes}),
             default_endpoint=default,
         )
+
+
+def _reference_errors(data: dict, models: ModelDirectory) -> dict[str, list[str]]:
+    """Every broken cross-reference: duplicates, defaults, alias targets, route models, the
+    routing model, listeners. Model references may be full names (admitted by a concrete or
+    wildcard entry) or bare model ids that exactly one entry has."""
+    errors: dict[str, list[str]] = {}
+
+    def check(path: str, target: str, unknown: str = "unknown model '{}'") -> None:
+        if models.is_ambiguous(target):
+            owners = [e.name for e in models.endpoints if e.model_id == target]
+            errors[path] = [f"ambiguous model '{target}': {', '.join(owners)}"]
+        elif models.resolve(target) is None:
+            errors[path] = [unknown.format(target)]
+
+    providers = models.endpoints
+    names = [provider.name for provider in providers]
+    for index, name in enumerate(names):
+        if names.index(name) != index:
+            errors[f"model_providers.{index}.model"] = [f"duplicate model '{name}'"]
+    if sum(provider.default for provider in providers) > 1:
+        errors["model_providers"] = ["at most one provider may be the default"]
+    elif all(provider.is_wildcard for provider in providers):
+        errors["model_providers"] = ["at least one concrete model (not '<provider>/*') is "
+                                     "needed as the default"]
+    for alias, spec in (data.get("model_aliases") or {}).items():
+        check(f"model_aliases.{alias}.target", spec["target"])
+    routes = [r for r in data.get("routing_preferences") or [] if isinstance(r, RouteConfig)]
+    route_names = [route.name for route in routes]
+    for index, route in enumerate(routes):
+        if route_names.index(route.name) != index:
+            errors[f"routing_preferences.{index}.name"] = [f"duplicate route '{route.name}'"]
+        for model_index, model in enumerate(route.models):
+            check(f"routing_preferences.{index}.models.{model_index}", model)
+    routing = data.get("routing")
+    if isinstance(routing, RoutingConfig) and routing.model:
+        check("routing.model", routing.model,
+              "routing model '{}' names no configured model (add it to model_providers)")
+    listeners = data.get("listeners")
+    if listeners is not None and not any(
+            getattr(listener, "type", None) == "model" for listener in listeners):
+        errors["listeners"] = ["at least one listener of type 'model' is required"]
+    return errors

@@ -42,6 +42,12 @@ class SSEDecoder:
         self._data_lines: list[str] = []
         self._has_fields = False
 
+    @property
+    def idle(self) -> bool:
+        """Between events: nothing buffered, no event half-read (a read may be handled
+        without the decoder, see :func:`simple_data_events`)."""
+        return not self._buffer and not self._pending_cr and not self._has_fields
+
     def feed(self, chunk: bytes) -> Iterator[ServerSentEvent]:
         """Decode ``chunk``; yield events completed by it (partial lines are kept)."""
         if self._pending_cr and chunk.startswith(b"\n"):
@@ -128,3 +134,22 @@ def encode_data(data: str) -> bytes:
     if "\n" not in data:
         return b"data: " + data.encode("utf-8") + b"\n\n"
     return encode_event(ServerSentEvent(data=data))
+
+
+def simple_data_events(chunk: bytes) -> list[bytes] | None:
+    """The data of each event when ``chunk`` is only whole one-line ``data: ...`` events.
+
+    An LLM stream is almost only such events, one or a few per network read; they are
+    recognised here without decoding, in bytes. Anything else (several fields or lines,
+    other fields, comments, ``\\r`` line ends, an event cut by the read) gives ``None``
+    and goes through :class:`SSEDecoder`. Only valid between events (``SSEDecoder.idle``).
+    """
+    if not chunk.endswith(b"\n\n") or not chunk.startswith(b"data: ") or b"\r" in chunk:
+        return None
+    blocks = chunk[:-2].split(b"\n\n")
+    datas = []
+    for block in blocks:
+        if not block.startswith(b"data: ") or b"\n" in block:
+            return None
+        datas.append(block[6:])
+    return datas

@@ -241,6 +241,10 @@ class ArchRouter(Router):
         self._frame = prompt_frame(self.routes)
         self._routes_by_name = {route.name: route for route in self.routes}
 
+    def for_routes(self, routes: Sequence[RouteConfig]) -> ArchRouter:
+        return ArchRouter(routes, self._client, self.model_id, self.timeout_seconds,
+                          self.token_budget)
+
     def select_route(self, messages: Sequence[Mapping]) -> RouteConfig | None:
         """Ask the routing model; the named route, ``None`` for no match, or RouterError."""
         prompt = render_prompt(self._frame, messages, self.token_budget)

@@ -18,6 +18,13 @@ class Router(ABC):
 
     #: Short name for logs and metrics (``embedded``, ``llm``).
     kind: str = "unknown"
+    #: The routes this router chooses from.
+    routes: tuple[RouteConfig, ...] = ()
+
+    @abstractmethod
+    def for_routes(self, routes: Sequence[RouteConfig]) -> Router:
+        """A router of the same kind choosing among ``routes`` instead (a request's own
+        ``routing_preferences``, SPEC §14)."""
 
     @abstractmethod
     def select_route(self, messages: Sequence[Mapping]) -> RouteConfig | None:

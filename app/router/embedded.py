@@ -129,6 +129,9 @@ class EmbeddedRouter(Router):
         self._synonyms = _stemmed_synonyms(SYNONYMS)
         self._weights = tuple(self._route_weights(route) for route in self.routes)
 
+    def for_routes(self, routes: Sequence[RouteConfig]) -> EmbeddedRouter:
+        return EmbeddedRouter(routes, self.threshold)
+
     def select_route(self, messages: Sequence[Mapping]) -> RouteConfig | None:
         """The best-scoring route above the threshold, or ``None`` (never raises)."""
         best_route, best_score = None, self.threshold

@@ -12,7 +12,14 @@ semantics, and one behaviour suite (``tests/contract``) runs against every backe
   chose the same model. Concurrent first writes of one key, from
   any greenlet, worker or replica sharing the backend, therefore all see the same winner.
   The TTL runs from this moment and is never extended by reads.
-* ``delete(key)`` removes the binding; returns whether one was stored.
+* ``replace_stale(key, stale_model, binding, ttl_seconds)`` replaces a *stale* pin (one
+  naming ``stale_model``, a model no longer configured) atomically, in one round trip:
+  ``binding`` is stored when the key is absent or still names ``stale_model``, and the
+  winner is returned as for ``put_if_absent``. Two requests replacing the same stale pin
+  therefore end on one model: the second sees the first one's fresh pin and keeps it
+  (a DEL followed by SET NX would let it delete that fresh pin).
+* ``delete(key)`` removes the binding; returns whether a live one was stored (an expired
+  binding is not stored: ``False``, as Redis answers).
 * ``ttl(key)`` returns the whole seconds left, or ``None`` when nothing is stored.
 * A backend failure (unreachable, timed out, erroring) raises :class:`app.errors.SessionCacheError`,
   never returns ``None``: "not found" and "could not look" are different answers. A stored
@@ -50,6 +57,11 @@ class SessionCache(ABC):
     def put_if_absent(self, key: str, binding: SessionBinding,
                       ttl_seconds: int) -> SessionBinding:
         """Store ``binding`` unless one exists; return the binding that is stored now."""
+
+    @abstractmethod
+    def replace_stale(self, key: str, stale_model: str, binding: SessionBinding,
+                      ttl_seconds: int) -> SessionBinding:
+        """Store ``binding`` if nothing or a pin to ``stale_model`` is stored; the winner."""
 
     @abstractmethod
     def delete(self, key: str) -> bool:

@@ -55,15 +55,25 @@ class MemorySessionCache(SessionCache):
             if entry is not None:
                 self._entries.move_to_end(key)
                 return entry[1]
-            stored = self._bindings.setdefault(binding, binding)
-            self._entries[key] = (self._clock() + ttl_seconds, stored)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+            self._store(key, binding, ttl_seconds)
             return binding  # the caller's own object: it is the one that stored
+
+    def replace_stale(self, key: str, stale_model: str, binding: SessionBinding,
+                      ttl_seconds: int) -> SessionBinding:
+        with self._lock:
+            entry = self._live_entry(key)
+            if entry is not None and entry[1].model_name != stale_model:
+                self._entries.move_to_end(key)
+                return entry[1]
+            self._store(key, binding, ttl_seconds)
+            return binding
 
     def delete(self, key: str) -> bool:
         with self._lock:
-            return self._entries.pop(key, None) is not None
+            # An expired entry is not stored any more (Redis would say the same), even if
+            # lazy expiry has not dropped it yet.
+            return self._live_entry(key) is not None and \
+                self._entries.pop(key, None) is not None
 
     def ttl(self, key: str) -> int | None:
         with self._lock:
@@ -71,6 +81,14 @@ class MemorySessionCache(SessionCache):
             if entry is None:
                 return None
             return max(0, int(entry[0] - self._clock() + 0.999))
+
+    def _store(self, key: str, binding: SessionBinding, ttl_seconds: int) -> None:
+        """(Re)place the entry as the most recent one; evict past the bound. Lock held."""
+        stored = self._bindings.setdefault(binding, binding)
+        self._entries.pop(key, None)
+        self._entries[key] = (self._clock() + ttl_seconds, stored)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
 
     def _live_entry(self, key: str) -> tuple[float, SessionBinding] | None:
         """The entry under ``key`` unless expired (an expired one is dropped). Lock held."""

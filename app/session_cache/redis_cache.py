@@ -6,17 +6,31 @@ Plano's layout: key ``key_prefix + logical key``, value compact JSON
 (GET, SET NX; a lost race adds the winner's GET). Single-key commands only, no MULTI or
 pipelines, so Redis Cluster works unchanged.
 
+Replacing a stale pin (one naming a model no longer configured) is a compare-and-set in
+one round trip: a Lua script (EVALSHA, falling back to EVAL when the server does not have
+it cached) that overwrites the key only while it still names the stale model, so two
+requests replacing the same stale pin cannot overwrite each other's fresh one. It touches
+one key, so it runs on Redis Cluster too.
+
 Fail open: every redis-py failure becomes :class:`SessionCacheError` (the gateway routes
 without affinity), and a :class:`CircuitBreaker` stops calling a Redis that keeps failing
-until a probe succeeds. Clients have short timeouts, a bounded blocking pool (greenlets wait
-up to the timeout for a connection rather than open unbounded sockets) and one immediate
-retry of a failed connection, so one call waits at most about twice ``timeout_ms``. Building
-a client never connects, so the gateway starts while Redis is down; ``RedisCluster``
-discovers the topology in its constructor, so it is built on first use instead.
+until a probe succeeds. Clients have short timeouts and one immediate retry of a failed
+connection, so one command waits at most about twice ``timeout_ms``. Building a client never
+connects, so the gateway starts while Redis is down; ``RedisCluster`` discovers the topology
+in its constructor, so it is built on first use instead.
+
+Pool: bounded and blocking, sized by ``pool_size``, by default gunicorn's
+``worker_connections`` (:mod:`app.pools`): a request holds one connection for one command,
+so a pool of that size never makes a request wait. Waiting for a pooled connection is local
+congestion, not a Redis failure: it never counts toward the breaker (only refused, reset or
+timed-out connections and commands do). With a smaller ``pool_size`` a request waits up to
+:func:`pool_wait_seconds` (ten times ``timeout_ms``, at least 1 s) and is then served
+without affinity (outcome ``error``, logged as local pool exhaustion), the breaker untouched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -27,12 +41,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import BlockingConnectionPool, parse_url
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (MaxConnectionsError, NoScriptError, RedisClusterException,
+                              RedisError, ResponseError)
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from app.config import SessionCacheConfig
 from app.errors import InvalidBindingError, SessionCacheError, SessionCacheSkippedError
+from app.pools import worker_connections
 from app.session_cache.base import SessionBinding, SessionCache
 from app.session_cache.breaker import CircuitBreaker
 
@@ -44,6 +60,64 @@ RETRY_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 _BACKEND_ERRORS = (RedisError, RedisClusterException, OSError)
 #: ``ttl()`` of a key without expiry (Redis ``TTL`` -1); this backend never writes one.
 NO_EXPIRY = -1
+#: redis-py's message when ``BlockingConnectionPool`` found no free connection in time.
+_POOL_WAIT_MESSAGE = "No connection available."
+
+#: KEYS[1] = key; ARGV = stale model name, new value, ttl. Stores the new value when the key
+#: is absent or still names the stale model; returns 1 when it stored, else the value now
+#: stored (left untouched: another writer's fresh pin, or a value that is not a binding).
+#: A key of another type answers the same WRONGTYPE error a GET would.
+REPLACE_STALE_SCRIPT = """
+local current = redis.pcall('GET', KEYS[1])
+if type(current) == 'table' and current.err then
+  return redis.error_reply(current.err)
+end
+if current then
+  local ok, pin = pcall(cjson.decode, current)
+  if not (ok and type(pin) == 'table' and pin.model_name == ARGV[1]) then
+    return current
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+_REPLACE_STALE_SHA = hashlib.sha1(REPLACE_STALE_SCRIPT.encode()).hexdigest()
+
+
+def pool_wait_seconds(timeout_ms: int) -> float:
+    """How long a request waits for a pooled Redis connection before giving up on affinity.
+
+    Only reached with a ``pool_size`` below the worker's concurrency; generous, because the
+    wait is local congestion (the event loop is busy), not a sign that Redis is down.
+    """
+    return max(1.0, 10 * timeout_ms / 1000)
+
+
+class PoolWaitPool(BlockingConnectionPool):
+    """A ``BlockingConnectionPool`` whose wait timeout raises ``MaxConnectionsError``.
+
+    redis-py raises a plain ``ConnectionError`` there, indistinguishable by type from a
+    refused connection; Redis Cluster would even re-discover the topology over it.
+    ``MaxConnectionsError`` (a ``ConnectionError``) is what redis-py itself uses for
+    client-side exhaustion, and its cluster client passes it on without treating the
+    node as failed.
+    """
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_connection(*args, **kwargs)
+        except MaxConnectionsError:
+            raise
+        except redis.ConnectionError as exc:
+            if str(exc) == _POOL_WAIT_MESSAGE:
+                raise MaxConnectionsError(_POOL_WAIT_MESSAGE) from None
+            raise
+
+
+def is_pool_wait(exc: BaseException) -> bool:
+    """Whether ``exc`` means "no pooled connection free in time" (local, not Redis)."""
+    return isinstance(exc, MaxConnectionsError) or (
+        isinstance(exc, redis.ConnectionError) and str(exc) == _POOL_WAIT_MESSAGE)
 
 
 class RedisSessionCache(SessionCache):
@@ -94,6 +168,30 @@ class RedisSessionCache(SessionCache):
                 return _decode(raw, full_key)
         raise SessionCacheError(f"redis key {full_key!r} vanished twice between SET NX and GET")
 
+    def replace_stale(self, key: str, stale_model: str, binding: SessionBinding,
+                      ttl_seconds: int) -> SessionBinding:
+        """One script call: store ``binding`` if the key is absent or names ``stale_model``.
+
+        Returns ``binding`` itself when stored, else the binding stored now (another
+        request's fresh pin); a stored value that is not a binding raises
+        :class:`InvalidBindingError` and is left as it is.
+        """
+        if int(ttl_seconds) < 1:
+            raise ValueError("ttl_seconds must be at least 1")
+        full_key = self.key_prefix + key
+        args = (stale_model, _encode(binding), int(ttl_seconds))
+        result = self._call("EVALSHA", full_key, self._eval_replace, full_key, *args)
+        if result == 1:
+            return binding
+        return _decode(result, full_key)
+
+    def _eval_replace(self, full_key: str, *args: Any) -> Any:
+        """EVALSHA, or EVAL (which also caches the script) when the server lacks it."""
+        try:
+            return self.client.evalsha(_REPLACE_STALE_SHA, 1, full_key, *args)
+        except NoScriptError:
+            return self.client.eval(REPLACE_STALE_SCRIPT, 1, full_key, *args)
+
     def delete(self, key: str) -> bool:
         """DEL the key (of whatever type); ``True`` when one was removed."""
         full_key = self.key_prefix + key
@@ -136,6 +234,14 @@ class RedisSessionCache(SessionCache):
                 f"redis at {self.address} skipped: cooling down after repeated failures")
         try:
             result = fn(*args, **kwargs)
+        except redis.ConnectionError as exc:
+            if is_pool_wait(exc):
+                # Local congestion: Redis was not even asked, so the breaker learns nothing.
+                raise SessionCacheError(
+                    f"redis {command} skipped: no pooled connection free within the wait "
+                    f"(local pool exhausted; raise routing.session_cache.pool_size)") from None
+            self._record_failure(command, exc)
+            raise SessionCacheError(_failure_message(command, exc)) from exc
         except ResponseError as exc:
             if str(exc).startswith("WRONGTYPE"):
                 # Redis answered, so this is not a backend failure: the key is just unusable.
@@ -178,8 +284,8 @@ def create_redis_session_cache(cfg: SessionCacheConfig, *,
     elif cfg.mode == "sentinel":
         client, also_close = _build_sentinel_master(cfg)
     elif cfg.mode == "standalone":
-        client = redis.Redis.from_pool(BlockingConnectionPool.from_url(
-            cfg.url, max_connections=cfg.pool_size, timeout=cfg.timeout_ms / 1000,
+        client = redis.Redis.from_pool(PoolWaitPool.from_url(
+            cfg.url, max_connections=pool_size(cfg), timeout=pool_wait_seconds(cfg.timeout_ms),
             **_connection_kwargs(cfg), **_tls_kwargs(cfg)))
     else:
         raise ValueError(f"unknown session_cache.mode {cfg.mode!r}")
@@ -190,6 +296,11 @@ def create_redis_session_cache(cfg: SessionCacheConfig, *,
         logger.warning("session cache redis unreachable at %s; serving without affinity "
                        "until it answers", address)
     return cache
+
+
+def pool_size(cfg: SessionCacheConfig) -> int:
+    """Connections per worker: ``pool_size``, by default ``worker_connections``."""
+    return cfg.pool_size or worker_connections()
 
 
 class _LazyClient:
@@ -231,6 +342,12 @@ class _LazyClient:
     def ping(self) -> Any:
         return self._get_client().ping()
 
+    def evalsha(self, *args: Any) -> Any:
+        return self._get_client().evalsha(*args)
+
+    def eval(self, *args: Any) -> Any:
+        return self._get_client().eval(*args)
+
     def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
@@ -238,7 +355,7 @@ class _LazyClient:
             client.close()
 
 
-class _BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+class _BlockingSentinelConnectionPool(SentinelConnectionPool, PoolWaitPool):
     """Sentinel master discovery with the same bounded, waiting pool as standalone."""
 
 
@@ -253,8 +370,9 @@ def _build_cluster(cfg: SessionCacheConfig) -> RedisCluster:
     # topology refresh) happens at cluster level.
     return RedisCluster(
         url=cfg.url, startup_nodes=startup_nodes, retry=Retry(NoBackoff(), 1),
-        connection_pool_class=BlockingConnectionPool, max_connections=cfg.pool_size,
-        timeout=timeout, socket_connect_timeout=timeout, socket_timeout=timeout,
+        connection_pool_class=PoolWaitPool, max_connections=pool_size(cfg),
+        timeout=pool_wait_seconds(cfg.timeout_ms), socket_connect_timeout=timeout,
+        socket_timeout=timeout,
         **_tls_kwargs(cfg))
 
 
@@ -268,7 +386,7 @@ def _build_sentinel_master(cfg: SessionCacheConfig) -> tuple[redis.Redis, tuple[
     # 5 s timeouts and 10 retries with backoff.
     sentinel = Sentinel(sentinels, sentinel_kwargs=_connection_kwargs(cfg))
     kwargs = {"connection_pool_class": _BlockingSentinelConnectionPool,
-              "max_connections": cfg.pool_size, "timeout": cfg.timeout_ms / 1000,
+              "max_connections": pool_size(cfg), "timeout": pool_wait_seconds(cfg.timeout_ms),
               **_connection_kwargs(cfg)}
     if cfg.url:
         options = parse_url(cfg.url)

@@ -4,6 +4,7 @@
               [--scenarios a,b,...] [--json PATH] [--generator wrk|python]
               [--repeat N] [--profile]
     bin/bench --memory [--sessions N] [--json PATH]
+    bin/bench --streams [--stream-concurrency 100,500,1000,2000] [--workers 2]
 
 Starts its own mock upstream, Redis (``REDIS_URL`` when set) and gateways (gunicorn, gevent
 workers, tracing off), runs each scenario at each concurrency after a warm-up, prints a table
@@ -12,7 +13,8 @@ is stopped by pid at the end, also on Ctrl-C, SIGTERM or an error. ``--repeat N`
 scenario list N times and reports each row's median round (for a busy machine);
 ``--profile`` samples the gunicorn workers with py-spy (see :mod:`benchlib.profile`).
 ``--memory`` instead measures memory per pinned session (Redis ``MEMORY USAGE``, memory
-backend at 1M sessions). Exit status: 0, 1 when a row is flagged (errors, no responses,
+backend at 1M sessions). ``--streams`` measures many simultaneous slow streams
+(:mod:`benchlib.streams`). Exit status: 0, 1 when a row is flagged (errors, no responses,
 failed checks), 2 when a server could not be started (its logs are kept and named).
 """
 
@@ -28,13 +30,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import memory, pygen, report, wrk
+from benchlib import memory, pygen, report, streams, wrk
 from benchlib import scenarios as sc
 from benchlib.runner import Bench
 from benchlib.servers import ROOT, ROUTING_MOCK_LATENCY_MS, ServerError, Servers
 
 DEFAULT_JSON = ROOT / ".bench" / "results.json"
 DEFAULT_MEMORY_JSON = ROOT / ".bench" / "memory.json"
+DEFAULT_STREAMS_JSON = ROOT / ".bench" / "streams.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,6 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "backend)")
     parser.add_argument("--sessions", type=int, default=1_000_000,
                         help="sessions for the memory-backend measurement (default 1000000)")
+    streams.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         args.concurrency = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
@@ -138,6 +142,31 @@ def run_memory(args: argparse.Namespace, log_dir: Path) -> int:
     path.write_text(report.dumps({"machine": machine_info(), "memory": result}))
     print(f"wrote {path}")
     return 0
+
+
+def run_streams(args: argparse.Namespace, log_dir: Path) -> int:
+    """``--streams``: measure, print the table and targets, write JSON."""
+    machine = machine_info()
+    print(f"bin/bench --streams on {machine['nproc']} cores ({machine['cpu_model']}), "
+          f"{args.workers} gunicorn workers, mock chunk every {args.chunk_delay_ms:g} ms, "
+          f"{args.stream_words} words per answer", flush=True)
+    doc = streams.run(args, log_dir, echo=Bench.echo)
+    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    doc["machine"] = machine
+    print()
+    for line in streams.table_lines(doc["rows"]):
+        print(line)
+    print("ttfb = request sent to first body byte; gap = time between body reads of one "
+          "stream; RSS = workers' peak RSS growth over C; CPU = workers' CPU over C")
+    lines, held = streams.target_lines(doc["rows"], args.workers)
+    print("\nissue 10 targets:")
+    for line in lines:
+        print(line)
+    path = args.json or DEFAULT_STREAMS_JSON
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report.dumps(doc))
+    print(f"wrote {path}")
+    return 0 if held else 1
 
 
 def run_load(args: argparse.Namespace, log_dir: Path) -> int:
@@ -207,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="plano-bench-"))
     keep_logs = True
     try:
-        code = run_memory(args, log_dir) if args.memory else run_load(args, log_dir)
+        if args.streams:
+            code = run_streams(args, log_dir)
+        else:
+            code = run_memory(args, log_dir) if args.memory else run_load(args, log_dir)
         keep_logs = False
         return code
     except ServerError as error:

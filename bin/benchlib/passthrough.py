@@ -16,19 +16,30 @@ UPSTREAM = os.environ.get("BENCH_UPSTREAM", "http://127.0.0.1:18080/v1/chat/comp
 TIMEOUT = (5.0, 30.0)
 
 app = Flask(__name__)
-# The same pooling as the gateway's provider client: one host, up to 256 kept connections.
+# The same pooling as the gateway's provider client: one host, one kept connection per
+# concurrent request of the worker (worker_connections).
 session = requests.Session()
 session.trust_env = False
-session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=256, max_retries=0))
+session.mount("http://", HTTPAdapter(
+    pool_connections=1, pool_maxsize=int(os.environ.get("PLANO_WORKER_CONNECTIONS", "1000")),
+    max_retries=0))
 
 
 @app.post("/v1/chat/completions")
 def chat_completions():
-    """Forward the body, return the upstream's status, type and body."""
-    upstream = session.post(UPSTREAM, data=request.get_data(), timeout=TIMEOUT,
+    """Forward the body, return the upstream's status, type and body (streamed through as
+    it arrives when the compact JSON body asks for a stream)."""
+    data = request.get_data()
+    streaming = b'"stream":true' in data
+    upstream = session.post(UPSTREAM, data=data, timeout=TIMEOUT, stream=streaming,
                             headers={"Content-Type": "application/json"})
-    return Response(upstream.content, status=upstream.status_code,
-                    content_type=upstream.headers.get("Content-Type", "application/json"))
+    content_type = upstream.headers.get("Content-Type", "application/json")
+    if streaming:
+        response = Response(upstream.iter_content(None), status=upstream.status_code,
+                            content_type=content_type)
+        response.call_on_close(upstream.close)
+        return response
+    return Response(upstream.content, status=upstream.status_code, content_type=content_type)
 
 
 @app.get("/healthz")

@@ -140,6 +140,50 @@ class GenericSessionCacheTests:
         assert cache.get("s2") == FAST
         assert cache.put_if_absent("s1", FAST, ttl_seconds=60) == FAST
 
+    def test_delete_of_an_expired_binding_returns_false(self, cache):
+        cache.put_if_absent("s1", DEEP, ttl_seconds=1)
+        self.wait_until_expired("s1")
+        assert cache.delete("s1") is False
+
+    # -- replacing a stale pin (compare-and-set)
+
+    def test_replace_stale_overwrites_a_pin_to_the_stale_model_with_a_fresh_ttl(self, cache):
+        stale = SessionBinding("openai/retired", "old")
+        cache.put_if_absent("s1", stale, ttl_seconds=60)
+        self.age("s1", 30)
+        mine = SessionBinding("openai/gpt-5.2", "deep_reasoning")
+        assert cache.replace_stale("s1", "openai/retired", mine, ttl_seconds=60) is mine
+        assert cache.get("s1") == DEEP
+        assert cache.ttl("s1") > 30
+
+    def test_replace_stale_keeps_another_writers_fresh_pin(self, cache):
+        cache.put_if_absent("s1", SessionBinding("openai/retired"), ttl_seconds=60)
+        first = SessionBinding("openai/gpt-5.2", "deep_reasoning")
+        assert cache.replace_stale("s1", "openai/retired", first, ttl_seconds=60) is first
+        # A second request that also read the stale pin must not replace the fresh one.
+        second = SessionBinding("openai/gpt-4o-mini", "fast_responses")
+        winner = cache.replace_stale("s1", "openai/retired", second, ttl_seconds=60)
+        assert winner == DEEP and winner is not second
+        assert cache.get("s1") == DEEP
+
+    def test_replace_stale_stores_when_the_pin_is_gone(self, cache):
+        mine = SessionBinding("openai/gpt-4o-mini", None)
+        assert cache.replace_stale("s1", "openai/retired", mine, ttl_seconds=60) is mine
+        assert cache.get("s1") == UNROUTED
+        assert 0 < cache.ttl("s1") <= 60
+
+    def test_replace_stale_never_overwrites_a_value_that_is_not_a_binding(self, cache):
+        raw = self.raw_client()
+        raw.set(PREFIX + "s1", b"not json", ex=60)
+        with pytest.raises(InvalidBindingError):
+            cache.replace_stale("s1", "openai/retired", DEEP, ttl_seconds=60)
+        assert raw.get(PREFIX + "s1") == b"not json"
+        raw.delete(PREFIX + "s1")
+        raw.rpush(PREFIX + "s1", b"a")
+        with pytest.raises(InvalidBindingError):
+            cache.replace_stale("s1", "openai/retired", DEEP, ttl_seconds=60)
+        assert raw.lrange(PREFIX + "s1", 0, -1) == [b"a"]
+
     # -- TTL
 
     def test_ttl_is_set_at_pinning(self, cache):
@@ -329,11 +373,20 @@ def test_hit_costs_one_command_and_miss_two(standalone_redis):
         assert cache.get("s1") is None
         assert cache.put_if_absent("s1", DEEP, ttl_seconds=60) == DEEP
 
+    def replace_stale() -> None:
+        assert cache.replace_stale("s1", "openai/gpt-5.2", FAST, ttl_seconds=60) == FAST
+
     try:
         assert commands_during(miss) == {"cmdstat_get": 1, "cmdstat_set": 1}
         assert commands_during(lambda: cache.get("s1")) == {"cmdstat_get": 1}
         lost_race = lambda: cache.put_if_absent("s1", FAST, ttl_seconds=60)  # noqa: E731
         assert commands_during(lost_race) == {"cmdstat_set": 1, "cmdstat_get": 1}
+        # The first replacement loads the script (EVALSHA answers NOSCRIPT, EVAL caches
+        # it); from then on a replacement is one EVALSHA, whose GET and SET run inside.
+        cache.put_if_absent("s2", DEEP, ttl_seconds=60)
+        cache.replace_stale("s2", "openai/gpt-5.2", FAST, ttl_seconds=60)
+        assert commands_during(replace_stale) == {"cmdstat_evalsha": 1, "cmdstat_get": 1,
+                                                  "cmdstat_set": 1}
     finally:
         cache.close()
         admin.close()

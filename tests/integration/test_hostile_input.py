@@ -411,7 +411,9 @@ paths = st.sampled_from([CHAT_PATH, ROUTING_PATH, "/healthz", "/metrics", "/", "
                          "/v1/chat/completions/", "/admin/sessions/x", "//v1/chat/completions"]) \
     | st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e,
                                      blacklist_characters="?#%"), max_size=60).map(
-        lambda text: "/" + text)
+        # Flask's test client reads a leading "//" as a host ("//." is not even a valid
+        # one); the "//v1/..." case above covers doubled slashes.
+        lambda text: "/" + text.lstrip("/"))
 
 
 @hostile_settings(250)

@@ -18,7 +18,7 @@ import redis
 from app.config import SessionCacheConfig
 from app.errors import InvalidBindingError, SessionCacheError, SessionCacheSkippedError
 from app.session_cache.base import SessionBinding
-from app.session_cache.redis_cache import create_redis_session_cache
+from app.session_cache.redis_cache import create_redis_session_cache, pool_wait_seconds
 from tests.integration.conftest import require_redis_server
 from tests.support.redis_servers import RedisSentinel, RedisServer, free_port
 
@@ -72,9 +72,18 @@ def test_rediss_url_with_ca_file_builds_tls_connections(cache_for, tmp_path):
     assert pool.connection_kwargs["db"] == 2
     assert pool.connection_kwargs["socket_timeout"] == TIMEOUT_MS / 1000
     assert pool.connection_kwargs["socket_connect_timeout"] == TIMEOUT_MS / 1000
-    assert pool.max_connections == 7 and pool.timeout == TIMEOUT_MS / 1000
+    assert pool.max_connections == 7 and pool.timeout == pool_wait_seconds(TIMEOUT_MS)
     assert pool._connections == []  # nothing connected
     assert "s3cret" not in repr(cache.address)
+
+
+def test_pool_is_sized_from_worker_connections_by_default(cache_for, monkeypatch):
+    monkeypatch.setenv("PLANO_WORKER_CONNECTIONS", "1234")
+    cache = cache_for(config("redis://127.0.0.1:6390/0"), probe=False)
+    assert cache.client.connection_pool.max_connections == 1234
+    monkeypatch.delenv("PLANO_WORKER_CONNECTIONS")
+    cache = cache_for(config("redis://127.0.0.1:6390/0"), probe=False)
+    assert cache.client.connection_pool.max_connections == 1000
 
 
 def test_standalone_client_retries_only_failed_connections_and_only_once(cache_for):

@@ -33,6 +33,7 @@ class FakeProviderClient:
     """
 
     read_timeout_seconds = 5.0
+    secrets: tuple[str, ...] = ()
 
     def __init__(self, model_id: str = "gpt-4o-mini", *, route: str = "other",
                  fail: bool = False, headers: dict | None = None):

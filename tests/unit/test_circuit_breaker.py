@@ -177,3 +177,53 @@ def test_invalid_values_do_not_count_as_backend_failures(breaker):
         assert info.value.outcome == "invalid"
     assert breaker.state == CLOSED
     assert breaker.consecutive_failures == 0
+
+
+@pytest.mark.parametrize("error", [
+    redis.ConnectionError("No connection available."),
+    redis.exceptions.MaxConnectionsError("No connection available."),
+], ids=["blocking-pool-wait", "max-connections"])
+def test_waiting_for_a_pooled_connection_never_opens_the_breaker(breaker, error):
+    """Local congestion (no free pooled connection in time) is not a Redis failure."""
+    client = FlakyRedis()
+    client.down = False
+
+    def congested(key):
+        raise error
+    client.get = congested
+    cache = RedisSessionCache(client, breaker=breaker)
+    for _ in range(breaker.failure_threshold * 3):
+        with pytest.raises(SessionCacheError) as info:
+            cache.get("s1")
+        assert info.value.outcome == "error"
+        assert "pool" in str(info.value)
+    assert breaker.state == CLOSED and breaker.consecutive_failures == 0
+
+
+def test_real_connection_errors_still_open_the_breaker(breaker):
+    client = FlakyRedis()  # refuses connections
+    cache = RedisSessionCache(client, breaker=breaker)
+    for _ in range(breaker.failure_threshold):
+        with pytest.raises(SessionCacheError):
+            cache.get("s1")
+    assert breaker.state == OPEN
+
+
+def test_an_exhausted_blocking_pool_is_local_congestion_not_an_outage(breaker):
+    """The real pool class the factory builds, on fakeredis: every connection is taken."""
+    import fakeredis
+
+    from app.session_cache.redis_cache import PoolWaitPool
+    pool = PoolWaitPool(connection_class=fakeredis.FakeRedisConnection,
+                        server=fakeredis.FakeServer(), max_connections=1, timeout=0.01)
+    cache = RedisSessionCache(redis.Redis(connection_pool=pool), breaker=breaker)
+    held = pool.get_connection()
+    try:
+        for _ in range(breaker.failure_threshold + 1):
+            with pytest.raises(SessionCacheError):
+                cache.get("s1")
+        assert breaker.state == CLOSED
+    finally:
+        pool.release(held)
+    assert cache.get("s1") is None  # a free connection again: served normally
+    cache.close()

@@ -67,12 +67,16 @@ def test_sentinel_mode_needs_sentinels_and_master_name():
     assert found == ["routing.session_cache.master_name: required when mode is sentinel"]
 
 
-def test_provider_model_must_name_provider_and_id_and_non_openai_needs_base_url():
-    raw = make_config_dict(model_providers=[{"model": "gpt-4o"}, {"model": "local/llama"}])
+def test_provider_model_must_name_provider_and_id_and_unknown_vendor_needs_an_interface():
+    raw = make_config_dict(model_providers=[
+        {"model": "gpt-4o"}, {"model": "local/llama"},
+        {"model": "vllm/m", "provider_interface": "openai"}])
     raw["routing_preferences"], raw["model_aliases"] = [], {}
     found = problems_of(raw)
-    assert "model_providers.0.model: must be '<provider>/<model id>'" in found
-    assert "model_providers.1.base_url: required for provider 'local'" in found
+    assert "model_providers.0.model: must be '<provider>/<model id>' or '<provider>/*'" in found
+    assert ("model_providers.1.provider_interface: required for provider 'local', which is "
+            "not in the catalogue (openai or anthropic, with a base_url)") in found
+    assert "model_providers.2.base_url: required for provider 'vllm'" in found
 
 
 def test_at_most_one_default_endpoint():
@@ -89,7 +93,8 @@ def test_first_provider_is_default_when_none_is_marked():
 
 def test_routing_model_must_be_a_configured_provider():
     found = problems_of(make_config_dict(routing={"model": "openai/router"}))
-    assert found == ["routing.model: unknown model 'openai/router'"]
+    assert found == ["routing.model: routing model 'openai/router' names no configured model "
+                     "(add it to model_providers)"]
 
 
 def test_route_name_other_is_reserved():
@@ -153,7 +158,7 @@ def test_shipped_configs_are_valid():
     claude = offline.endpoints_by_name["anthropic/claude-sonnet-4-6"]
     assert claude.interface == "anthropic" and claude.max_tokens == 4096
     assert offline.resolve_model("claude-sonnet-4-6") is claude   # bare id, as Claude Code
-    assert online.endpoints_by_name["openai/gpt-5.2"].native_responses
+    assert online.endpoints_by_name["openai/gpt-5.2"].responses_native
 
 
 def test_plano_config_env_var_chooses_the_file(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from app import create_app
 from app.services import services_of
 from app.chat_request import parse_chat_request
-from app.config import config_from_dict
+from app.config import RouteConfig, config_from_dict
 from app.gateway import Gateway, session_key
 from app.errors import RouterError
 from app.router.base import Router
@@ -39,8 +39,12 @@ class RacingCache(MemorySessionCache):
 
 class BrokenRouter(Router):
     kind = "broken"
+    routes = (RouteConfig("any", "any", ("openai/gpt-5.2",)),)
 
-    def select_route(self, messages, headers=None):
+    def for_routes(self, routes):
+        return self
+
+    def select_route(self, messages):
         raise RouterError("routing model timed out")
 
 
@@ -50,9 +54,12 @@ class CountingRouter(Router):
     kind = "counting"
 
     def __init__(self, route):
-        self.route, self.calls = route, 0
+        self.route, self.calls, self.routes = route, 0, (route,)
 
-    def select_route(self, messages, headers=None):
+    def for_routes(self, routes):
+        return self
+
+    def select_route(self, messages):
         self.calls += 1
         return self.route
 
@@ -174,6 +181,33 @@ def test_pin_to_a_model_no_longer_configured_is_rerouted_and_repinned(config, me
     assert decision.affinity == "new" and decision.endpoint.name == "openai/gpt-5.2"
     assert cache.get("s") == SessionBinding("openai/gpt-5.2", "deep_reasoning")
     assert metrics.cache_events == ["miss", "store"]
+
+
+class StaleReadCache(MemorySessionCache):
+    """Every lookup still sees the stale pin, as a request that read it just before another
+    request replaced it would."""
+
+    def __init__(self, stale: SessionBinding):
+        super().__init__(100)
+        self.stale = stale
+        super().put_if_absent("s", stale, 300)
+
+    def get(self, key):
+        return self.stale
+
+
+def test_racing_replacements_of_a_stale_pin_keep_the_first_fresh_pin(config, metrics):
+    cache = StaleReadCache(SessionBinding("openai/retired", "old"))
+    gateway = make_gateway(config, cache, metrics=metrics)
+    first = gateway.decide(request(DEEP_PROMPT), "s")
+    assert (first.affinity, first.endpoint.name) == ("new", "openai/gpt-5.2")
+    # The second request routes elsewhere but must follow the first one's fresh pin, not
+    # delete it and pin its own model.
+    second = gateway.decide(request(FAST_PROMPT), "s")
+    assert (second.affinity, second.endpoint.name) == ("pinned", "openai/gpt-5.2")
+    assert super(StaleReadCache, cache).get("s") == \
+        SessionBinding("openai/gpt-5.2", "deep_reasoning")
+    assert metrics.cache_events == ["miss", "store", "miss", "conflict"]
 
 
 def test_router_failure_serves_fallback_and_does_not_pin(config, metrics):

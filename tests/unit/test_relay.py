@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from app.providers.sse import ServerSentEvent
 from app.relay import rewrite_chunk, rewrite_completion
 
@@ -55,3 +57,43 @@ def test_nested_or_quoted_model_members_fall_back_to_parsing():
     assert set_top_level_model('["model"]', '"m"') is None
     chunk = rewrite_chunk(ServerSentEvent(data=nested), "openai/x")
     assert json.loads(chunk[6:]) == {"choices": [{"model": "inner"}], "model": "openai/x"}
+
+
+def test_sse_id_and_retry_fields_survive_the_relay():
+    from app.providers.sse import SSEDecoder
+    wire = b'id: 7\nretry: 100\ndata: {"model":"gpt-x","choices":[]}\n\n'
+    (event,) = SSEDecoder().feed(wire)
+    assert rewrite_chunk(event, "openai/x") == (
+        b'id: 7\nretry: 100\ndata: {"model":"openai/x","choices":[]}\n\n')
+    only_id = ServerSentEvent(data='{"choices":[]}', id="8")
+    assert rewrite_chunk(only_id, "m") == b'id: 8\ndata: {"choices":[]}\n\n'
+
+
+def _slow_path(chunk: bytes, model: str) -> bytes:
+    from app.providers.sse import SSEDecoder
+    return b"".join(rewrite_chunk(event, model, json.dumps(model))
+                    for event in SSEDecoder().feed(chunk))
+
+
+@pytest.mark.parametrize("chunk", [
+    b'data: {"id":"c","model":"gpt-x","choices":[{"delta":{"content":"hi"}}]}\n\n',
+    b'data: {"model":"a"}\n\ndata: {"model":"b","x":"\\"model\\":1"}\n\ndata: [DONE]\n\n',
+    b'data: {"id":"c","choices":[],"usage":{"total_tokens":3},"model":"gpt-x"}\n\n',
+    "data: {\"model\":\"a\",\"t\":\"caf\u00e9 \U0001f600\"}\n\n".encode(),
+])
+def test_stream_fast_path_matches_the_decoder(chunk):
+    from app.relay import rewrite_simple_events
+    fast = rewrite_simple_events(chunk, b'"openai/x"')
+    assert fast is not None
+    assert fast == _slow_path(chunk, "openai/x")
+
+
+@pytest.mark.parametrize("chunk", [
+    b'id: 7\ndata: {"model":"a"}\n\n', b'data: {"model":"a"}\r\n\r\n',
+    b'data: {"model":"a"}\n\ndata: {"mo', b': ping\n\n', b'data: {"choices":[]}\n\n',
+    b'data:{"model":"a"}\n\n', b'data: {"a":1}\ndata: {"model":"b"}\n\n',
+    b'data: {"choices":[{"model":"inner"}],"model":"outer"}\n\n',
+])
+def test_anything_else_takes_the_decoder(chunk):
+    from app.relay import rewrite_simple_events
+    assert rewrite_simple_events(chunk, b'"m"') is None

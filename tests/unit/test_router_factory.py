@@ -34,9 +34,14 @@ def test_no_routes_gives_no_router():
     assert create_router(make_config(routes=[]), {}) is None
 
 
-def test_no_routes_gives_no_router_even_with_a_routing_model():
+def test_no_routes_gives_no_router_without_a_routing_model():
+    assert create_router(make_config(routes=[]), {}) is None
+
+
+def test_a_routing_model_without_routes_gives_an_llm_router_for_request_routes():
     config = make_config(routes=[], routing={"model": "openai/gpt-4o-mini"})
-    assert create_router(config, {}) is None
+    router = create_router(config, {"openai/gpt-4o-mini": object()})
+    assert isinstance(router, ArchRouter) and router.routes == ()
 
 
 def test_routes_without_routing_model_give_the_embedded_router():
