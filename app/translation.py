@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
-from app.client_apis import chat_completions, messages, responses, responses_stream
+from app.client_apis import (chat_completions, messages, messages_stream, responses,
+                             responses_stream)
 from app.client_apis.common import dumps
 from app.conversation import Conversation, Failure, UnsupportedParameterError
 from app.providers.sse import SSEDecoder, ServerSentEvent, encode_event
@@ -141,7 +142,7 @@ def _renderer(api: str, model_name: str, include_usage: bool):
     if api == "chat":
         return chat_completions.ChatStreamRenderer(model_name, include_usage)
     if api == "messages":
-        return messages.MessagesStreamRenderer(model_name)
+        return messages_stream.MessagesStreamRenderer(model_name)
     return responses_stream.ResponsesStreamRenderer(model_name)
 
 
@@ -221,7 +222,7 @@ class PassthroughStream:
 def render_failure(api: str, failure: Failure) -> bytes:
     """A broken stream's in-band end in client API ``api``'s own form."""
     if api == "messages":
-        return messages.render_stream_error(failure)
+        return messages_stream.render_stream_error(failure)
     if api == "responses":
         return responses_stream.ResponsesStreamRenderer("").failed(failure)
     return chat_completions.render_stream_error(failure)

@@ -230,10 +230,14 @@ def response_object(response_id: str, model_name: str, status: str, output: list
             "usage": usage_json(usage) if usage is not None else None}
 
 
+_ITEM_PREFIX = {Text: "msg", ToolCall: "fc", Reasoning: "rs"}
+
+
 def render_reply(reply: Reply, model_name: str) -> dict:
     """A response object for ``reply``; ``max_tokens`` reached is ``incomplete``."""
     output = [item for n, part in enumerate(reply.parts)
-              if (item := output_item(part, f"item_{n}")) is not None]
+              if (item := output_item(part, f"{_ITEM_PREFIX.get(type(part), 'item')}_{n}"))
+              is not None]
     incomplete = reply.stop_reason == "length"
     response_id = reply.id if reply.id.startswith("resp_") else f"resp_{reply.id or 'plano'}"
     return response_object(response_id, model_name,
