@@ -55,12 +55,16 @@ def gateway(mock_llm, shared_redis):
 
 @pytest.fixture(scope="module")
 def claude(gateway):
-    return anthropic.Anthropic(base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0)
+    with anthropic.Anthropic(base_url=gateway.url, api_key=CLIENT_KEY,
+                             max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def oai(gateway):
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY,
+                       max_retries=0) as client:
+        yield client
 
 
 UPSTREAMS = [NATIVE, TRANSLATED, CLAUDE]
@@ -142,13 +146,14 @@ def test_messages_errors_raise_the_matching_anthropic_exceptions(gateway, claude
     with pytest.raises(anthropic.InternalServerError):   # 502: api_error
         claude.messages.create(model="anthropic/claude-down", max_tokens=5,
                                messages=[{"role": "user", "content": "x"}])
-    wrong = anthropic.Anthropic(base_url=gateway.url, api_key="wrong", max_retries=0)
-    with pytest.raises(anthropic.AuthenticationError):
-        wrong.messages.create(model=CLAUDE, max_tokens=5,
-                              messages=[{"role": "user", "content": "x"}])
-    bearer = anthropic.Anthropic(base_url=gateway.url, auth_token=CLIENT_KEY, max_retries=0)
-    assert bearer.messages.create(model=CLAUDE, max_tokens=5, messages=[
-        {"role": "user", "content": NEUTRAL}]).model == CLAUDE
+    with anthropic.Anthropic(base_url=gateway.url, api_key="wrong", max_retries=0) as wrong:
+        with pytest.raises(anthropic.AuthenticationError):
+            wrong.messages.create(model=CLAUDE, max_tokens=5,
+                                  messages=[{"role": "user", "content": "x"}])
+    with anthropic.Anthropic(base_url=gateway.url, auth_token=CLIENT_KEY,
+                             max_retries=0) as bearer:
+        assert bearer.messages.create(model=CLAUDE, max_tokens=5, messages=[
+            {"role": "user", "content": NEUTRAL}]).model == CLAUDE
 
 
 def test_messages_pass_through_forwards_anthropic_beta_and_lists_no_drops(gateway, mock_llm):
