@@ -78,7 +78,7 @@ class ApiRelay:
             seconds = time.perf_counter() - started
             self._relay.metrics.upstream_finished(provider_name, seconds)
         if response.status_code >= 400:
-            body = call.error(response.status_code, raw)
+            body = call.error(response.status_code, raw, client.secrets)
         else:
             body = call.reply(raw, pinned)
             if body is None:

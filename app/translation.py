@@ -59,8 +59,8 @@ class UpstreamCall:
     reply: Callable[[bytes, bool], bytes | None] = None
     #: a fresh incremental stream translator
     stream_translator: Callable[[], "StreamTranslator"] = None
-    #: upstream HTTP error (status, body) -> client error JSON
-    error: Callable[[int, bytes], bytes] = None
+    #: upstream HTTP error (status, body, provider secrets to scrub) -> client error JSON
+    error: Callable[..., bytes] = None
 
 
 def interface_path(api: str, target: Target) -> str:
@@ -154,9 +154,9 @@ def error_json(api: str, status: int, message: str, error_type: str,
     return dumps(chat_completions.error_body(message, error_type, code))
 
 
-def _error_renderer(api: str) -> Callable[[int, bytes], bytes]:
-    def render(status: int, raw: bytes) -> bytes:
-        message, error_type, code = parse_upstream_error(status, raw)
+def _error_renderer(api: str) -> Callable[..., bytes]:
+    def render(status: int, raw: bytes, secrets=()) -> bytes:
+        message, error_type, code = parse_upstream_error(status, raw, secrets)
         if api != "messages" and error_type not in ("invalid_request_error",
                                                     "authentication_error",
                                                     "upstream_error", "server_error"):

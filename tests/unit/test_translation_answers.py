@@ -346,3 +346,12 @@ def test_an_anthropic_error_event_mid_stream_becomes_the_client_kind():
     found = events(translate("responses", "anthropic", [raw]))
     assert found[-1][0] == "response.failed"
     assert found[-1][1]["response"]["error"]["message"] == "busy"
+
+
+def test_upstream_error_messages_are_scrubbed_of_keys():
+    body = {"messages": [{"role": "user", "content": "x"}]}
+    raw = (b'{"type":"error","error":{"type":"authentication_error",'
+           b'"message":"invalid x-api-key sk-ant-api03-abcdef123456789XYZ"}}')
+    key = "sk-ant-api03-abcdef123456789XYZ"
+    out = json.loads(plan_call("chat", body, ANTHROPIC).error(401, raw, (key,)))
+    assert "abcdef123456789" not in out["error"]["message"]
