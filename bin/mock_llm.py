@@ -342,7 +342,8 @@ def responses_view(body: dict) -> View:
 def answer_text(model: str, view: View) -> str:
     """The canned answer for a :class:`View` (labelled as the mock's)."""
     if view.tool_result is not None:
-        text = f"[mock-llm] canned answer from model {model} to tool result: {view.tool_result[:60]}"
+        text = (f"[mock-llm] canned answer from model {model} to tool result: "
+                f"{view.tool_result[:60]}")
     else:
         text = f"[mock-llm] canned answer from model {model} to: {view.last_user[:60]}"
     if view.images:
