@@ -34,6 +34,7 @@ Fault injection, per request, through headers (so one process serves every test)
   x-mock-latency-ms: N   -> delay before answering (overrides --latency-ms)
   x-mock-route: NAME     -> assistant content is exactly {"route": "NAME"} (drives an LLM router)
   x-mock-content: TEXT   -> assistant content is exactly TEXT
+  x-mock-chunk-delay-ms: N -> (Messages, Responses) gap between streamed events
 The same faults can be asked for in the request body, which a gateway forwards untouched:
   "mock_fault": {"status": 429, "raw_status": 500, "latency_ms": 3000, "route": "x",
                  "content": "..."}
@@ -87,6 +88,8 @@ class Reply:
     content_type: str = JSON_TYPE
     delay: float = 0.0
     events: list | None = None
+    #: Gap between streamed events for this reply (``None``: ``--chunk-delay-ms``).
+    chunk_delay: float | None = None
 
 
 class State:
@@ -537,6 +540,7 @@ def api_request(state: State, req: Request, api: str) -> Reply:
     try:
         latency = header_int(h, "x-mock-latency-ms")
         status = header_int(h, "x-mock-status")
+        chunk_delay = header_int(h, "x-mock-chunk-delay-ms")
     except ValueError:
         return error_reply(400, "mock: x-mock-* headers must be integers", "mock_bad_header")
     delay = state.latency if latency is None else max(latency, 0) / 1000.0
@@ -554,7 +558,10 @@ def api_request(state: State, req: Request, api: str) -> Reply:
                                           "message": "max_tokens: Field required"}}
         return Reply(400, json.dumps(err).encode())
     view = messages_view(body) if api == "messages" else responses_view(body)
-    return api_reply(state, api, body, view, delay)
+    reply = api_reply(state, api, body, view, delay)
+    if chunk_delay is not None:
+        reply.chunk_delay = max(chunk_delay, 0) / 1000.0
+    return reply
 
 
 def dispatch(state: State, req: Request) -> Reply:
@@ -723,10 +730,11 @@ class MockHTTP(asyncio.Protocol):
             req, 200, f"content-type: text/event-stream\r\ncache-control: no-cache\r\n{framing}"))
         streams = self.state.streams
         streams["started"] += 1
+        gap = self.state.chunk_delay if reply.chunk_delay is None else reply.chunk_delay
         for i, event in enumerate(reply.events):
-            if i and self.state.chunk_delay > 0:
+            if i and gap > 0:
                 try:
-                    await asyncio.sleep(self.state.chunk_delay)
+                    await asyncio.sleep(gap)
                 except asyncio.CancelledError:
                     streams["aborted"] += 1
                     raise

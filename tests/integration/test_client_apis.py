@@ -28,6 +28,7 @@ TRANSLATED = "openai/gpt-5.2"          # responses: translate (through /chat/com
 NEUTRAL = "plok qwx zzyv"
 CODE_PROMPT = "Refactor and debug this Python source code, programming task"
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nmock-image").decode()
+LISTENER_TIMEOUT_S = 3
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
@@ -46,6 +47,8 @@ def gateway(mock_llm, shared_redis):
              "equations, detailed technical explanations", "models": [TRANSLATED]},
             {"name": "code_generation", "description": "writing, reviewing, refactoring "
              "and debugging source code, programming tasks", "models": [CLAUDE]}],
+        listeners=[{"name": "model_listener", "type": "model", "address": "127.0.0.1",
+                    "port": 12000, "timeout": f"{LISTENER_TIMEOUT_S}s"}],
         server={"api_keys": [CLIENT_KEY]},
         routing={"session_ttl_seconds": 300,
                  "session_cache": {"type": "redis", "url": shared_redis.url}})
@@ -248,6 +251,23 @@ def test_a_stream_whose_upstream_is_down_is_a_plain_error_in_the_api_shape(gatew
     error = answer.json()["error"]
     assert error["code"] == "upstream_unreachable"
     assert error["type"] == ("api_error" if shape == "anthropic" else "upstream_error")
+
+
+def test_a_stream_that_breaks_off_ends_with_one_in_band_error_of_the_api_kind(claude, oai):
+    """SPEC §12: the mock pauses between events longer than the listener timeout, so the
+    gateway gives up mid-stream: Messages clients get an ``error`` event (the SDK raises),
+    Responses clients ``response.failed``."""
+    slow = {"mock_fault": {"chunk_delay_ms": (LISTENER_TIMEOUT_S + 1) * 1000}}
+    with pytest.raises(anthropic.APIError, match="timed out"):
+        with claude.messages.stream(model=CLAUDE, max_tokens=5, extra_body=slow,
+                                    messages=[{"role": "user", "content": NEUTRAL}]) as events:
+            for _ in events:
+                pass
+    events = list(oai.responses.create(model=NATIVE, input=NEUTRAL, stream=True,
+                                       extra_body=slow))
+    assert events[0].type == "response.created"
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error.code == "upstream_timeout"
 
 
 # --- Chat to Anthropic ---------------------------------------------------------------------
