@@ -200,10 +200,14 @@ class ProviderClient:
         unreachable routing host costs ``timeout``, not the provider connect timeout.
         """
         deadline = time.monotonic() + timeout
+        # The router speaks Chat Completions; an Anthropic routing model is asked through
+        # Anthropic's OpenAI-compatible /chat/completions rather than /messages.
+        path = "/chat/completions" if self.provider.interface == "anthropic" else None
         response = self.post(json.dumps(payload, separators=(",", ":")).encode(),
                              headers=headers, read_timeout_seconds=timeout,
                              connect_timeout_seconds=min(timeout,
-                                                         self.connect_timeout_seconds))
+                                                         self.connect_timeout_seconds),
+                             path=path)
         body = self.read_body(response, deadline)
         if response.status_code >= 400:
             raise UpstreamError(self._describe(f"answered HTTP {response.status_code}"),
