@@ -27,10 +27,10 @@ from app.client_apis import responses as responses_api
 from app.errors import (AuthenticationError, GatewayError, RequestTimeoutError, UpstreamError,
                         error_response)
 from app.gateway import Decision
-from app.translation import Target, plan_call
 from app.request_body import read_within
 from app.request_log import REQUEST_ID, REQUEST_ID_HEADER, RequestRecord, request_id_from
 from app.services import Services, current_services
+from app.translation import Target, plan_call
 
 AFFINITY_HEADER = "X-Model-Affinity"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")

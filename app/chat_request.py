@@ -21,7 +21,9 @@ ROUTES_FIELD = "routing_preferences"
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """A validated chat-completions body; ``body`` is the parsed JSON object.
+    """A validated request body (chat completions, or a Messages / Responses body with its
+    conversation normalised to chat-style ``messages`` for the routers); ``body`` is the
+    parsed JSON object.
 
     ``routes``: the request's own ``routing_preferences`` (Plano's routing API, SPEC §14),
     already removed from ``body`` so they never reach a provider; ``None`` when not sent.
