@@ -29,6 +29,7 @@ from app.chat_request import (
 )
 from app.client_apis import messages as messages_api
 from app.client_apis import responses as responses_api
+from app.config import ModelEndpoint
 from app.errors import (
     AuthenticationError,
     GatewayError,
@@ -146,10 +147,27 @@ def chat_completions():
     body["model"] = decision.endpoint.model_id
     try:
         answer = svc.relay.forward(decision.endpoint.name, body, stream=chat.stream,
-                                   pinned=decision.pinned)
+                                   pinned=decision.pinned,
+                                   headers=_passthrough_auth(decision.endpoint))
     except UpstreamError as error:
         return error_response(error, headers)
     return _answer_response(answer, headers)
+
+
+def _passthrough_auth(endpoint: ModelEndpoint) -> dict | None:
+    """With ``passthrough_auth`` (SPEC §13): the client's own key, in the header the
+    provider expects (``Authorization: Bearer``, ``x-api-key``, ``api-key``), instead of
+    ``access_key``. The only case in which a client's key leaves the gateway; it is never
+    logged (neither the access log nor the spans record request headers)."""
+    if not endpoint.passthrough_auth:
+        return None
+    key = bearer_token(request.headers.get("Authorization")) or request.headers.get(
+        "x-api-key") or request.headers.get("api-key")
+    if not key:
+        return None  # forwarded without credentials: the provider answers 401
+    if endpoint.auth == "bearer":
+        return {"Authorization": f"Bearer {key}"}
+    return {endpoint.auth: key}
 
 
 def _answer_response(answer, headers: dict) -> Response:
@@ -192,7 +210,8 @@ def _translated(api: str, svc: Services, parsed: ChatRequest, decision: Decision
                           if (value := request.headers.get(name))}
     try:
         call = plan_call(api, parsed.body, target, client_headers=client_headers)
-        answer = svc.api_relay.forward(api, endpoint.name, call, pinned=decision.pinned)
+        answer = svc.api_relay.forward(api, endpoint.name, call, pinned=decision.pinned,
+                                       auth_headers=_passthrough_auth(endpoint))
     except GatewayError as error:   # untranslatable content (400), unreachable upstream
         return error_response(error, headers, anthropic=api == "messages")
     return _answer_response(answer, headers)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import requests
 
@@ -36,14 +36,15 @@ class ApiRelay:
         self._relay = relay
 
     def forward(self, api: str, provider_name: str, call: UpstreamCall, *,
-                pinned: bool) -> Answer:
-        """Send ``call`` to ``provider_name`` and shape the answer for client API ``api``.
+                pinned: bool, auth_headers: Mapping[str, str] | None = None) -> Answer:
+        """Send ``call`` to ``provider_name`` and shape the answer for client API ``api``
+        (``auth_headers``: the client's own key for a ``passthrough_auth`` provider).
 
         Raises :class:`UpstreamError` (502/504) when the provider cannot be reached or does
         not answer in time; an HTTP error status from the provider is an :class:`Answer`.
         """
         relay = self._relay
-        headers = dict(call.headers)
+        headers = {**call.headers, **(auth_headers or {})}
         span = None
         if relay.tracing is not None:
             span = relay.start_span(provider_name, call.stream, headers)

@@ -10,13 +10,13 @@ are refused with 411), so it runs under any Python 3.11+ and is fast enough to b
 gateway against.
 
 Endpoints:
-  POST /v1/chat/completions, POST /chat/completions
+  POST .../chat/completions (any prefix: /v1, /openai/v1, /v1beta/openai, ...)
       OpenAI chat completion; ``"stream": true`` answers with SSE ``chat.completion.chunk``
       events (role, one delta per word, finish, optional usage, ``[DONE]``) in a chunked body.
-  POST /v1/messages, POST /messages
+  POST .../messages
       Anthropic Messages; ``"stream": true`` answers with its SSE events (message_start,
       content_block_start/delta/stop, message_delta, message_stop).
-  POST /v1/responses, POST /responses
+  POST .../responses
       OpenAI Responses; ``"stream": true`` answers with response.created ... response.completed.
   On all three: when the request offers tools and the last user text contains
   ``[mock:tool]``, the answer calls the first tool (a custom tool with raw input); a tool
@@ -61,9 +61,17 @@ import sys
 import time
 from dataclasses import dataclass
 
-CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
-MESSAGES_PATHS = ("/v1/messages", "/messages")
-RESPONSES_PATHS = ("/v1/responses", "/responses")
+#: The API a path asks for, by its last segments: any provider's path prefix works
+#: (``/openai/v1/chat/completions`` as Groq's, ``/openai/deployments/x/...`` as Azure's), so
+#: the gateway's provider catalogue can be checked against this one mock.
+API_SUFFIXES = (("/chat/completions", "chat"), ("/messages", "messages"),
+                ("/responses", "responses"))
+
+
+def api_of(path: str) -> str | None:
+    """``chat``, ``messages`` or ``responses`` for an API path (query ignored), else None."""
+    bare = path.split("?", 1)[0]
+    return next((api for suffix, api in API_SUFFIXES if bare.endswith(suffix)), None)
 TOOL_MARKER = "[mock:tool]"
 PATCH = "*** mock patch ***"
 MAX_HEADER_BYTES = 64 * 1024
@@ -81,6 +89,8 @@ class Request:
     headers: dict
     body: bytes
     keep_alive: bool
+    #: The query string (without ``?``); recorded, so callers can check e.g. api-version.
+    query: str = ""
 
 
 @dataclass(slots=True)
@@ -184,7 +194,7 @@ def chat(state: State, req: Request) -> Reply:
         body = json.loads(req.body) if req.body else None
     except (ValueError, UnicodeDecodeError, RecursionError):
         body = ValueError
-    state.recorded.append({"path": req.path, "headers": h,
+    state.recorded.append({"path": req.path, "query": req.query, "headers": h,
                            "body": None if body is ValueError else body})
     h = with_body_faults(h, body)
     try:
@@ -539,7 +549,7 @@ def api_request(state: State, req: Request, api: str) -> Reply:
         body = json.loads(req.body) if req.body else None
     except (ValueError, UnicodeDecodeError, RecursionError):
         body = ValueError
-    state.recorded.append({"path": req.path, "headers": h,
+    state.recorded.append({"path": req.path, "query": req.query, "headers": h,
                            "body": None if body is ValueError else body})
     h = with_body_faults(h, body)
     try:
@@ -572,18 +582,13 @@ def api_request(state: State, req: Request, api: str) -> Reply:
 def dispatch(state: State, req: Request) -> Reply:
     """Route one request to its answer."""
     path, method = req.path, req.method
-    if path in CHAT_PATHS:
+    api = api_of(path)
+    if api is not None:
         if method != "POST":
             return error_reply(405, f"mock: {method} not allowed on {path}", "method_not_allowed")
-        return chat(state, req)
+        return chat(state, req) if api == "chat" else api_request(state, req, api)
     if path == "/v1/traces" and method == "POST":
         return Reply(200, b"", "application/x-protobuf")
-    for api, paths in (("messages", MESSAGES_PATHS), ("responses", RESPONSES_PATHS)):
-        if path in paths:
-            if method != "POST":
-                return error_reply(405, f"mock: {method} not allowed on {path}",
-                                   "method_not_allowed")
-            return api_request(state, req, api)
     if path == "/health" and method in ("GET", "HEAD"):
         return Reply(200, b'{"status":"ok","mock":true}')
     if path == "/_mock/streams" and method == "GET":
@@ -680,7 +685,8 @@ class MockHTTP(asyncio.Protocol):
         method, target, version = parts
         conn = headers.get("connection", "").lower()
         keep = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
-        return Request(method, target.split("?", 1)[0], version, headers, body, keep)
+        path, _, query = target.partition("?")
+        return Request(method, path, version, headers, body, keep, query)
 
     def refuse(self, status: int, message: str) -> None:
         """Answer an unparseable request with an error and close the connection."""

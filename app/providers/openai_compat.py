@@ -96,7 +96,7 @@ class ProviderClient:
                    **dict(provider.headers)}
         if provider.interface == "anthropic":
             headers["anthropic-version"] = ANTHROPIC_VERSION
-        if provider.access_key:
+        if provider.access_key and not provider.passthrough_auth:
             # The catalogue says how: Bearer (most), x-api-key (Anthropic), api-key (Azure).
             if provider.auth == "bearer":
                 headers["Authorization"] = f"Bearer {provider.access_key}"
