@@ -43,6 +43,9 @@ _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # only that one.
 _MULTIPROC_OWNED_ENV = "PLANO_METRICS_DIR_CREATED"
 _MULTIPROC_PREFIX = "plano-metrics-"
+# Marks the operator's directory as emptied by this run, so a reload does not empty it again
+# under the live workers (their counters would go backwards).
+_MULTIPROC_PREPARED_ENV = "PLANO_METRICS_DIR_PREPARED"
 _MASTER_PID = os.getpid()
 # The master's directory of validated config snapshots; this file's first run creates it,
 # a reload (same master, same environment) finds it here.
@@ -73,12 +76,14 @@ def _sweep_dead_runs(prefix: str = _MULTIPROC_PREFIX) -> None:
 
 def _prometheus_multiproc_dir() -> str:
     path = os.environ.get(_MULTIPROC_ENV)
-    if path and path == os.environ.get(_MULTIPROC_OWNED_ENV):
-        return path  # a reload of this same run: keep counting
+    if path and path in (os.environ.get(_MULTIPROC_OWNED_ENV),
+                         os.environ.get(_MULTIPROC_PREPARED_ENV)):
+        return path  # a reload of this same run: the live workers keep counting there
     if path:
         os.makedirs(path, exist_ok=True)
         for stale in glob.glob(os.path.join(path, "*.db")):
             os.remove(stale)
+        os.environ[_MULTIPROC_PREPARED_ENV] = path
         return path
     _sweep_dead_runs()
     path = tempfile.mkdtemp(prefix=f"{_MULTIPROC_PREFIX}{_MASTER_PID}-")

@@ -174,3 +174,25 @@ def test_sigterm_lets_streams_in_flight_finish(slow_mock, start_gateway):
     assert all(status == 200 for status, _ in results)
     assert all(body.rstrip().endswith(b"data: [DONE]") and b"w59" in body
                for _, body in results)
+
+
+def requests_counted(gateway) -> float:
+    """``plano_requests_total`` summed over its labels, from one scrape."""
+    text = requests.get(f"{gateway.url}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("plano_requests_total{"))
+
+
+def test_counters_survive_a_reload_in_the_operators_metrics_directory(slow_mock,
+                                                                      start_gateway,
+                                                                      tmp_path):
+    gateway = start_gateway(gateway_config(slow_mock), workers=2,
+                            env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    for _ in range(10):
+        assert routed_model(gateway, "fast-model").status_code == 200
+    before = requests_counted(gateway)
+    assert before >= 10
+    old_workers = set(gateway.worker_pids())
+    gateway.process.send_signal(signal.SIGHUP)
+    wait_for_new_workers(gateway, old_workers, 2)
+    assert requests_counted(gateway) >= before
