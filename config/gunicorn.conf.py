@@ -10,8 +10,8 @@ gevent must patch before the app creates sockets, pools and the tracer).
 Reload and drain (SPEC §17): ``kill -HUP <master>`` makes gunicorn re-read this file, start
 new workers and retire the old ones gracefully (requests and streams in flight finish). The
 gateway config is validated here first, and workers always load a validated copy of it (a
-snapshot in a private temporary directory, given to each worker in ``post_fork``), never
-the operator's file directly: a file that does not validate on a reload is logged (one JSON
+snapshot in a private temporary directory, given to each worker in ``post_fork``; the last
+few are kept for workers still booting), never the operator's file directly: a file that does not validate on a reload is logged (one JSON
 line, logger ``plano.config``, with every problem) and the workers go on with the last
 good config, so a bad edit never stops or breaks the master. Only the first start refuses
 a bad file (exit 2, every problem listed). SIGTERM drains: no new connections, in-flight
@@ -53,6 +53,8 @@ _SNAPSHOT_DIR_ENV = "PLANO_CONFIG_SNAPSHOTS"
 _SNAPSHOT_PREFIX = "plano-config-"
 # The snapshot the workers load (the last config that validated).
 _ACTIVE_CONFIG_ENV = "PLANO_CONFIG_ACTIVE"
+# Snapshots kept: the active one and the few before it (see _prune_snapshots).
+_SNAPSHOTS_KEPT = 4
 
 
 def _pid_alive(pid: int) -> bool:
@@ -154,6 +156,9 @@ def _validated_snapshot():
             data = handle.read()
     except OSError as error:
         raise ConfigError([f"(file): cannot read: {error.strerror}"], source) from None
+    active = os.environ.get(_ACTIVE_CONFIG_ENV)
+    if active and os.path.dirname(active) == _own_snapshot_dir() and _read(active) == data:
+        return active, load_config(active)  # unchanged since the last (re)load
     fd, path = tempfile.mkstemp(prefix="config-", suffix=".yaml", dir=_snapshot_dir())
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
@@ -186,9 +191,28 @@ def _load_gateway_config():
                    "serving": previous})
         return load_config(previous)
     os.environ[_ACTIVE_CONFIG_ENV] = path
-    if reloading and previous != path:
-        os.remove(previous)  # workers already running loaded it; new ones get ``path``
+    _prune_snapshots(keep=path)
     return config
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _prune_snapshots(keep: str, count: int = _SNAPSHOTS_KEPT) -> None:
+    """Remove all but the newest ``count`` snapshots (``keep`` among them). Not only the
+    active one: a worker forked before a reload may still be loading its app from the
+    previous snapshot, and a worker that cannot boot makes gunicorn halt the master."""
+    directory = os.path.dirname(keep)
+    snapshots = sorted(glob.glob(os.path.join(directory, "config-*.yaml")),
+                       key=os.path.getmtime, reverse=True)
+    for path in snapshots[count:]:
+        if path != keep:
+            os.remove(path)
 
 
 _gateway_config = _load_gateway_config()

@@ -9,16 +9,20 @@ request opens its own connection, so the kernel hands requests to old and new wo
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
 import requests
+import yaml
 
 from tests.conftest import FAST_PROMPT, chat_body
 from tests.integration.conftest import gateway_config
 from tests.support.load import Load, PlannedRequest
-from tests.support.processes import MockLLM, wait_until
+from tests.support.processes import ROOT, MockLLM, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +70,11 @@ def wait_for_new_workers(gateway, old: set[int], count: int) -> None:
     def replaced():
         pids = set(gateway.worker_pids())
         return not pids & old and len(pids) == count
-    wait_until(replaced, 30, "the old workers to be replaced")
+    try:
+        wait_until(replaced, 30, "the old workers to be replaced")
+    except TimeoutError:
+        raise TimeoutError(f"old workers {sorted(old)}, now {gateway.worker_pids()}:\n"
+                           f"{gateway.log_tail(60)}") from None
 
 
 def hup_mid_load(gateway) -> tuple[list, set[int]]:
@@ -196,3 +204,40 @@ def test_counters_survive_a_reload_in_the_operators_metrics_directory(slow_mock,
     gateway.process.send_signal(signal.SIGHUP)
     wait_for_new_workers(gateway, old_workers, 2)
     assert requests_counted(gateway) >= before
+
+
+RELOADS_IN_ONE_MASTER = """
+import json, os, runpy, sys, yaml
+path = os.environ["PLANO_CONFIG"]
+config = yaml.safe_load(open(path))
+seen = []
+for index in range(7):
+    # The first two loads see the same file: the second reuses the active snapshot.
+    config["routing"]["session_ttl_seconds"] = 100 + max(index, 1)
+    open(path, "w").write(yaml.safe_dump(config))
+    runpy.run_path(sys.argv[1])  # what gunicorn does at start and on each SIGHUP
+    seen.append(os.environ["PLANO_CONFIG_ACTIVE"])
+print(json.dumps({"seen": seen, "left": sorted(os.listdir(os.path.dirname(seen[-1])))}))
+"""
+
+
+def test_config_snapshots_outlive_the_reload_that_replaced_them(slow_mock, tmp_path):
+    """A worker forked before a reload may still be loading the app from the previous
+    snapshot (and gunicorn halts the master when a worker cannot boot), so a reload keeps
+    the last few snapshots; an unchanged file reuses the active one."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(gateway_config(slow_mock)))
+    env = {**os.environ, "PLANO_CONFIG": str(config_path), "TMPDIR": str(tmp_path)}
+    for name in ("PLANO_CONFIG_ACTIVE", "PLANO_CONFIG_SNAPSHOTS", "PROMETHEUS_MULTIPROC_DIR"):
+        env.pop(name, None)
+    result = subprocess.run([sys.executable, "-c", RELOADS_IN_ONE_MASTER,
+                             str(ROOT / "config" / "gunicorn.conf.py")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = outcome["seen"]
+    assert seen[0] == seen[1]  # unchanged file: same snapshot
+    assert len(set(seen)) == 6
+    # The active snapshot and the three before it are still there; older ones are gone.
+    assert outcome["left"] == sorted(os.path.basename(p) for p in list(dict.fromkeys(seen))[-4:])
+    assert not any(tmp_path.glob("plano-config-*"))  # removed when the "master" exited
