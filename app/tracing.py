@@ -30,9 +30,10 @@ What a trace shows (the names are the constants below):
 What keeps the instrumentation cheap: it is applied to this app only, once per worker
 (never ``flask.Flask`` globally); its HTTP metrics go to a no-op meter (Prometheus is ours)
 and its SQL commenter is off, both per-request work for nothing here; everything static
-(tracers, provider span names and attributes) is prepared once; and every annotation checks
+(tracers, provider span names and attributes) is prepared once; every annotation checks
 ``is_recording()`` first, so an unsampled request (``random_sampling`` below 100) sets no
-attribute at all.
+attribute at all; and the exporter reuses the encoded form of repeated attribute values
+(:mod:`app.trace_export`), the largest cost of a sampled span.
 
 Outbound ``requests`` calls are not instrumented with opentelemetry-instrumentation-requests:
 it patches ``requests.Session`` process-wide (the OTLP exporter's own session included), so
@@ -141,11 +142,12 @@ def create_tracer_provider(config: TracingConfig, *, service_version: str,
     endpoint = traces_endpoint(config, environ)
     if endpoint is None:
         return None
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    from app.trace_export import CachingOTLPSpanExporter
 
     resource = Resource.create({"service.name": SERVICE_NAME,
                                 "service.version": service_version,
@@ -154,7 +156,7 @@ def create_tracer_provider(config: TracingConfig, *, service_version: str,
     # shutdown_on_exit=False: the owner (gunicorn's worker_exit hook, or a test) calls
     # Tracing.shutdown(), which flushes what is still queued.
     provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    provider.add_span_processor(BatchSpanProcessor(CachingOTLPSpanExporter(endpoint=endpoint)))
     return provider
 
 

@@ -10,12 +10,13 @@ gevent must patch before the app creates sockets, pools and the tracer).
 Reload and drain (SPEC §17): ``kill -HUP <master>`` makes gunicorn re-read this file, start
 new workers and retire the old ones gracefully (requests and streams in flight finish). The
 gateway config is validated here first, and workers always load a validated copy of it (a
-snapshot in a private temporary directory, given to each worker in ``post_fork``), never
-the operator's file directly: a file that does not validate on a reload is logged (one JSON
-line, logger ``plano.config``, with every problem) and the workers go on with the last
-good config, so a bad edit never stops or breaks the master. Only the first start refuses
-a bad file (exit 2, every problem listed). SIGTERM drains: no new connections, in-flight
-requests get ``graceful_timeout`` seconds (``PLANO_GRACEFUL_TIMEOUT``, default 30).
+snapshot in a private temporary directory, given to each worker in ``post_fork``; the last
+few are kept for workers still booting), never the operator's file directly: a file that
+does not validate on a reload is logged (one JSON line, logger ``plano.config``, with every
+problem) and the workers go on with the last good config, so a bad edit never stops or
+breaks the master. Only the first start refuses a bad file (exit 2, every problem listed).
+SIGTERM drains: no new connections, in-flight requests get ``graceful_timeout`` seconds
+(``PLANO_GRACEFUL_TIMEOUT``, default 30).
 
 Metrics: every worker writes its Prometheus values into ``PROMETHEUS_MULTIPROC_DIR`` and a
 scrape of ``/metrics`` adds all workers up. The directory is set here, in the master, before
@@ -44,6 +45,9 @@ _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # only that one.
 _MULTIPROC_OWNED_ENV = "PLANO_METRICS_DIR_CREATED"
 _MULTIPROC_PREFIX = "plano-metrics-"
+# Marks the operator's directory as emptied by this run, so a reload does not empty it again
+# under the live workers (their counters would go backwards).
+_MULTIPROC_PREPARED_ENV = "PLANO_METRICS_DIR_PREPARED"
 _MASTER_PID = os.getpid()
 # The master's directory of validated config snapshots; this file's first run creates it,
 # a reload (same master, same environment) finds it here.
@@ -51,6 +55,8 @@ _SNAPSHOT_DIR_ENV = "PLANO_CONFIG_SNAPSHOTS"
 _SNAPSHOT_PREFIX = "plano-config-"
 # The snapshot the workers load (the last config that validated).
 _ACTIVE_CONFIG_ENV = "PLANO_CONFIG_ACTIVE"
+# Snapshots kept: the active one and the few before it (see _prune_snapshots).
+_SNAPSHOTS_KEPT = 4
 
 
 def _pid_alive(pid: int) -> bool:
@@ -74,12 +80,14 @@ def _sweep_dead_runs(prefix: str = _MULTIPROC_PREFIX) -> None:
 
 def _prometheus_multiproc_dir() -> str:
     path = os.environ.get(_MULTIPROC_ENV)
-    if path and path == os.environ.get(_MULTIPROC_OWNED_ENV):
-        return path  # a reload of this same run: keep counting
+    if path and path in (os.environ.get(_MULTIPROC_OWNED_ENV),
+                         os.environ.get(_MULTIPROC_PREPARED_ENV)):
+        return path  # a reload of this same run: the live workers keep counting there
     if path:
         os.makedirs(path, exist_ok=True)
         for stale in glob.glob(os.path.join(path, "*.db")):
             os.remove(stale)
+        os.environ[_MULTIPROC_PREPARED_ENV] = path
         return path
     _sweep_dead_runs()
     path = tempfile.mkdtemp(prefix=f"{_MULTIPROC_PREFIX}{_MASTER_PID}-")
@@ -151,6 +159,9 @@ def _validated_snapshot():
             data = handle.read()
     except OSError as error:
         raise ConfigError([f"(file): cannot read: {error.strerror}"], source) from None
+    active = os.environ.get(_ACTIVE_CONFIG_ENV)
+    if active and os.path.dirname(active) == _own_snapshot_dir() and _read(active) == data:
+        return active, load_config(active)  # unchanged since the last (re)load
     fd, path = tempfile.mkstemp(prefix="config-", suffix=".yaml", dir=_snapshot_dir())
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
@@ -183,9 +194,28 @@ def _load_gateway_config():
                    "serving": previous})
         return load_config(previous)
     os.environ[_ACTIVE_CONFIG_ENV] = path
-    if reloading and previous != path:
-        os.remove(previous)  # workers already running loaded it; new ones get ``path``
+    _prune_snapshots(keep=path)
     return config
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _prune_snapshots(keep: str, count: int = _SNAPSHOTS_KEPT) -> None:
+    """Remove all but the newest ``count`` snapshots (``keep`` among them). Not only the
+    active one: a worker forked before a reload may still be loading its app from the
+    previous snapshot, and a worker that cannot boot makes gunicorn halt the master."""
+    directory = os.path.dirname(keep)
+    snapshots = sorted(glob.glob(os.path.join(directory, "config-*.yaml")),
+                       key=os.path.getmtime, reverse=True)
+    for path in snapshots[count:]:
+        if path != keep:
+            os.remove(path)
 
 
 _gateway_config = _load_gateway_config()

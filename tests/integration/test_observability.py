@@ -293,6 +293,7 @@ def test_directories_of_killed_runs_are_swept_and_a_bad_config_leaves_none(tmp_p
     assert result.returncode == 2
     assert "model_providers" in result.stderr
     assert list(tmp_path.glob("plano-metrics-*")) == []
+    assert list(tmp_path.glob("plano-config-*")) == []  # nor a config snapshot directory
 
 
 def test_operator_metrics_directory_is_emptied_at_start_and_kept(mock_llm, start_gateway,

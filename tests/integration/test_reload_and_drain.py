@@ -9,12 +9,17 @@ request opens its own connection, so the kernel hands requests to old and new wo
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
 import requests
+import yaml
 
+from devkit import ROOT
 from devkit.load import Load, PlannedRequest
 from devkit.processes import wait_until
 from devkit.stubs import Stub
@@ -67,7 +72,11 @@ def wait_for_new_workers(gateway, old: set[int], count: int) -> None:
     def replaced():
         pids = set(gateway.worker_pids())
         return not pids & old and len(pids) == count
-    wait_until(replaced, 30, "the old workers to be replaced")
+    try:
+        wait_until(replaced, 30, "the old workers to be replaced")
+    except TimeoutError:
+        raise TimeoutError(f"old workers {sorted(old)}, now {gateway.worker_pids()}:\n"
+                           f"{gateway.log_tail(60)}") from None
 
 
 def hup_mid_load(gateway) -> tuple[list, set[int]]:
@@ -175,3 +184,62 @@ def test_sigterm_lets_streams_in_flight_finish(slow_mock, start_gateway):
     assert all(status == 200 for status, _ in results)
     assert all(body.rstrip().endswith(b"data: [DONE]") and b"w59" in body
                for _, body in results)
+
+
+def requests_counted(gateway) -> float:
+    """``plano_requests_total`` summed over its labels, from one scrape."""
+    text = requests.get(f"{gateway.url}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("plano_requests_total{"))
+
+
+def test_counters_survive_a_reload_in_the_operators_metrics_directory(slow_mock,
+                                                                      start_gateway,
+                                                                      tmp_path):
+    gateway = start_gateway(gateway_config(slow_mock), workers=2,
+                            env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    for _ in range(10):
+        assert routed_model(gateway, "fast-model").status_code == 200
+    before = requests_counted(gateway)
+    assert before >= 10
+    old_workers = set(gateway.worker_pids())
+    gateway.process.signal(signal.SIGHUP)
+    wait_for_new_workers(gateway, old_workers, 2)
+    assert requests_counted(gateway) >= before
+
+
+RELOADS_IN_ONE_MASTER = """
+import json, os, runpy, sys, yaml
+path = os.environ["PLANO_CONFIG"]
+config = yaml.safe_load(open(path))
+seen = []
+for index in range(7):
+    # The first two loads see the same file: the second reuses the active snapshot.
+    config["routing"]["session_ttl_seconds"] = 100 + max(index, 1)
+    open(path, "w").write(yaml.safe_dump(config))
+    runpy.run_path(sys.argv[1])  # what gunicorn does at start and on each SIGHUP
+    seen.append(os.environ["PLANO_CONFIG_ACTIVE"])
+print(json.dumps({"seen": seen, "left": sorted(os.listdir(os.path.dirname(seen[-1])))}))
+"""
+
+
+def test_config_snapshots_outlive_the_reload_that_replaced_them(slow_mock, tmp_path):
+    """A worker forked before a reload may still be loading the app from the previous
+    snapshot (and gunicorn halts the master when a worker cannot boot), so a reload keeps
+    the last few snapshots; an unchanged file reuses the active one."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(gateway_config(slow_mock)))
+    env = {**os.environ, "PLANO_CONFIG": str(config_path), "TMPDIR": str(tmp_path)}
+    for name in ("PLANO_CONFIG_ACTIVE", "PLANO_CONFIG_SNAPSHOTS", "PROMETHEUS_MULTIPROC_DIR"):
+        env.pop(name, None)
+    result = subprocess.run([sys.executable, "-c", RELOADS_IN_ONE_MASTER,
+                             str(ROOT / "config" / "gunicorn.conf.py")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = outcome["seen"]
+    assert seen[0] == seen[1]  # unchanged file: same snapshot
+    assert len(set(seen)) == 6
+    # The active snapshot and the three before it are still there; older ones are gone.
+    assert outcome["left"] == sorted(os.path.basename(p) for p in list(dict.fromkeys(seen))[-4:])
+    assert not any(tmp_path.glob("plano-config-*"))  # removed when the "master" exited

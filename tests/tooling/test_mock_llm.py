@@ -264,10 +264,10 @@ def _sse_events(text: str) -> list[tuple[str | None, dict]]:
     return events
 
 
-def test_messages_and_responses_are_answered_as_a_labelled_mock(mock_llm):
+def test_messages_and_responses_are_answered_as_a_labelled_mock(mock_url):
     """SPEC §13: the mock speaks Anthropic Messages and OpenAI Responses too (JSON and SSE,
     tool calls on request), and still says it is a mock."""
-    url = mock_llm.base_url
+    url = f"{mock_url}/v1"
     message = requests.post(f"{url}/messages", timeout=5, json={
         "model": "claude-x", "max_tokens": 5,
         "messages": [{"role": "user", "content": "hello"}]})
