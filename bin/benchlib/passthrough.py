@@ -25,21 +25,38 @@ session.mount("http://", HTTPAdapter(
     max_retries=0))
 
 
+#: With tracing: the client span of the upstream call, as the gateway makes for its
+#: provider call (name, attributes, W3C context sent upstream); ``None`` without tracing.
+_tracing = None
+_UPSTREAM_SPAN = ("chat passthrough", {"gen_ai.operation.name": "chat",
+                                       "http.request.method": "POST"})
+
+
 @app.post("/v1/chat/completions")
 def chat_completions():
     """Forward the body, return the upstream's status, type and body (streamed through as
     it arrives when the compact JSON body asks for a stream)."""
     data = request.get_data()
     streaming = b'"stream":true' in data
+    headers = {"Content-Type": "application/json"}
+    span = None
+    if _tracing is not None:
+        span = _tracing.client_span(*_UPSTREAM_SPAN, headers)
+        headers = span.headers
     upstream = session.post(UPSTREAM, data=data, timeout=TIMEOUT, stream=streaming,
-                            headers={"Content-Type": "application/json"})
+                            headers=headers)
     content_type = upstream.headers.get("Content-Type", "application/json")
     if streaming:
         response = Response(upstream.iter_content(None), status=upstream.status_code,
                             content_type=content_type)
         response.call_on_close(upstream.close)
+        if span is not None:
+            response.call_on_close(lambda: span.end(upstream.status_code))
         return response
-    return Response(upstream.content, status=upstream.status_code, content_type=content_type)
+    body = upstream.content
+    if span is not None:
+        span.end(upstream.status_code)
+    return Response(body, status=upstream.status_code, content_type=content_type)
 
 
 @app.get("/healthz")
@@ -51,10 +68,13 @@ def healthz():
 def _instrument_like_the_gateway(flask_app: Flask) -> None:
     """With ``BENCH_OTLP_ENDPOINT``: the gateway's tracing set-up, nothing more (issue 16).
 
-    The same tracer provider (``BENCH_SAMPLING`` percent, batch export over OTLP/HTTP) and
-    the same ``FlaskInstrumentor`` options, so the traced gateway is compared with the
-    least that tracing costs on this stack. Runs in the worker (gunicorn does not preload).
+    The same tracer provider (``BENCH_SAMPLING`` percent, batch export over OTLP/HTTP), the
+    same ``FlaskInstrumentor`` options and, like the gateway's provider call, a client span
+    around the upstream call whose context goes upstream: the same spans per request, so
+    the traced gateway is compared with the least that this tracing costs on this stack.
+    Runs in the worker (gunicorn does not preload).
     """
+    global _tracing
     endpoint = os.environ.get("BENCH_OTLP_ENDPOINT")
     if not endpoint:
         return
@@ -67,6 +87,7 @@ def _instrument_like_the_gateway(flask_app: Flask) -> None:
                            otlp_endpoint=endpoint)
     tracing = Tracing(create_tracer_provider(config, service_version="bench"))
     FlaskInstrumentor.instrument_app(flask_app, **tracing.flask_instrumentation_options())
+    _tracing = tracing
 
 
 _instrument_like_the_gateway(app)
