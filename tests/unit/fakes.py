@@ -20,7 +20,7 @@ class FailingCache(SessionCache):
         self.calls += 1
         raise self.error
 
-    put_if_absent = replace_stale = delete = ttl = get
+    get_renewing = put = put_if_absent = replace_stale = delete = ttl = get
 
     def ping(self):
         return False
