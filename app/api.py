@@ -17,6 +17,7 @@ from typing import Callable
 from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import NotFound
 
+from app.affinity import CHAT_COMPLETIONS, SessionContext, session_context
 from app.auth import bearer_token
 from app.chat_request import ChatRequest, parse_chat_request, validate_affinity_value
 from app.errors import AuthenticationError, RequestTimeoutError, UpstreamError, error_response
@@ -42,8 +43,13 @@ def _session_and_tenant(svc: Services) -> tuple[str | None, str | None]:
     return session_id, tenant
 
 
-def _decision_headers(decision: Decision) -> dict:
-    """The ``x-plano-*`` answer headers of a decision (SPEC §4)."""
+def _decision_headers(decision: Decision, context: SessionContext | None = None) -> dict:
+    """The ``x-plano-*`` answer headers of a decision (SPEC §4, §16).
+
+    ``x-plano-session-id``: the session id derived from the conversation, when no
+    ``X-Model-Affinity`` was sent (send it back as that header to pin explicitly);
+    ``x-plano-routing: skipped``: turn-level routing reused the turn's model.
+    """
     headers = {}
     if decision.pinned:
         headers["x-plano-pinned"] = "true"
@@ -51,6 +57,10 @@ def _decision_headers(decision: Decision) -> dict:
         headers["x-plano-route"] = decision.route_name
     if decision.affinity is not None:
         headers["x-plano-affinity"] = decision.affinity
+    if context is not None and context.derived_id is not None:
+        headers["x-plano-session-id"] = context.derived_id
+    if decision.routing_skipped:
+        headers["x-plano-routing"] = "skipped"
     return headers
 
 
@@ -64,7 +74,7 @@ def _authenticate_client(svc: Services) -> None:
         raise AuthenticationError("missing or invalid API key (Authorization: Bearer <key>)")
 
 
-def _decide(svc: Services) -> tuple[ChatRequest, str | None, Decision]:
+def _decide(svc: Services) -> tuple[ChatRequest, str | None, Decision, SessionContext]:
     _authenticate_client(svc)
     try:
         body = read_within(lambda: request.get_data(cache=False),
@@ -75,27 +85,33 @@ def _decide(svc: Services) -> tuple[ChatRequest, str | None, Decision]:
         raise
     chat = parse_chat_request(body)
     session_id, tenant = _session_and_tenant(svc)
-    decision = svc.gateway.decide(chat, session_id, tenant)
+    context = session_context(chat.body, CHAT_COMPLETIONS, explicit_id=session_id,
+                              tenant=tenant, model=chat.model, routing=svc.config.routing)
+    decision = svc.gateway.decide(chat, context.session_id, tenant,
+                                  implicit=context.implicit, user_turn=context.user_turn)
     record: RequestRecord = g.plano_record
-    record.session_id = session_id
+    record.session_id = context.session_id
     record.tenant = tenant
     record.pinned = decision.pinned
     record.affinity = decision.affinity
     record.route = decision.route_name
     record.model = decision.endpoint.name
     if svc.tracing is not None:
-        svc.tracing.annotate_request(session_id=session_id, pinned=decision.pinned,
-                                     affinity=decision.affinity, route=decision.route_name,
-                                     model=decision.endpoint.name, requested=chat.model)
-    return chat, session_id, decision
+        svc.tracing.annotate_request(
+            session_id=context.session_id, pinned=decision.pinned, affinity=decision.affinity,
+            route=decision.route_name, model=decision.endpoint.name, requested=chat.model,
+            implicit_session=context.implicit,
+            routing_skipped=decision.routing_skipped
+            if svc.config.routing.route_on_user_only else None)
+    return chat, session_id, decision, context
 
 
 @bp.post("/v1/chat/completions")
 def chat_completions():
     """Route, pin and forward one chat-completions request."""
     svc = current_services()
-    chat, _, decision = _decide(svc)
-    headers = _decision_headers(decision)
+    chat, _, decision, context = _decide(svc)
+    headers = _decision_headers(decision, context)
     body = dict(chat.body)
     body["model"] = decision.endpoint.model_id
     try:
@@ -117,14 +133,14 @@ def chat_completions():
 def routing_only():
     """Decide (and pin) exactly as the chat endpoint would, without calling a provider."""
     svc = current_services()
-    _, session_id, decision = _decide(svc)
+    _, session_id, decision, context = _decide(svc)
     trace_id = svc.tracing.current_trace_id() if svc.tracing is not None else None
     payload = {"models": [decision.endpoint.name], "route": decision.route_name,
                "trace_id": trace_id or _trace_id(), "pinned": decision.pinned}
     if session_id is not None:
         payload["session_id"] = session_id
     return Response(json.dumps(payload), status=200, mimetype="application/json",
-                    headers=_decision_headers(decision))
+                    headers=_decision_headers(decision, context))
 
 
 @bp.get("/healthz")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from app.affinity.implicit import IMPLICIT_ID_PREFIX, implicit_session_id
 from app.affinity.shapes import CHAT_COMPLETIONS, MESSAGES, RESPONSES, SHAPES
 from app.affinity.turns import starts_user_turn, strip_envelopes
+from app.config import RoutingConfig
 
 __all__ = ["CHAT_COMPLETIONS", "IMPLICIT_ID_PREFIX", "MESSAGES", "RESPONSES", "SHAPES",
            "SessionContext", "implicit_session_id", "session_context", "starts_user_turn",
@@ -26,31 +27,31 @@ __all__ = ["CHAT_COMPLETIONS", "IMPLICIT_ID_PREFIX", "MESSAGES", "RESPONSES", "S
 class SessionContext:
     """Which session a request belongs to, and whether it starts a user turn.
 
-    ``session_id``: the ``X-Model-Affinity`` value, else the derived id (``implicit``
-    true), else ``None``. ``user_turn`` is only computed when turn-level routing is on;
-    otherwise it is ``True`` (every request is routed as a turn of its own).
+    ``session_id``: the id the decision uses — the ``X-Model-Affinity`` value, else the
+    derived id when a mode uses derived ids (``implicit_affinity`` or
+    ``route_on_user_only``; then ``implicit`` is true), else ``None``. ``derived_id``: the
+    id derived from the conversation whenever no header was sent (reported in
+    ``x-plano-session-id`` even when unused). ``user_turn`` is only computed with
+    ``route_on_user_only``; otherwise it is ``True`` (every request is its own turn).
     """
 
     session_id: str | None
     implicit: bool = False
     user_turn: bool = True
-
-    @property
-    def implicit_id(self) -> str | None:
-        """The derived id, for the ``x-plano-session-id`` header; ``None`` when explicit."""
-        return self.session_id if self.implicit else None
+    derived_id: str | None = None
 
 
-def session_context(body: dict, shape: str, *, explicit_id: str | None,
-                    tenant: str | None, model: str | None,
-                    route_on_user_only: bool) -> SessionContext:
+def session_context(body: dict, shape: str, *, explicit_id: str | None, tenant: str | None,
+                    model: str | None, routing: RoutingConfig) -> SessionContext:
     """The :class:`SessionContext` of one request; an explicit id always wins.
 
-    ``model`` is the requested model as sent; ``route_on_user_only`` is the
-    ``routing.route_on_user_only`` setting.
+    ``body`` is the parsed JSON body of the ``shape`` API, ``model`` the requested model as
+    sent, ``routing`` the ``routing`` configuration.
     """
-    user_turn = starts_user_turn(body, shape) if route_on_user_only else True
+    user_turn = starts_user_turn(body, shape) if routing.route_on_user_only else True
     if explicit_id is not None:
         return SessionContext(explicit_id, implicit=False, user_turn=user_turn)
     derived = implicit_session_id(body, shape, tenant=tenant, model=model)
-    return SessionContext(derived, implicit=derived is not None, user_turn=user_turn)
+    if derived is not None and (routing.implicit_affinity or routing.route_on_user_only):
+        return SessionContext(derived, implicit=True, user_turn=user_turn, derived_id=derived)
+    return SessionContext(None, user_turn=user_turn, derived_id=derived)

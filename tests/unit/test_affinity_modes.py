@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.affinity import (CHAT_COMPLETIONS, MESSAGES, RESPONSES, implicit_session_id,
-                          session_context, starts_user_turn, strip_envelopes)
+from app.affinity import (CHAT_COMPLETIONS, MESSAGES, RESPONSES, SessionContext,
+                          implicit_session_id, session_context, starts_user_turn,
+                          strip_envelopes)
 from app.affinity.shapes import first_user_content, system_text, tool_names
+from app.config import RoutingConfig
 
 REMINDER = "<system-reminder>\nThe date is 2026-11-27. Do not mention this.\n</system-reminder>"
 HOOK = "<user-prompt-submit-hook>lint passed</user-prompt-submit-hook>"
@@ -287,24 +289,46 @@ def test_readers_per_shape():
 
 # --------------------------------------------------------------------------- session context
 
+def routing(**keys) -> RoutingConfig:
+    return RoutingConfig(**keys)
+
+
 def test_explicit_id_wins_over_the_derived_one():
     body = chat(user("hi"))
     context = session_context(body, CHAT_COMPLETIONS, explicit_id="my-session", tenant=None,
-                              model=None, route_on_user_only=False)
-    assert (context.session_id, context.implicit, context.implicit_id) == \
-        ("my-session", False, None)
-    derived = session_context(body, CHAT_COMPLETIONS, explicit_id=None, tenant=None,
-                              model=None, route_on_user_only=False)
-    assert derived.implicit and derived.implicit_id == derived.session_id
-    assert derived.session_id == implicit_session_id(body, CHAT_COMPLETIONS)
+                              model=None, routing=routing(implicit_affinity=True))
+    assert context == SessionContext("my-session", implicit=False, user_turn=True,
+                                     derived_id=None)
+
+
+@pytest.mark.parametrize("keys", [{"implicit_affinity": True}, {"route_on_user_only": True}])
+def test_derived_id_is_used_by_the_modes_that_use_it(keys):
+    body = chat(user("hi"))
+    derived = implicit_session_id(body, CHAT_COMPLETIONS, tenant="acme", model="m")
+    context = session_context(body, CHAT_COMPLETIONS, explicit_id=None, tenant="acme",
+                              model="m", routing=routing(**keys))
+    assert (context.session_id, context.implicit, context.derived_id) == \
+        (derived, True, derived)
+
+
+def test_derived_id_is_only_reported_by_default():
+    body = chat(user("hi"))
+    context = session_context(body, CHAT_COMPLETIONS, explicit_id=None, tenant=None,
+                              model=None, routing=routing())
+    assert context == SessionContext(None, implicit=False, user_turn=True,
+                                     derived_id=implicit_session_id(body, CHAT_COMPLETIONS))
+    nothing = session_context(chat({"role": "system", "content": "s"}), CHAT_COMPLETIONS,
+                              explicit_id=None, tenant=None, model=None,
+                              routing=routing(implicit_affinity=True))
+    assert nothing == SessionContext(None)
 
 
 def test_turns_are_only_detected_with_route_on_user_only():
     body = chat(user("Fix it"), CHAT_TOOL_CALL, CHAT_TOOL_RESULT)
     assert session_context(body, CHAT_COMPLETIONS, explicit_id="s", tenant=None, model=None,
-                           route_on_user_only=False).user_turn is True
+                           routing=routing()).user_turn is True
     assert session_context(body, CHAT_COMPLETIONS, explicit_id="s", tenant=None, model=None,
-                           route_on_user_only=True).user_turn is False
+                           routing=routing(route_on_user_only=True)).user_turn is False
 
 
 # --------------------------------------------------------------------------- properties
