@@ -90,8 +90,27 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
         app.register_blueprint(admin_bp)
     register_error_handlers(app)
     if tracing is not None:
-        tracing.instrument_app(app)
+        _instrument_flask(app, tracing)
     return app
+
+
+def _instrument_flask(app: Flask, tracing: Tracing) -> None:
+    """Server spans from opentelemetry-instrumentation-flask, for this app only (SPEC §10).
+
+    The request hook gives a request that matched no route a fixed span name instead of
+    its raw path (404 scans would otherwise mint a span name per path).
+    """
+    from flask import request
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    from app.tracing import name_unmatched_span
+
+    def request_hook(span, environ) -> None:
+        if request.url_rule is None:
+            name_unmatched_span(span, environ.get("REQUEST_METHOD", ""))
+
+    FlaskInstrumentor.instrument_app(app, request_hook=request_hook,
+                                     **tracing.flask_instrumentation_options())
 
 
 def _create_tracing(config: Config, tracer_provider: object) -> Tracing | None:

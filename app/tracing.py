@@ -7,19 +7,32 @@ time), a ``TracerProvider`` for service ``plano`` that samples ``random_sampling
 new traces (``ParentBased(TraceIdRatioBased)``: an incoming ``traceparent`` keeps its own
 decision) and exports over OTLP/HTTP from a ``BatchSpanProcessor``, off the request path.
 Without an endpoint there is no provider, no :class:`Tracing`, no instrumentation: the
-request path does not create a single span object, and the SDK is not even imported.
+request path does not create a single span object, and neither the SDK nor the Flask
+instrumentation is imported.
 
 What a trace shows (the names are the constants below):
 
-* the server span (``POST /v1/chat/completions``, ours: see :meth:`Tracing.instrument_app`)
-  with ``plano.session_id``,
-  ``plano.pinned`` (bool), ``plano.affinity``, ``plano.route.name``, ``llm.model`` and
-  ``llm.model.requested``;
+* the server span of opentelemetry-instrumentation-flask (``POST /v1/chat/completions``;
+  ``create_app`` wires ``FlaskInstrumentor.instrument_app`` with
+  :meth:`Tracing.flask_instrumentation_options`), with its standard HTTP attributes and ours:
+  ``plano.session_id``, ``plano.pinned`` (bool), ``plano.affinity``, ``plano.route.name``,
+  ``llm.model`` and ``llm.model.requested``. A request that matched no route (a 404 scan)
+  is named by its method alone (:func:`name_unmatched_span`), never by its raw path, so
+  span names stay a bounded set. ``OTEL_PYTHON_FLASK_EXCLUDED_URLS`` (else
+  ``OTEL_PYTHON_EXCLUDED_URLS``) lists the URLs not traced; by default ``/healthz`` and
+  ``/metrics`` (:data:`DEFAULT_EXCLUDED_URLS`);
 * ``routing``, only when the router ran: a pinned request has none, which is how a Jaeger
   user sees the session cache working. It carries ``routing.determination_ms`` and, with the
   LLM router, the client span of the call to the routing model under it;
 * ``chat <model id>``, a client span per provider call (for a stream it ends with the
   stream), whose W3C ``traceparent`` is sent to the provider.
+
+What keeps the instrumentation cheap: it is applied to this app only, once per worker
+(never ``flask.Flask`` globally); its HTTP metrics go to a no-op meter (Prometheus is ours)
+and its SQL commenter is off, both per-request work for nothing here; everything static
+(tracers, provider span names and attributes) is prepared once; and every annotation checks
+``is_recording()`` first, so an unsampled request (``random_sampling`` below 100) sets no
+attribute at all.
 
 Outbound ``requests`` calls are not instrumented with opentelemetry-instrumentation-requests:
 it patches ``requests.Session`` process-wide (the OTLP exporter's own session included), so
@@ -51,8 +64,17 @@ SERVICE_NAME = "plano"
 INSTRUMENTATION_NAME = "plano.gateway"
 ENDPOINT_ENV_VAR = "OTEL_EXPORTER_OTLP_ENDPOINT"
 TRACES_PATH = "/v1/traces"
-#: Operator endpoints that would only add noise to the traces.
-UNTRACED_URLS = "/healthz,/metrics"
+#: Where the Flask instrumentation reads the URLs it must not trace (comma-separated
+#: regular expressions searched in the full URL); the generic variable is its fallback.
+EXCLUDED_URLS_ENV_VAR = "OTEL_PYTHON_FLASK_EXCLUDED_URLS"
+GENERIC_EXCLUDED_URLS_ENV_VAR = "OTEL_PYTHON_EXCLUDED_URLS"
+#: Operator endpoints that would only add noise to the traces (query string or not).
+DEFAULT_EXCLUDED_URLS = r"/healthz(\?|$),/metrics(\?|$)"
+#: The server span name of a request that matched no route (404 scans, 405): the HTTP
+#: method alone, as the HTTP semantic conventions say when there is no low-cardinality route.
+UNMATCHED_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
+UNMATCHED_OTHER_METHOD = "HTTP"
 
 ROUTING_SPAN = "routing"
 ATTR_SESSION_ID = "plano.session_id"
@@ -84,6 +106,31 @@ def traces_endpoint(config: TracingConfig,
         return None
     base = base.rstrip("/")
     return base if base.endswith(TRACES_PATH) else base + TRACES_PATH
+
+
+def excluded_urls(environ: Mapping[str, str] | None = None) -> str:
+    """The URLs not traced: ``OTEL_PYTHON_FLASK_EXCLUDED_URLS``, else
+    ``OTEL_PYTHON_EXCLUDED_URLS``, else :data:`DEFAULT_EXCLUDED_URLS`.
+
+    Read when the app is built (not when the instrumentation module is first imported, as
+    the instrumentation itself would), so each app sees the environment it was built in.
+    """
+    env = os.environ if environ is None else environ
+    for name in (EXCLUDED_URLS_ENV_VAR, GENERIC_EXCLUDED_URLS_ENV_VAR):
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return DEFAULT_EXCLUDED_URLS
+
+
+def name_unmatched_span(span: Any, method: str) -> None:
+    """Rename the server span of a request that matched no route to its method alone.
+
+    The instrumentation would name it ``<method> <raw path>``: one span name per path a
+    scanner tries. An unknown method becomes ``HTTP``, so the set of names stays bounded.
+    """
+    if span.is_recording():
+        span.update_name(method if method in UNMATCHED_METHODS else UNMATCHED_OTHER_METHOD)
 
 
 def create_tracer_provider(config: TracingConfig, *, service_version: str,
@@ -125,52 +172,20 @@ class Tracing:
         self._tracer = provider.get_tracer(INSTRUMENTATION_NAME, service_version)
         self._propagator = TraceContextTextMapPropagator()
 
-    def instrument_app(self, app) -> None:
-        """A server span per request of ``app`` (not ``/healthz`` or ``/metrics``).
+    def flask_instrumentation_options(self, environ: Mapping[str, str] | None = None
+                                      ) -> dict[str, Any]:
+        """Keyword arguments for ``FlaskInstrumentor.instrument_app`` (besides the hooks).
 
-        Made here rather than with opentelemetry-instrumentation-flask: that instrumentation
-        wraps the WSGI app and collects a dozen attributes per request through several
-        layers, which measured as the largest share of tracing's cost on the pinned path.
-        This span carries what an operator reads: the route-shaped name, method, route,
-        path, status, the incoming ``traceparent`` as parent, and errors.
+        Spans go to this provider (not the global one, so two apps in one process, as in
+        the tests, keep their own); the instrumentation's HTTP metrics go to a no-op meter
+        and its SQL commenter is off (both per-request work for nothing here).
         """
-        from flask import g, request
+        from opentelemetry.metrics import NoOpMeterProvider
 
-        tracer, propagator = self._tracer, self._propagator
-        untraced = frozenset(UNTRACED_URLS.split(","))
-
-        @app.before_request
-        def _start_server_span() -> None:
-            if request.path in untraced:
-                return
-            rule = request.url_rule.rule if request.url_rule is not None else request.path
-            span = tracer.start_span(
-                f"{request.method} {rule}", kind=SpanKind.SERVER,
-                context=propagator.extract(request.headers),
-                attributes={"http.request.method": request.method, "http.route": rule,
-                            "url.path": request.path, "url.scheme": request.scheme})
-            g.plano_server_span = span
-            g.plano_span_token = otel_context.attach(trace.set_span_in_context(span))
-
-        @app.after_request
-        def _status(response):
-            span = g.get("plano_server_span")
-            if span is not None:
-                span.set_attribute("http.response.status_code", response.status_code)
-                if response.status_code >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-            return response
-
-        @app.teardown_request
-        def _end_server_span(error) -> None:
-            span = g.pop("plano_server_span", None)
-            if span is None:
-                return
-            if error is not None:
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-            otel_context.detach(g.pop("plano_span_token"))
-            span.end()
+        return {"tracer_provider": self.provider,
+                "excluded_urls": excluded_urls(environ),
+                "enable_commenter": False,
+                "meter_provider": NoOpMeterProvider()}
 
     def routing_span(self) -> RoutingSpan:
         """A context manager for one router run; the span is current inside it."""

@@ -7,6 +7,16 @@ validated here, in the master, so a bad file stops start-up with every problem l
 before any worker forks. The app itself is built in each worker (``preload_app`` stays off:
 gevent must patch before the app creates sockets, pools and the tracer).
 
+Reload and drain (SPEC §17): ``kill -HUP <master>`` makes gunicorn re-read this file, start
+new workers and retire the old ones gracefully (requests and streams in flight finish). The
+gateway config is validated here first, and workers always load a validated copy of it (a
+snapshot in a private temporary directory, given to each worker in ``post_fork``), never
+the operator's file directly: a file that does not validate on a reload is logged (one JSON
+line, logger ``plano.config``, with every problem) and the workers go on with the last
+good config, so a bad edit never stops or breaks the master. Only the first start refuses
+a bad file (exit 2, every problem listed). SIGTERM drains: no new connections, in-flight
+requests get ``graceful_timeout`` seconds (``PLANO_GRACEFUL_TIMEOUT``, default 30).
+
 Metrics: every worker writes its Prometheus values into ``PROMETHEUS_MULTIPROC_DIR`` and a
 scrape of ``/metrics`` adds all workers up. The directory is set here, in the master, before
 anything imports prometheus_client (which reads it at import) and before any worker forks:
@@ -35,6 +45,12 @@ _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _MULTIPROC_OWNED_ENV = "PLANO_METRICS_DIR_CREATED"
 _MULTIPROC_PREFIX = "plano-metrics-"
 _MASTER_PID = os.getpid()
+# The master's directory of validated config snapshots; this file's first run creates it,
+# a reload (same master, same environment) finds it here.
+_SNAPSHOT_DIR_ENV = "PLANO_CONFIG_SNAPSHOTS"
+_SNAPSHOT_PREFIX = "plano-config-"
+# The snapshot the workers load (the last config that validated).
+_ACTIVE_CONFIG_ENV = "PLANO_CONFIG_ACTIVE"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -47,11 +63,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _sweep_dead_runs() -> None:
+def _sweep_dead_runs(prefix: str = _MULTIPROC_PREFIX) -> None:
     """Remove the directories of earlier runs whose master is gone without cleaning up
     (killed with SIGKILL); each directory's name carries its master's pid."""
-    for path in glob.glob(os.path.join(tempfile.gettempdir(), _MULTIPROC_PREFIX + "*-*")):
-        pid = os.path.basename(path)[len(_MULTIPROC_PREFIX):].split("-", 1)[0]
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*-*")):
+        pid = os.path.basename(path)[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -73,10 +89,16 @@ def _prometheus_multiproc_dir() -> str:
 
 
 def _remove_metrics_dir() -> None:
-    """Remove the directory this run created; only in the master (workers inherit atexit
-    handlers and must not remove it while their siblings still write there)."""
-    if os.getpid() == _MASTER_PID and os.environ.get(_MULTIPROC_OWNED_ENV) == _metrics_dir:
+    """Remove the directories this run created (metrics, config snapshots); only in the
+    master (workers inherit atexit handlers and must not remove them while their siblings
+    still use them)."""
+    if os.getpid() != _MASTER_PID:
+        return
+    if os.environ.get(_MULTIPROC_OWNED_ENV) == _metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+    snapshots = _own_snapshot_dir()
+    if snapshots:
+        shutil.rmtree(snapshots, ignore_errors=True)
 
 
 _metrics_dir = _prometheus_multiproc_dir()
@@ -87,15 +109,88 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gunicorn.glogging import Logger  # noqa: E402
 
-from app.config import load_config  # noqa: E402
+from app.config import CONFIG_ENV_VAR, load_config  # noqa: E402
 from app.errors import ConfigError  # noqa: E402
 
-try:
-    _gateway_config = load_config()
-except ConfigError as error:
-    sys.stderr.write(f"{error}\n")
-    sys.exit(2)
-# Plano-config migrations are told once, here in the master (workers load silently).
+
+def _own_snapshot_dir() -> str | None:
+    """This master's snapshot directory when it exists (that is: this is a reload)."""
+    path = os.environ.get(_SNAPSHOT_DIR_ENV)
+    if (path and os.path.isdir(path)
+            and os.path.basename(path).startswith(f"{_SNAPSHOT_PREFIX}{_MASTER_PID}-")):
+        return path
+    return None
+
+
+def _snapshot_dir() -> str:
+    """This master's directory of config snapshots (made at the first start)."""
+    path = _own_snapshot_dir()
+    if path:
+        return path
+    _sweep_dead_runs(_SNAPSHOT_PREFIX)
+    path = tempfile.mkdtemp(prefix=f"{_SNAPSHOT_PREFIX}{_MASTER_PID}-")
+    os.environ[_SNAPSHOT_DIR_ENV] = path
+    return path
+
+
+def _operator_config_path() -> str:
+    return os.environ.get(CONFIG_ENV_VAR) or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "config.yaml")
+
+
+def _validated_snapshot():
+    """Copy the operator's config file, validate the copy, return ``(path, config)``.
+
+    Validating the copy (not the file) means the workers load exactly the bytes that were
+    checked, even when the file changes meanwhile (a Kubernetes ConfigMap update).
+    Raises ``ConfigError``; an unreadable file is one.
+    """
+    source = _operator_config_path()
+    try:
+        with open(source, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise ConfigError([f"(file): cannot read: {error.strerror}"], source) from None
+    fd, path = tempfile.mkstemp(prefix="config-", suffix=".yaml", dir=_snapshot_dir())
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        os.remove(path)
+        raise ConfigError(error.problems, source) from None
+    return path, config
+
+
+def _load_gateway_config():
+    """The config this (re)load serves with: the new file when it validates; on a reload,
+    the last good one otherwise (logged); at the first start, a bad file exits (2)."""
+    previous = os.environ.get(_ACTIVE_CONFIG_ENV)
+    own = _own_snapshot_dir()
+    reloading = bool(own and previous and os.path.dirname(previous) == own
+                     and os.path.exists(previous))
+    try:
+        path, config = _validated_snapshot()
+    except ConfigError as error:
+        if not reloading:
+            sys.stderr.write(f"{error}\n")
+            sys.exit(2)
+        import logging
+        logging.getLogger("plano.config").error(
+            "config reload rejected, still serving the previous config: %s",
+            "; ".join(error.problems),
+            extra={"config_file": error.source, "problems": error.problems,
+                   "serving": previous})
+        return load_config(previous)
+    os.environ[_ACTIVE_CONFIG_ENV] = path
+    if reloading and previous != path:
+        os.remove(previous)  # workers already running loaded it; new ones get ``path``
+    return config
+
+
+_gateway_config = _load_gateway_config()
+# Plano-config migrations are told here, in the master, at each (re)load; workers load
+# silently.
 for _warning in _gateway_config.warnings:
     sys.stderr.write(json.dumps({"level": "WARNING", "logger": "plano.config",
                                  "msg": _warning, "event": "config_migrated"}) + "\n")
@@ -166,6 +261,11 @@ class PlanoLogger(Logger):
 
 
 logger_class = PlanoLogger
+
+
+def post_fork(server, worker):
+    """In a new worker, before it loads the app: load the validated config snapshot."""
+    os.environ[CONFIG_ENV_VAR] = os.environ[_ACTIVE_CONFIG_ENV]
 
 
 def child_exit(server, worker):

@@ -191,7 +191,8 @@ def run_load(args: argparse.Namespace, log_dir: Path) -> int:
     settings = {"duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat,
                 "concurrency": args.concurrency, "workers": args.workers,
                 "scenarios": [s.name for s in args.scenario_list],
-                "tracing": "off (pinned_redis_traced: 100% sampling to an OTLP sink)",
+                "tracing": "off (*_traced scenarios: FlaskInstrumentor, 100% sampling to an "
+                           "OTLP sink; *_traced_10: 10%)",
                 "session_pool": sc.SESSION_POOL_SIZE,
                 "routing_mock_latency_ms": ROUTING_MOCK_LATENCY_MS}
     gen_info = {"name": generator.name, "version": generator.version(),

@@ -46,3 +46,27 @@ def chat_completions():
 def healthz():
     """Readiness for the bench."""
     return {"status": "ok"}
+
+
+def _instrument_like_the_gateway(flask_app: Flask) -> None:
+    """With ``BENCH_OTLP_ENDPOINT``: the gateway's tracing set-up, nothing more (issue 16).
+
+    The same tracer provider (``BENCH_SAMPLING`` percent, batch export over OTLP/HTTP) and
+    the same ``FlaskInstrumentor`` options, so the traced gateway is compared with the
+    least that tracing costs on this stack. Runs in the worker (gunicorn does not preload).
+    """
+    endpoint = os.environ.get("BENCH_OTLP_ENDPOINT")
+    if not endpoint:
+        return
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    from app.config import TracingConfig
+    from app.tracing import Tracing, create_tracer_provider
+
+    config = TracingConfig(random_sampling=float(os.environ.get("BENCH_SAMPLING", "100")),
+                           otlp_endpoint=endpoint)
+    tracing = Tracing(create_tracer_provider(config, service_version="bench"))
+    FlaskInstrumentor.instrument_app(flask_app, **tracing.flask_instrumentation_options())
+
+
+_instrument_like_the_gateway(app)

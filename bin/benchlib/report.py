@@ -263,12 +263,25 @@ def targets(rows: Sequence[Row], concurrency: int = 32) -> list[Target]:
         row = by_key.get((scenario, 1))
         return row.overhead_ms if row else None
 
-    def tracing_cost() -> float | None:
-        plain = by_key.get(("pinned_redis", concurrency))
-        traced = by_key.get(("pinned_redis_traced", concurrency))
+    def tracing_cost(traced_name: str = "pinned_redis_traced",
+                     plain_name: str = "pinned_redis") -> float | None:
+        plain = by_key.get((plain_name, concurrency))
+        traced = by_key.get((traced_name, concurrency))
         if plain is None or traced is None or not plain.result.rps:
             return None
         return 100.0 * (1 - traced.result.rps / plain.result.rps)
+
+    def traced_share(by_cpu: bool = False) -> float | None:
+        """Issue 16: the traced gateway against the passthrough traced the same way."""
+        row = by_key.get(("pinned_redis_traced", concurrency))
+        base = by_key.get(("passthrough_traced", concurrency))
+        if row is None or base is None:
+            return None
+        if by_cpu:
+            if not row.target_cpu_us or not base.target_cpu_us:
+                return None
+            return 100.0 * base.target_cpu_us / row.target_cpu_us
+        return 100.0 * row.result.rps / base.result.rps if base.result.rps else None
 
     def cpu_share(scenario: str) -> float | None:
         row = by_key.get((scenario, concurrency))
@@ -289,6 +302,12 @@ def targets(rows: Sequence[Row], concurrency: int = 32) -> list[Target]:
                2.0, "ms", False),
         Target(f"tracing at 100% sampling: req/s lost vs pinned_redis at c={concurrency}",
                tracing_cost(), 25.0, "%", False),
+        Target(f"tracing at 10% sampling: req/s lost vs pinned_redis at c={concurrency}",
+               tracing_cost("pinned_redis_traced_10"), 25.0, "%", False),
+        Target(f"pinned_redis_traced req/s vs passthrough_traced (both 100%) at "
+               f"c={concurrency}", traced_share(), 90.0, "%", True),
+        Target(f"pinned_redis_traced vs passthrough_traced by worker CPU/req at "
+               f"c={concurrency}", traced_share(by_cpu=True), 90.0, "%", True),
     ]
 
 

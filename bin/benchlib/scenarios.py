@@ -19,6 +19,10 @@ GATEWAY_MEMORY = "gateway-memory"
 GATEWAY_REDIS = "gateway-redis"
 GATEWAY_LLM = "gateway-llm-router"
 GATEWAY_TRACED = "gateway-redis-traced"
+# Issue 16: the passthrough instrumented like the gateway, and both at 10% sampling.
+GATEWAY_TRACED_10 = "gateway-redis-traced-10"
+PASSTHROUGH_TRACED = "passthrough-traced"
+PASSTHROUGH_TRACED_10 = "passthrough-traced-10"
 
 #: The route the routing mock answers; the embedded router picks ``fast_responses`` for
 #: the bench prompt, so a response routed by the LLM router is recognisable.
@@ -82,11 +86,25 @@ SCENARIOS: tuple[Scenario, ...] = (
              check="pinned"),
 )
 
+#: Issue 16: tracing's cost against the passthrough instrumented the same way
+#: (FlaskInstrumentor, same provider set-up and sampling), at 100% and 10%. Run with
+#: ``--scenarios passthrough_traced,pinned_redis_traced,passthrough_traced_10,``
+#: ``pinned_redis_traced_10,passthrough,pinned_redis``.
+TRACING_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("passthrough_traced", "passthrough + FlaskInstrumentor, 100% to an OTLP sink",
+             PASSTHROUGH_TRACED),
+    Scenario("passthrough_traced_10", "passthrough + FlaskInstrumentor, 10% to an OTLP sink",
+             PASSTHROUGH_TRACED_10),
+    Scenario("pinned_redis_traced_10", "gateway, pinned hit, Redis, tracing 10% to an OTLP "
+             "sink", GATEWAY_TRACED_10, sessions="pool", expect=PINNED, check="pinned"),
+)
+
 #: Measured only when named in ``--scenarios``: not in issue 6's list, but its target
 #: "tracing at 100% sampling costs at most 25% of throughput" compares it with pinned_redis.
 EXTRA_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("pinned_redis_traced", "gateway, pinned hit, Redis, tracing 100% to an OTLP "
              "sink", GATEWAY_TRACED, sessions="pool", expect=PINNED, check="pinned"),
+    *TRACING_SCENARIOS,
 )
 
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS + EXTRA_SCENARIOS}

@@ -110,9 +110,9 @@ def _wait_gunicorn(proc: Process, port: int, workers: int, health_path: str) -> 
 
 def gateway_config(port: int, mock_url: str, *, cache: str, redis_url: str | None = None,
                    routing_url: str | None = None, otlp_url: str | None = None,
-                   key_prefix: str = "plano:affinity:") -> dict:
+                   key_prefix: str = "plano:affinity:", sampling: float = 100) -> dict:
     """A gateway config for the bench: providers on the mock; tracing off unless
-    ``otlp_url`` is given (then 100% sampling, exported there)."""
+    ``otlp_url`` is given (then ``sampling`` percent, exported there)."""
     providers = [
         {"model": "openai/gpt-4o-mini", "base_url": f"{mock_url}/v1", "default": True},
         {"model": "openai/gpt-5.2", "base_url": f"{mock_url}/v1"},
@@ -142,7 +142,7 @@ def gateway_config(port: int, mock_url: str, *, cache: str, redis_url: str | Non
         ],
         "routing": routing,
         "server": {"max_body_bytes": 10485760},
-        "tracing": {"random_sampling": 100,
+        "tracing": {"random_sampling": sampling,
                     **({"otlp_endpoint": otlp_url} if otlp_url else {})},
     }
 
@@ -169,6 +169,19 @@ def start_passthrough(mock_url: str, log_dir: Path, workers: int) -> Server:
         "--log-level", "info", "benchlib.passthrough:app"], port, workers, log_dir, env)
 
 
+def start_traced_passthrough(name: str, mock_url: str, otlp_url: str, sampling: float,
+                             log_dir: Path, workers: int) -> Server:
+    """The passthrough with the gateway's tracing set-up (issue 16): same provider, same
+    FlaskInstrumentor options, ``sampling`` percent, exported to ``otlp_url``."""
+    port = free_port()
+    env = bench_env(BENCH_UPSTREAM=f"{mock_url}/v1/chat/completions",
+                    BENCH_OTLP_ENDPOINT=otlp_url, BENCH_SAMPLING=str(sampling))
+    return _start_gunicorn(name, [
+        "--worker-class", "gevent", "--workers", str(workers), "--worker-connections", "1000",
+        "--keep-alive", "5", "--bind", f"{HOST}:{port}", "--no-control-socket",
+        "--log-level", "info", "benchlib.passthrough:app"], port, workers, log_dir, env)
+
+
 def _start_gunicorn(name: str, args: list[str], port: int, workers: int, log_dir: Path,
                     env: dict) -> Server:
     """gunicorn with ``args``, waited for until every worker answers ``/healthz``."""
@@ -188,7 +201,10 @@ class Servers:
     NEEDS = {sc.MOCK: (), sc.PASSTHROUGH_APP: ("mock",), sc.GATEWAY_MEMORY: ("mock",),
              sc.GATEWAY_REDIS: ("mock", "redis"),
              sc.GATEWAY_LLM: ("mock", "redis", "routing-mock"),
-             sc.GATEWAY_TRACED: ("mock", "redis", "otlp-sink")}
+             sc.GATEWAY_TRACED: ("mock", "redis", "otlp-sink"),
+             sc.GATEWAY_TRACED_10: ("mock", "redis", "otlp-sink"),
+             sc.PASSTHROUGH_TRACED: ("mock", "otlp-sink"),
+             sc.PASSTHROUGH_TRACED_10: ("mock", "otlp-sink")}
 
     def __init__(self, workers: int, log_dir: Path | None = None,
                  echo: Callable[[str], None] = print):
@@ -227,6 +243,10 @@ class Servers:
         mock_url = self.running["mock"].base_url
         if name == sc.PASSTHROUGH_APP:
             return start_passthrough(mock_url, self.log_dir, self.workers)
+        if name in (sc.PASSTHROUGH_TRACED, sc.PASSTHROUGH_TRACED_10):
+            return start_traced_passthrough(
+                name, mock_url, self.running["otlp-sink"].base_url,
+                100 if name == sc.PASSTHROUGH_TRACED else 10, self.log_dir, self.workers)
         port = free_port()
         # A shared REDIS_URL server keeps the bench's keys apart from real pins.
         prefix = "plano:bench:" if os.environ.get("REDIS_URL") else "plano:affinity:"
@@ -239,10 +259,11 @@ class Servers:
             config = gateway_config(port, mock_url, cache="redis", key_prefix=prefix,
                                     redis_url=self.running["redis"].base_url,
                                     routing_url=self.running["routing-mock"].base_url)
-        elif name == sc.GATEWAY_TRACED:
+        elif name in (sc.GATEWAY_TRACED, sc.GATEWAY_TRACED_10):
             config = gateway_config(port, mock_url, cache="redis", key_prefix=prefix,
                                     redis_url=self.running["redis"].base_url,
-                                    otlp_url=self.running["otlp-sink"].base_url)
+                                    otlp_url=self.running["otlp-sink"].base_url,
+                                    sampling=100 if name == sc.GATEWAY_TRACED else 10)
         else:
             raise ValueError(f"unknown server {name!r}")
         return start_gateway(name, config, self.log_dir, self.workers)

@@ -88,6 +88,7 @@ class OTLPReceiver:
                             "name": span.name, "trace_id": span.trace_id.hex(),
                             "span_id": span.span_id.hex(),
                             "parent_id": span.parent_span_id.hex(), "resource": resource,
+                            "scope": scope_spans.scope.name,
                             "attributes": {kv.key: _value(kv.value)
                                            for kv in span.attributes}})
 
@@ -170,12 +171,16 @@ def test_gunicorn_workers_export_spans_over_otlp(mock_llm, otlp_receiver, start_
     assert sorted(span["name"] for span in hit) == ["POST /v1/chat/completions",
                                                     "chat gpt-5.2"]
     server = next(span for span in hit if span["name"].startswith("POST"))
+    assert server["scope"] == "opentelemetry.instrumentation.flask"
     assert server["resource"]["service.name"] == "plano"
     assert server["parent_id"] == "1" * 16
     assert server["attributes"]["plano.pinned"] is True
     assert server["attributes"]["plano.session_id"] == session
     assert server["attributes"]["llm.model"] == "openai/gpt-5.2"
     routing = next(span for span in miss if span["name"] == "routing")
+    miss_server = next(span for span in miss if span["name"].startswith("POST"))
+    assert routing["parent_id"] == miss_server["span_id"]
+    assert miss_server["attributes"]["plano.pinned"] is False
     assert routing["attributes"]["routing.determination_ms"] >= 0
     received = [r for r in mock_llm.requests()
                 if r["headers"].get("traceparent", "").split("-")[1:2] == [hit_trace]]

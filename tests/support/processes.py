@@ -113,8 +113,18 @@ class Gateway:
     def chat_url(self) -> str:
         return f"{self.url}/v1/chat/completions"
 
+    @property
+    def config_path(self) -> Path:
+        """The gateway config file (``PLANO_CONFIG``)."""
+        return Path(self._dir.name) / "config.yaml"
+
+    def write_config(self, config: dict | str) -> None:
+        """Replace the config file (a dict as YAML, or raw text): takes effect on SIGHUP."""
+        text = config if isinstance(config, str) else yaml.safe_dump(config)
+        self.config_path.write_text(text)
+
     def start(self, port: int | None = None, wait: bool = True) -> "Gateway":
-        config_path = Path(self._dir.name) / "config.yaml"
+        config_path = self.config_path
         config_path.write_text(yaml.safe_dump(self.config))
         self.port = port or self.port or free_port()
         env = {**os.environ, "PLANO_CONFIG": str(config_path), "PLANO_HOST": "127.0.0.1",

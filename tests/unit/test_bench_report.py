@@ -139,7 +139,7 @@ def test_targets_are_evaluated_from_the_rows():
 
 def test_unmeasured_targets_say_so():
     evaluated = report.targets([], 32)
-    assert len(evaluated) == 5 and all(t.met is None for t in evaluated)
+    assert len(evaluated) == 8 and all(t.met is None for t in evaluated)
     assert all(line.endswith("not measured") for line in report.target_lines(evaluated))
 
 
@@ -262,3 +262,19 @@ def test_nan_becomes_null_in_json():
     row = Row("miss_redis", 1, LoadResult(0, 5.0, math.nan, math.nan, math.nan, math.nan))
     data = json.loads(report.dumps({"rows": [row.to_dict()]}))["rows"][0]
     assert data["p50_ms"] is None and data["requests"] == 0 and data["rps"] == 0.0
+
+
+def test_traced_gateway_is_compared_with_the_passthrough_traced_the_same_way():
+    rows = rows_for_run() + [
+        Row("passthrough_traced", 32, result(rps=1600, p50=20.0)),
+        Row("pinned_redis_traced", 32, result(rps=1440, p50=22.0, matched=7200),
+            check="pinned"),
+        Row("pinned_redis_traced_10", 32, result(rps=1665, p50=18.0, matched=8325),
+            check="pinned")]
+    by_name = {target.name: target for target in report.targets(report.derive(rows), 32)}
+    share = by_name["pinned_redis_traced req/s vs passthrough_traced (both 100%) at c=32"]
+    assert share.value == pytest.approx(90.0) and share.met
+    assert by_name["tracing at 10% sampling: req/s lost vs pinned_redis at c=32"].value == \
+        pytest.approx(10.0)
+    assert by_name["tracing at 100% sampling: req/s lost vs pinned_redis at c=32"].value == \
+        pytest.approx(100 * (1 - 1440 / 1850))

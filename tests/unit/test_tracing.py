@@ -7,6 +7,11 @@ without an endpoint nothing is traced at all.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Span, TracerProvider
@@ -14,15 +19,18 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util.http import parse_excluded_urls
 
 from app import create_app
-from app.services import services_of
 from app.config import TracingConfig, config_from_dict
 from app.errors import ConfigError
-from app.tracing import ROUTING_SPAN, Tracing, create_tracer_provider, traces_endpoint
+from app.services import services_of
+from app.tracing import (DEFAULT_EXCLUDED_URLS, ROUTING_SPAN, Tracing, create_tracer_provider,
+                         excluded_urls, traces_endpoint)
 from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
 from tests.unit.fake_provider import fake_providers
 
+ROOT = Path(__file__).resolve().parents[2]
 CHAT = "/v1/chat/completions"
 ROUTING_ONLY = "/routing/v1/chat/completions"
 SERVER_SPAN = f"POST {CHAT}"
@@ -270,8 +278,7 @@ def test_unsampled_traces_still_propagate_context(config, providers, span_export
 
 
 def _has_server_spans(app) -> bool:
-    return any(hook.__name__ == "_start_server_span"
-               for hook in app.before_request_funcs.get(None, []))
+    return getattr(app, "_is_instrumented_by_opentelemetry", False)
 
 
 def test_incoming_traceparent_is_the_parent_of_the_server_span():
@@ -285,7 +292,7 @@ def test_incoming_traceparent_is_the_parent_of_the_server_span():
     (server,) = [s for s in exporter.get_finished_spans() if s.name == SERVER_SPAN]
     assert format(server.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
     assert format(server.parent.span_id, "016x") == "b7ad6b7169203331"
-    assert server.attributes["http.response.status_code"] == 200
+    assert server.attributes["http.status_code"] == 200
     assert server.attributes["http.route"] == CHAT
 
 
@@ -301,3 +308,86 @@ def test_endpoint_must_be_an_http_url():
     with pytest.raises(ConfigError) as error:
         config_from_dict(make_config_dict(tracing={"otlp_endpoint": "grpc://collector:4317"}))
     assert any(problem.startswith("tracing.otlp_endpoint:") for problem in error.value.problems)
+
+
+def test_unmatched_routes_get_a_fixed_span_name_not_the_raw_path(traced_client,
+                                                                 span_exporter):
+    assert traced_client.get("/wp-admin/setup-config.php?step=1").status_code == 404
+    assert traced_client.post("/.env/x/../y", data=b"{}").status_code == 404
+    assert traced_client.open("/cgi-bin/scan", method="PROPFIND").status_code == 404
+    assert traced_client.get(CHAT).status_code == 405
+    names = [span.name for span in span_exporter.get_finished_spans()]
+    assert names == ["GET", "POST", "HTTP", "GET"]
+    assert all(span.kind == SpanKind.SERVER for span in span_exporter.get_finished_spans())
+
+
+def test_server_span_is_the_flask_instrumentations_with_its_http_attributes(
+        traced_client, span_exporter):
+    post(traced_client, chat_body(FAST_PROMPT), "s-6")
+    server = spans_by_name(span_exporter)[SERVER_SPAN][0]
+    assert server.instrumentation_scope.name == "opentelemetry.instrumentation.flask"
+    assert server.attributes["http.method"] == "POST"
+    assert server.attributes["http.route"] == CHAT
+    assert server.attributes["http.status_code"] == 200
+    assert server.attributes["plano.session_id"] == "s-6"
+
+
+def test_flask_excluded_urls_environment_variable_is_honoured(config, providers,
+                                                              tracer_provider, span_exporter,
+                                                              monkeypatch):
+    monkeypatch.setenv("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "/routing/")
+    client = create_app(config, providers=providers,
+                        tracer_provider=tracer_provider).test_client()
+    post(client, chat_body(), path=ROUTING_ONLY)
+    assert [span.name for span in span_exporter.get_finished_spans()] == [ROUTING_SPAN]
+    span_exporter.clear()
+    assert client.get("/healthz?probe=1").status_code == 200
+    assert [span.name for span in span_exporter.get_finished_spans()] == ["GET /healthz"]
+
+
+def test_excluded_urls_default_to_health_and_metrics_with_or_without_a_query():
+    assert excluded_urls({}) == DEFAULT_EXCLUDED_URLS
+    assert excluded_urls({"OTEL_PYTHON_EXCLUDED_URLS": "a,b"}) == "a,b"
+    assert excluded_urls({"OTEL_PYTHON_EXCLUDED_URLS": "a",
+                          "OTEL_PYTHON_FLASK_EXCLUDED_URLS": "f"}) == "f"
+    rules = parse_excluded_urls(DEFAULT_EXCLUDED_URLS)
+    assert rules.url_disabled("http://h:1/healthz")
+    assert rules.url_disabled("http://h:1/metrics?name=x")
+    assert not rules.url_disabled("http://h:1/v1/chat/completions")
+    assert not rules.url_disabled("http://h:1/healthz-and-more")
+
+
+def test_unsampled_request_sets_no_attribute(config, providers, monkeypatch):
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    client = create_app(config, providers=providers, tracer_provider=provider).test_client()
+    calls = []
+    monkeypatch.setattr(trace.NonRecordingSpan, "set_attributes",
+                        lambda span, attributes: calls.append(attributes))
+    monkeypatch.setattr(trace.NonRecordingSpan, "update_name",
+                        lambda span, name: calls.append(name))
+    post(client, chat_body(FAST_PROMPT), "s-7")
+    assert client.get("/no/such/path").status_code == 404
+    assert calls == []
+    provider.shutdown()
+
+
+def test_tracing_off_imports_neither_the_sdk_nor_the_instrumentation():
+    """In a fresh interpreter: an app without an endpoint, serving a request."""
+    code = (
+        "import sys\n"
+        "from app import create_app\n"
+        "from app.config import config_from_dict\n"
+        "from tests.conftest import make_config_dict, chat_body\n"
+        "from tests.unit.fake_provider import fake_providers\n"
+        "config = config_from_dict(make_config_dict())\n"
+        "app = create_app(config, providers=fake_providers(config))\n"
+        "assert app.test_client().post('/v1/chat/completions', json=chat_body())"
+        ".status_code == 200\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk',"
+        " 'opentelemetry.instrumentation'))))\n")
+    env = {key: value for key, value in os.environ.items()
+           if key != "OTEL_EXPORTER_OTLP_ENDPOINT"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
