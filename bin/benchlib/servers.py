@@ -110,9 +110,11 @@ def _wait_gunicorn(proc: Process, port: int, workers: int, health_path: str) -> 
 
 def gateway_config(port: int, mock_url: str, *, cache: str, redis_url: str | None = None,
                    routing_url: str | None = None, otlp_url: str | None = None,
-                   key_prefix: str = "plano:affinity:", sampling: float = 100) -> dict:
+                   key_prefix: str = "plano:affinity:", sampling: float = 100,
+                   ttl_mode: str = "fixed") -> dict:
     """A gateway config for the bench: providers on the mock; tracing off unless
-    ``otlp_url`` is given (then ``sampling`` percent, exported there)."""
+    ``otlp_url`` is given (then ``sampling`` percent, exported there); ``ttl_mode`` is
+    ``routing.session_ttl_mode``."""
     providers = [
         {"model": "openai/gpt-4o-mini", "base_url": f"{mock_url}/v1", "default": True},
         {"model": "openai/gpt-5.2", "base_url": f"{mock_url}/v1"},
@@ -120,6 +122,8 @@ def gateway_config(port: int, mock_url: str, *, cache: str, redis_url: str | Non
     # TTL: longer than a default run, short enough not to linger in a shared REDIS_URL.
     routing: dict = {"session_ttl_seconds": 1800, "session_max_entries": 10000,
                      "session_cache": {"type": cache, "key_prefix": key_prefix}}
+    if ttl_mode != "fixed":
+        routing["session_ttl_mode"] = ttl_mode
     if cache == "redis":
         routing["session_cache"].update({"url": redis_url, "timeout_ms": 200})
     if routing_url:
@@ -200,6 +204,7 @@ class Servers:
     #: What each target needs running besides itself.
     NEEDS = {sc.MOCK: (), sc.PASSTHROUGH_APP: ("mock",), sc.GATEWAY_MEMORY: ("mock",),
              sc.GATEWAY_REDIS: ("mock", "redis"),
+             sc.GATEWAY_REDIS_SLIDING: ("mock", "redis"),
              sc.GATEWAY_LLM: ("mock", "redis", "routing-mock"),
              sc.GATEWAY_TRACED: ("mock", "redis", "otlp-sink"),
              sc.GATEWAY_TRACED_10: ("mock", "redis", "otlp-sink"),
@@ -255,6 +260,10 @@ class Servers:
         elif name == sc.GATEWAY_REDIS:
             config = gateway_config(port, mock_url, cache="redis", key_prefix=prefix,
                                     redis_url=self.running["redis"].base_url)
+        elif name == sc.GATEWAY_REDIS_SLIDING:
+            config = gateway_config(port, mock_url, cache="redis", key_prefix=prefix,
+                                    redis_url=self.running["redis"].base_url,
+                                    ttl_mode="sliding")
         elif name == sc.GATEWAY_LLM:
             config = gateway_config(port, mock_url, cache="redis", key_prefix=prefix,
                                     redis_url=self.running["redis"].base_url,

@@ -20,7 +20,7 @@ import requests
 
 from tests.conftest import DEEP_PROMPT, FAST_PROMPT
 from tests.integration.conftest import gateway_config, require_redis_server
-from tests.integration.test_affinity import fresh_post, redis_cache
+from tests.integration.test_affinity import command_counts, fresh_post, redis_cache
 from tests.support.processes import Gateway, wait_until
 from tests.support.redis_servers import RedisServer
 from tests.support.routing_llm import RoutingLLM
@@ -281,3 +281,30 @@ def test_turn_record_is_a_redis_key_renewed_by_continuations(redis_turn_gateway,
                           conversation(first_message, TOOL_CALL, TOOL_RESULT))
     assert "x-plano-routing" not in rerouted.headers and routing_llm.calls == calls + 1
     assert raw_redis.exists(key)
+
+
+def test_sliding_hits_and_continuations_cost_one_redis_command(redis_turn_gateway,
+                                                                module_redis, routing_llm):
+    """Counted by Redis itself (INFO commandstats): a sliding hit is one GETEX; a turn's
+    continuation one GETEX of its turn record; a new user turn one SET of it."""
+    routing_llm.route = "deep_reasoning"
+    session = f"counted-{time.time_ns()}"
+    body = conversation(unique(DEEP_PROMPT))
+    fresh_post(redis_turn_gateway.chat_url, body, session)  # pins (and connects)
+    admin = module_redis.client()
+    admin.config_resetstat()
+    for _ in range(3):
+        assert fresh_post(redis_turn_gateway.chat_url, body, session).headers[
+            "x-plano-affinity"] == "pinned"
+    assert command_counts(module_redis) == {"getex": 3}
+
+    first_message = unique(DEEP_PROMPT)
+    admin.config_resetstat()
+    fresh_post(redis_turn_gateway.chat_url, conversation(first_message))
+    assert command_counts(module_redis) == {"set": 1}
+    admin.config_resetstat()
+    continuation = fresh_post(redis_turn_gateway.chat_url,
+                              conversation(first_message, TOOL_CALL, TOOL_RESULT))
+    assert continuation.headers["x-plano-routing"] == "skipped"
+    assert command_counts(module_redis) == {"getex": 1}
+    admin.close()
