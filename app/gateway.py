@@ -108,12 +108,11 @@ class Gateway:
         turn (only consulted with ``route_on_user_only``).
         """
         fallback = self._fallback_endpoint(request.model)
-        router = self._router_for(request)
         turn_key = None
-        if self._turns and session_id is not None and router is not None:
+        if self._turns and session_id is not None:
             turn_key = TURN_KEY_PREFIX + session_key(session_id, tenant)
         if session_id is None or (implicit and not self._implicit_affinity):
-            outcome = self._choose(request, router, fallback, turn_key, user_turn)
+            outcome = self._choose(request, fallback, turn_key, user_turn)
             return self._unpinned(outcome, affinity=None)
 
         key = session_key(session_id, tenant)
@@ -122,7 +121,7 @@ class Gateway:
         except SessionCacheError as error:
             self._cache_event(error.outcome, error)
             # The cache just failed: do not ask it for a turn record as well.
-            return self._unpinned(self._choose(request, router, fallback, None, user_turn),
+            return self._unpinned(self._choose(request, fallback, None, user_turn),
                                   AFFINITY_UNAVAILABLE)
 
         stale_model = None
@@ -136,7 +135,7 @@ class Gateway:
             stale_model = binding.model_name
         self._cache_event("miss")
 
-        outcome = self._choose(request, router, fallback, turn_key, user_turn)
+        outcome = self._choose(request, fallback, turn_key, user_turn)
         if outcome.failed:
             # Routing failed: serve the fallback but do not pin it, so the next request of
             # this session gets a real decision.
@@ -149,9 +148,15 @@ class Gateway:
             return self._cache.get_renewing(key, self._ttl)
         return self._cache.get(key)
 
-    def _choose(self, request: ChatRequest, router: Router | None, fallback: ModelEndpoint,
-                turn_key: str | None, user_turn: bool) -> _RouteOutcome:
-        """Route, or (turn-level routing, a continuation) reuse the current turn's model."""
+    def _choose(self, request: ChatRequest, fallback: ModelEndpoint, turn_key: str | None,
+                user_turn: bool) -> _RouteOutcome:
+        """Route, or (turn-level routing, a continuation) reuse the current turn's model.
+
+        Nothing to route between (no routes): the fallback, and no turn record is read or
+        written. The router is made here, never before a pinned hit: a request's own
+        ``routing_preferences`` are ignored (not even checked) on a hit.
+        """
+        router = self._router_for(request)
         if router is None:
             return _RouteOutcome(fallback, None, failed=False)
         if turn_key is not None and not user_turn:

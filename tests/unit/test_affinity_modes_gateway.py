@@ -373,3 +373,14 @@ def test_prometheus_counts_router_skips_by_route_and_model():
     # Known pairs are there from the start, at 0.
     assert 'plano_router_skips_total{model="openai/gpt-4o-mini",route="fast_responses"} 0.0' \
         in text
+
+
+@pytest.mark.parametrize("routing", [{}, {"route_on_user_only": True}])
+def test_request_routes_are_not_even_checked_on_a_pinned_hit(make_client, routing):
+    client, _ = make_client(**routing)
+    headers = {"X-Model-Affinity": "hit-with-routes"}
+    post(client, conversation(), **headers)
+    body = {**conversation(), "routing_preferences": [
+        {"name": "r", "description": "d", "models": ["nope/not-configured"]}]}
+    answer = post(client, body, **headers)
+    assert answer.headers["x-plano-affinity"] == "pinned"
