@@ -116,34 +116,93 @@ _JSON_STRING_BYTES = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 def set_top_level_model_bytes(data: bytes, model_json: bytes) -> bytes | None:
     """:func:`set_top_level_model` on UTF-8 bytes, for the stream fast path."""
+    rewritten, _ = _set_model_bytes(data, model_json)
+    return rewritten
+
+
+def _set_model_bytes(data: bytes, model_json: bytes) -> tuple[bytes | None, int]:
+    """The rewritten data, and the length of its *head* (up to the model value's closing
+    quote) when that head alone proves where the member is, else 0.
+
+    Compact chunks (``{"id":"...","object":"chat.completion.chunk","created":1,"model":...``)
+    take a shortcut: when the text before ``"model":"`` has no backslash, no bracket and no
+    brace but the opening one, and an even number of quotes, the member is at depth 1 and
+    outside any string, and its value ends at the next quote. Anything else uses the regexes.
+    """
+    start = data.find(b'"model":"')
+    if start > 0 and data[0] == 0x7B:  # "{"
+        prefix = data[:start]
+        if (prefix.count(b"{") == 1 and prefix.count(b'"') % 2 == 0 and b"\\" not in prefix
+                and b"[" not in prefix and b"}" not in prefix and b"]" not in prefix):
+            end = data.find(b'"', start + 9)
+            if end > 0 and data[end - 1] != 0x5C:  # not an escaped quote: the value ends
+                return b"".join((prefix, b'"model":', model_json, data[end + 1:])), end + 1
     match = _MODEL_MEMBER_BYTES.search(data)
     if match is None or not data.startswith(b"{"):
-        return None
+        return None, 0
     start = match.start()
     prefix = _JSON_STRING_BYTES.sub(b"", data[:start])
     if b'"' in prefix:
-        return None
+        return None, 0
     depth = prefix.count(b"{") + prefix.count(b"[") - prefix.count(b"}") - prefix.count(b"]")
     if depth != 1:
-        return None
-    return b"".join((data[:start], b'"model":', model_json, data[match.end():]))
+        return None, 0
+    return b"".join((data[:start], b'"model":', model_json, data[match.end():])), 0
+
+
+class ChunkRewriter:
+    """Rewrites ``model`` in the reads of one stream that hold only one-line data events,
+    in bytes, without the decoder (:meth:`rewrite` answers ``None`` for anything else).
+
+    The chunks of one stream repeat the same head (``{"id":"chatcmpl-1","object":...,
+    "created":...,"model":"gpt-4o-mini"``); once one head has been checked, a chunk that
+    starts with exactly those bytes has its member in the same place, so it is rewritten by
+    swapping the head, with no search at all.
+    """
+
+    __slots__ = ("_model_json", "_head", "_new_head")
+
+    def __init__(self, model_json: bytes):
+        self._model_json = model_json
+        self._head = b"\0"  # matches no chunk (data starts with "{")
+        self._new_head = b""
+
+    def rewrite(self, chunk: bytes) -> bytes | None:
+        """``chunk`` with every event's model rewritten, or ``None``: use the decoder."""
+        if not chunk.startswith(b"data: ") or not chunk.endswith(b"\n\n") or b"\r" in chunk:
+            return None
+        if chunk.find(b"\n", 6) == len(chunk) - 2:  # one event: the usual read
+            data = self._data(chunk[6:-2])
+            return None if data is None else b"data: " + data + b"\n\n"
+        datas = simple_data_events(chunk)
+        if datas is None:
+            return None
+        out = []
+        for data in datas:
+            data = self._data(data)
+            if data is None:
+                return None
+            out.append(b"data: " + data + b"\n\n")
+        return b"".join(out)
+
+    def _data(self, data: bytes) -> bytes | None:
+        head = self._head
+        if data.startswith(head):
+            return self._new_head + data[len(head):]
+        if data == b"[DONE]":
+            return data
+        rewritten, head_length = _set_model_bytes(data, self._model_json)
+        if head_length:
+            self._head = data[:head_length]
+            self._new_head = rewritten[:len(rewritten) - (len(data) - head_length)]
+        return rewritten
 
 
 def rewrite_simple_events(chunk: bytes, model_json: bytes) -> bytes | None:
     """``chunk`` rewritten without decoding it, when it is only one-line data events whose
     ``model`` sits where :func:`set_top_level_model_bytes` finds it (or ``[DONE]``);
     ``None``: use the decoder. Same output as decoding and :func:`rewrite_chunk`."""
-    datas = simple_data_events(chunk)
-    if datas is None:
-        return None
-    out = []
-    for data in datas:
-        if data != b"[DONE]":
-            data = set_top_level_model_bytes(data, model_json)
-            if data is None:
-                return None
-        out.append(b"data: " + data + b"\n\n")
-    return b"".join(out)
+    return ChunkRewriter(model_json).rewrite(chunk)
 
 
 def rewrite_chunk(event: ServerSentEvent, model_name: str,
@@ -299,14 +358,13 @@ class UpstreamStream:
         model_name = self._model_name
         decoder = SSEDecoder()
         model_json = json.dumps(model_name)
-        model_json_bytes = model_json.encode()
+        fast = ChunkRewriter(model_json.encode())
         try:
             for raw in self._client.iter_raw(self._response):
                 # Everything one upstream read completed goes out in one write: no event
                 # waits for a later one, and a burst costs one send, not one per token.
                 # The common read (whole one-line data events) is rewritten in bytes.
-                out = (rewrite_simple_events(raw, model_json_bytes) if decoder.idle
-                       else None)
+                out = fast.rewrite(raw) if decoder.idle else None
                 if out is None:
                     out = b"".join(rewrite_chunk(event, model_name, model_json)
                                    for event in decoder.feed(raw))

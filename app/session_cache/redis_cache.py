@@ -397,7 +397,7 @@ def _build_cluster(cfg: SessionCacheConfig) -> RedisCluster:
         url=cfg.url, startup_nodes=startup_nodes, retry=Retry(NoBackoff(), 1),
         connection_pool_class=PoolWaitPool, max_connections=pool_size(cfg),
         timeout=pool_wait_seconds(cfg.timeout_ms), socket_connect_timeout=timeout,
-        socket_timeout=timeout,
+        socket_timeout=timeout, driver_info=None, protocol=2,
         **_tls_kwargs(cfg))
 
 
@@ -422,10 +422,17 @@ def _build_sentinel_master(cfg: SessionCacheConfig) -> tuple[redis.Redis, tuple[
 
 
 def _connection_kwargs(cfg: SessionCacheConfig) -> dict[str, Any]:
-    """Timeouts and one immediate retry of a failed connection (standalone, sentinel)."""
+    """Timeouts and one immediate retry of a failed connection (standalone, sentinel).
+
+    A new connection sends nothing before its first command: RESP2 (``protocol=2``, no
+    ``HELLO 3`` and no ``CLIENT MAINT_NOTIFICATIONS``, which need RESP3) and no ``CLIENT
+    SETINFO`` (``driver_info=None``; redis-py would also look its version up in the package
+    metadata each time). Each of those is a round trip per new connection, and a burst of
+    first requests opens connections by the hundred. GET and SET answer alike in both.
+    """
     timeout = cfg.timeout_ms / 1000
     return {"socket_connect_timeout": timeout, "socket_timeout": timeout,
-            "health_check_interval": 0,
+            "health_check_interval": 0, "driver_info": None, "protocol": 2,
             "retry": Retry(NoBackoff(), 1, supported_errors=RETRY_ERRORS),
             "retry_on_error": list(RETRY_ERRORS)}
 

@@ -429,7 +429,11 @@ def test_hit_costs_one_command_and_miss_two(standalone_redis):
     def replace_stale() -> None:
         assert cache.replace_stale("s1", "openai/gpt-5.2", FAST, ttl_seconds=60) == FAST
 
+    fresh = create_redis_session_cache(SessionCacheConfig(
+        type="redis", url=standalone_redis.url, timeout_ms=1000), probe=False)
     try:
+        # A new connection costs no handshake commands (no CLIENT SETINFO).
+        assert commands_during(fresh.ping) == {"cmdstat_ping": 1}
         assert commands_during(miss) == {"cmdstat_get": 1, "cmdstat_set": 1}
         assert commands_during(lambda: cache.get("s1")) == {"cmdstat_get": 1}
         # A sliding hit renews the TTL in the same single command.
@@ -447,4 +451,5 @@ def test_hit_costs_one_command_and_miss_two(standalone_redis):
                                                   "cmdstat_set": 1}
     finally:
         cache.close()
+        fresh.close()
         admin.close()

@@ -37,7 +37,11 @@ def test_a_burst_of_first_requests_all_pin_and_then_all_follow_their_pins(
                   plans(lambda i: DEEP_PROMPT if i % 2 else FAST_PROMPT))
     assert Counter(r.status for r in first) == {200: SESSIONS}, \
         Counter(r.error for r in first)
-    assert Counter(r.headers.get("x-plano-affinity") for r in first) == {"new": SESSIONS}
+    outcomes = Counter(r.headers.get("x-plano-affinity") for r in first)
+    # Every session is pinned by its first request. "pinned" instead of "new" can happen
+    # when the SET NX's answer was late (the event loop is busy with the burst) and
+    # redis-py's one retry then found the value the first attempt had stored.
+    assert outcomes["unavailable"] == 0 and set(outcomes) <= {"new", "pinned"}, outcomes
     models = [r.json()["model"] for r in first]
     assert set(models) == {"openai/gpt-5.2", "openai/gpt-4o-mini"}
 

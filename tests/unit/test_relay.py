@@ -97,3 +97,35 @@ def test_stream_fast_path_matches_the_decoder(chunk):
 def test_anything_else_takes_the_decoder(chunk):
     from app.relay import rewrite_simple_events
     assert rewrite_simple_events(chunk, b'"m"') is None
+
+
+@pytest.mark.parametrize("text", [
+    '{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":[]}',
+    '{"model":"a\\"b","x":1}', '{"model":"a\\\\","x":1}', '{"n":"{","model":"m"}',
+    '{"n":"a\\"model\\":\\"x","model":"m"}', '{"a":{"model":"in"},"model":"out"}',
+    '{"a":[1],"model":"out"}', '{"model": "spaced"}', '{"x":"}","model":"m"}',
+    '["model":"x"]', '{"model":null}', '{"id":"\u00e9","model":"m\u00e9"}',
+])
+def test_bytes_model_rewrite_agrees_with_the_text_one(text):
+    from app.relay import set_top_level_model, set_top_level_model_bytes
+    expected = set_top_level_model(text, '"new"')
+    got = set_top_level_model_bytes(text.encode(), b'"new"')
+    assert got == (None if expected is None else expected.encode())
+
+
+def test_one_rewriter_over_a_whole_stream_matches_the_decoder():
+    """The head cache: chunks sharing the first chunk's head, and chunks that do not."""
+    from app.relay import ChunkRewriter
+    chunks = [
+        b'data: {"id":"c1","object":"chunk","created":1,"model":"gpt-x","choices":[]}\n\n',
+        b'data: {"id":"c1","object":"chunk","created":1,"model":"gpt-x","choices":[1]}\n\n',
+        b'data: {"id":"c1","object":"chunk","created":1,"model":"gpt-x-2","c":[]}\n\n',
+        b'data: {"id":"c2","model":"gpt-x","choices":[{"model":"keep"}]}\n\n',
+        b'data: {"id":"c1","object":"chunk","created":1,"model":"gpt-x"}\n\n'
+        b'data: {"id":"c1","object":"chunk","created":1,"model":"gpt-x","u":{}}\n\n',
+        b'data: {"a":[1],"model":"nested-prefix"}\n\n',
+        b'data: [DONE]\n\n',
+    ]
+    rewriter = ChunkRewriter(b'"openai/x"')
+    for chunk in chunks:
+        assert rewriter.rewrite(chunk) == _slow_path(chunk, "openai/x"), chunk
