@@ -12,9 +12,15 @@ from flask import Blueprint, Response, json, request
 
 from app.auth import bearer_token
 from app.chat_request import validate_affinity_value
-from app.errors import (AuthenticationError, GatewayError, InvalidBindingError, NotFoundError,
-                        PermissionDeniedError, SessionCacheError,
-                        SessionCacheUnreachableError)
+from app.errors import (
+    AuthenticationError,
+    GatewayError,
+    InvalidBindingError,
+    NotFoundError,
+    PermissionDeniedError,
+    SessionCacheError,
+    SessionCacheUnreachableError,
+)
 from app.gateway import session_key
 from app.services import current_services
 

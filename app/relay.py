@@ -28,8 +28,13 @@ import requests
 from app.errors import UpstreamError
 from app.metrics import Metrics
 from app.providers.openai_compat import ProviderClient, upstream_error_body
-from app.providers.sse import (SSEDecoder, ServerSentEvent, encode_data, encode_event,
-                               simple_data_events)
+from app.providers.sse import (
+    ServerSentEvent,
+    SSEDecoder,
+    encode_data,
+    encode_event,
+    simple_data_events,
+)
 from app.tracing import ATTR_STREAM, ClientSpan, Tracing
 
 log = logging.getLogger(__name__)

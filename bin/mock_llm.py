@@ -18,12 +18,15 @@ Endpoints:
                                     and /_mock/*): [{"path", "headers", "body"}]
   DELETE /_mock/requests         -> clears the record
   GET /_mock/streams             -> {"started", "completed", "aborted"} stream counts
+  POST /v1/traces                -> 200, empty body: a do-nothing OTLP/HTTP collector (bench)
 
 Fault injection, per request, through headers (so one process serves every test):
   x-mock-status: N       -> status N with an OpenAI error envelope
   x-mock-raw-status: N   -> status N with the plain-text body "mock plain failure"
   x-mock-latency-ms: N   -> delay before answering (overrides --latency-ms)
-  x-mock-route: NAME     -> assistant content is exactly {"route": "NAME"} (drives an LLM router)
+  x-mock-route: NAME     -> assistant content is exactly {"route": "NAME"} (drives an LLM router;
+                            --route NAME makes it the default, as the LLM router sends its own
+                            headers)
   x-mock-content: TEXT   -> assistant content is exactly TEXT
 The same faults can be asked for in the request body, which a gateway forwards untouched:
   "mock_fault": {"status": 429, "raw_status": 500, "latency_ms": 3000, "route": "x",
@@ -79,8 +82,10 @@ class Reply:
 class State:
     """Settings and shared data of one mock server."""
 
-    def __init__(self, latency_ms: float, chunk_delay_ms: float, quiet: bool):
+    def __init__(self, latency_ms: float, chunk_delay_ms: float, quiet: bool,
+                 route: str | None = None):
         self.latency = latency_ms / 1000.0
+        self.route = route
         self.chunk_delay = chunk_delay_ms / 1000.0
         self.quiet = quiet
         self.recorded: collections.deque = collections.deque(maxlen=RECORD_LIMIT)
@@ -191,8 +196,8 @@ def chat(state: State, req: Request) -> Reply:
     texts = [text_of(m.get("content")) for m in messages if isinstance(m, dict)]
     if "x-mock-content" in h:
         content = h["x-mock-content"]
-    elif "x-mock-route" in h:
-        content = json.dumps({"route": h["x-mock-route"]})
+    elif "x-mock-route" in h or state.route:
+        content = json.dumps({"route": h.get("x-mock-route", state.route)})
     else:
         users = [text_of(m.get("content")) for m in messages
                  if isinstance(m, dict) and m.get("role") == "user"]
@@ -229,13 +234,14 @@ def stream_events(cid, created, model, content, usage, body) -> list[bytes]:
 
 
 def dispatch(state: State, req: Request) -> Reply:
-    """Route one request to its answer (``chat`` is looked up at call time: see
-    bin/benchlib/routing_mock.py, which wraps it)."""
+    """Route one request to its answer."""
     path, method = req.path, req.method
     if path in CHAT_PATHS:
         if method != "POST":
             return error_reply(405, f"mock: {method} not allowed on {path}", "method_not_allowed")
         return chat(state, req)
+    if path == "/v1/traces" and method == "POST":
+        return Reply(200, b"", "application/x-protobuf")
     if path == "/health" and method in ("GET", "HEAD"):
         return Reply(200, b'{"status":"ok","mock":true}')
     if path == "/_mock/streams" and method == "GET":
@@ -409,7 +415,7 @@ class MockHTTP(asyncio.Protocol):
 async def serve(args) -> None:
     """Run the server until SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
-    state = State(args.latency_ms, args.chunk_delay_ms, args.quiet)
+    state = State(args.latency_ms, args.chunk_delay_ms, args.quiet, args.route)
     server = await loop.create_server(lambda: MockHTTP(state), args.host, args.port,
                                       backlog=1024)
     port = server.sockets[0].getsockname()[1]
@@ -436,6 +442,8 @@ def main(argv=None) -> int:
                         help="delay before answering (streaming: before the first chunk)")
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0,
                         help="delay between streamed SSE events")
+    parser.add_argument("--route", help="answer every chat request with {\"route\": ROUTE} "
+                        "unless x-mock-route says otherwise (a routing LLM)")
     parser.add_argument("--quiet", action="store_true", help="no per-request log on stderr")
     args = parser.parse_args(argv)
     try:

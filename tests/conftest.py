@@ -1,62 +1,30 @@
 """Shared fixtures: a real validated Config built from a dict, the app and its test client.
 
-Integration fixtures (real processes) live in ``tests/integration/conftest.py``.
+Also real redis-servers (``redis_server``: a test's own; ``shared_redis``: one per run).
+Helpers live in ``tests/support``; the other integration fixtures (real processes) in
+``tests/integration/conftest.py``. Tests under ``tests/tooling`` get the ``tooling`` marker.
 """
 
 from __future__ import annotations
 
-import copy
+from pathlib import Path
 
 import pytest
 
 from app import create_app
 from app.config import config_from_dict
+from devkit.redis_servers import RedisServer
+from tests.support.configs import make_config_dict
+from tests.support.servers import require_redis_server
 
-BASE_CONFIG = {
-    "version": "v0.4.0",
-    "listeners": [{"name": "model_listener", "type": "model", "address": "127.0.0.1",
-                   "port": 12000, "timeout": "5s"}],
-    "model_providers": [
-        {"model": "openai/gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1",
-         "access_key": "sk-test-secret-key", "default": True},
-        {"model": "openai/gpt-5.2", "base_url": "http://127.0.0.1:9/v1",
-         "access_key": "sk-test-secret-key"},
-    ],
-    "model_aliases": {"fast-model": {"target": "openai/gpt-4o-mini"}},
-    "routing_preferences": [
-        {"name": "deep_reasoning",
-         "description": "complex reasoning, mathematics with equations, detailed technical "
-                        "explanations",
-         "models": ["openai/gpt-5.2"]},
-        {"name": "fast_responses",
-         "description": "short answers, greetings, simple questions, quick creative snippets",
-         "models": ["openai/gpt-4o-mini"]},
-    ],
-    "routing": {"session_ttl_seconds": 300, "session_cache": {"type": "memory"}},
-}
-
-DEEP_PROMPT = "Explain quantum entanglement in detail with equations."
-FAST_PROMPT = "hi"
+TOOLING = Path(__file__).parent / "tooling"
 
 
-def make_config_dict(**sections) -> dict:
-    """A copy of the base config with top-level sections replaced or deep-merged."""
-    return _merge(copy.deepcopy(BASE_CONFIG), sections)
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def chat_body(content: str = FAST_PROMPT, **extra) -> dict:
-    """A minimal chat-completions body."""
-    return {"messages": [{"role": "user", "content": content}], **extra}
+def pytest_collection_modifyitems(items):
+    """Mark the tests of the developers' tools (``-m "not tooling"`` leaves them out)."""
+    for item in items:
+        if TOOLING in item.path.parents:
+            item.add_marker(pytest.mark.tooling)
 
 
 @pytest.fixture
@@ -75,3 +43,19 @@ def app(config):
 def client(app):
     """Flask's test client for :func:`app`."""
     return app.test_client()
+
+
+@pytest.fixture
+def redis_server():
+    """A redis-server of this test's own (it may be killed, paused, restarted)."""
+    require_redis_server()
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def shared_redis():
+    """A redis-server shared by tests that only read and write their own keys."""
+    require_redis_server()
+    with RedisServer() as server:
+        yield server

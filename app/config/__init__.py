@@ -10,8 +10,17 @@ back to a default; every problem is reported at once (:class:`app.errors.ConfigE
 """
 
 from app.config.loader import CONFIG_ENV_VAR, config_from_dict, expand_env, load_config
-from app.config.model import (AdminConfig, Config, ListenerConfig, ModelEndpoint, RouteConfig,
-                              RoutingConfig, ServerConfig, SessionCacheConfig, TracingConfig)
+from app.config.model import (
+                              AdminConfig,
+                              Config,
+                              ListenerConfig,
+                              ModelEndpoint,
+                              RouteConfig,
+                              RoutingConfig,
+                              ServerConfig,
+                              SessionCacheConfig,
+                              TracingConfig,
+)
 
 __all__ = ["CONFIG_ENV_VAR", "AdminConfig", "Config", "ListenerConfig", "ModelEndpoint",
            "RouteConfig", "RoutingConfig", "ServerConfig", "SessionCacheConfig",

@@ -73,13 +73,14 @@ VENDORS: dict[str, Vendor] = {
     # Plano's own routing models (Arch-Router, Plano-Orchestrator) behind an OpenAI server
     # you run: there is no public host to default to.
     "plano": Vendor(INTERFACE_OPENAI, None, "/v1"),
+    # Plano's older name for the same (``arch/Arch-Router`` behind your own server).
+    "arch": Vendor(INTERFACE_OPENAI, None, "/v1"),
 }
 
 #: Prefixes Plano knows that this gateway cannot speak, with the reason given at start-up.
 UNSUPPORTED_VENDORS: dict[str, str] = {
     "amazon_bedrock": "Amazon Bedrock's Converse API is not an interface this gateway speaks",
     "chatgpt": "ChatGPT subscription login (Plano's chatgpt provider) is not supported",
-    "arch": "Plano's internal 'arch' provider only exists inside Plano",
 }
 
 #: ``provider_interface`` values accepted for a prefix the catalogue does not list. Plano's

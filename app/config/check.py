@@ -54,7 +54,8 @@ def describe(config: Config, sources: list[str]) -> list[str]:
         source = sources[index] if index < len(sources) else "?"
         if endpoint.passthrough_auth:
             source = "the client's own key (passthrough_auth)"
-        lines.append(f"  {endpoint.name}{' (default)' if endpoint is config.default_endpoint else ''}")
+        default = " (default)" if endpoint is config.default_endpoint else ""
+        lines.append(f"  {endpoint.name}{default}")
         lines.append(f"    interface {endpoint.interface}, POST {_url(endpoint)}")
         lines.append(f"    key: {source}, sent as {endpoint.auth}")
     for alias, target in config.model_aliases.items():

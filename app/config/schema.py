@@ -14,15 +14,30 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import (Schema, ValidationError, fields, post_load, validate,
-                         validates_schema)
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from app.config.catalogue import (DEFAULT_AZURE_API_VERSION, INTERFACES, PROVIDER_INTERFACES,
-                                  UNSUPPORTED_VENDORS, VENDORS, custom_vendor,
-                                  resolve_prefix_url)
-from app.config.model import (WILDCARD, AdminConfig, Config, ListenerConfig, ModelDirectory,
-                              ModelEndpoint, RouteConfig, RoutingConfig, ServerConfig,
-                              SessionCacheConfig, TracingConfig)
+from app.config.catalogue import (
+    DEFAULT_AZURE_API_VERSION,
+    INTERFACES,
+    PROVIDER_INTERFACES,
+    UNSUPPORTED_VENDORS,
+    VENDORS,
+    custom_vendor,
+    resolve_prefix_url,
+)
+from app.config.model import (
+    WILDCARD,
+    AdminConfig,
+    Config,
+    ListenerConfig,
+    ModelDirectory,
+    ModelEndpoint,
+    RouteConfig,
+    RoutingConfig,
+    ServerConfig,
+    SessionCacheConfig,
+    TracingConfig,
+)
 
 _DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}

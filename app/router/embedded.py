@@ -135,7 +135,7 @@ class EmbeddedRouter(Router):
     def select_route(self, messages: Sequence[Mapping]) -> RouteConfig | None:
         """The best-scoring route above the threshold, or ``None`` (never raises)."""
         best_route, best_score = None, self.threshold
-        for route, score in zip(self.routes, self.scores(latest_user_text(messages))):
+        for route, score in zip(self.routes, self.scores(latest_user_text(messages)), strict=True):
             if score > best_score:  # strict: the earlier route keeps a tie
                 best_route, best_score = route, score
         return best_route

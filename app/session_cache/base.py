@@ -90,5 +90,5 @@ class SessionCache(ABC):
         """Whether the backend answers right now (for /healthz); never raises."""
         return True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: most backends hold nothing
         """Release connections; the cache is unusable afterwards."""

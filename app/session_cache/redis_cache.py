@@ -42,8 +42,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import BlockingConnectionPool, parse_url
-from redis.exceptions import (MaxConnectionsError, NoScriptError, RedisClusterException,
-                              RedisError, ResponseError)
+from redis.exceptions import (
+    MaxConnectionsError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 

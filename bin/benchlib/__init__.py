@@ -3,16 +3,18 @@
 - :mod:`benchlib.cli` — the command line, the report on stdout, the JSON file;
 - :mod:`benchlib.runner` — one load run: probe, pre-pin, warm up, measure, profile;
 - :mod:`benchlib.scenarios` — what is measured (target server, body, sessions, checks);
-- :mod:`benchlib.servers` / :mod:`benchlib.process` — mock upstreams, Redis, gateways and
-  the passthrough, as child processes stopped by pid;
-- :mod:`benchlib.loadgen` — the load spec and session pre-pinning; :mod:`benchlib.wrk`
-  (``wrk`` with a generated Lua script) and :mod:`benchlib.pygen` (asyncio fallback);
+- :mod:`benchlib.servers` — mock upstreams, Redis, gateways and the passthrough, started
+  and stopped with :mod:`devkit`;
+- :mod:`benchlib.loadgen` — the load spec and session pre-pinning; :mod:`benchlib.pygen`
+  sends it (:mod:`devkit.load`);
 - :mod:`benchlib.report` — pure: percentiles, rows, overhead, targets, table and JSON;
 - :mod:`benchlib.memory` — memory per pinned session, in Redis and in the memory backend;
 - :mod:`benchlib.profile` — ``--profile``: py-spy on the gunicorn workers, text summary;
-- :mod:`benchlib.passthrough` — the bare Flask + gunicorn + gevent reference app;
-- :mod:`benchlib.routing_mock` — ``bin/mock_llm.py`` answering a fixed route by default;
-- :mod:`benchlib.otlp_sink` — a do-nothing OTLP/HTTP collector for the traced scenario.
+- :mod:`benchlib.passthrough` — the bare Flask + gunicorn + gevent reference app.
 
-Run with ``PYTHONPATH=<repo>/bin:<repo>`` (``bin/bench`` sets it).
+The routing LLM is ``bin/mock_llm.py --route NAME``, the OTLP collector of the traced
+scenario another mock (its ``POST /v1/traces`` swallows exports).
+
+Installed into ``.venv`` with :mod:`devkit` (``pyproject.toml``); ``bin/bench`` runs
+``python -m benchlib.cli``.
 """

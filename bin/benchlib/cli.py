@@ -1,7 +1,7 @@
 """``bin/bench``: the benchmark of SPEC §11 / issue 6.
 
     bin/bench [--duration S] [--warmup S] [--concurrency 1,32] [--workers 2]
-              [--scenarios a,b,...] [--json PATH] [--generator wrk|python]
+              [--scenarios a,b,...] [--json PATH]
               [--repeat N] [--profile]
     bin/bench --memory [--sessions N] [--json PATH]
     bin/bench --streams [--stream-concurrency 100,500,1000,2000] [--workers 2]
@@ -30,10 +30,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import memory, pygen, report, streams, wrk
+from benchlib import memory, pygen, report, streams
 from benchlib import scenarios as sc
 from benchlib.runner import Bench
-from benchlib.servers import ROOT, ROUTING_MOCK_LATENCY_MS, ServerError, Servers
+from benchlib.servers import ROUTING_MOCK_LATENCY_MS, SERVER_ERRORS, Servers
+from devkit import ROOT, processes
 
 DEFAULT_JSON = ROOT / ".bench" / "results.json"
 DEFAULT_MEMORY_JSON = ROOT / ".bench" / "memory.json"
@@ -61,8 +62,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None,
                         help=f"where to write results (default {DEFAULT_JSON.relative_to(ROOT)};"
                         f" with --memory {DEFAULT_MEMORY_JSON.relative_to(ROOT)})")
-    parser.add_argument("--generator", choices=("wrk", "python"), default=None,
-                        help="load generator (default: wrk when installed, else python)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of the whole scenario list; each row reports the "
                         "round with the median req/s (default 1; use 3 on a busy machine)")
@@ -108,17 +107,6 @@ def machine_info() -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def choose_generator(name: str | None):
-    """``wrk`` when asked for or installed, else the Python generator."""
-    wrk_binary = wrk.find_wrk()
-    if name == "wrk" and not wrk_binary:
-        raise SystemExit("bin/bench: --generator wrk but no wrk on PATH "
-                         "(apt-get install wrk, or use --generator python)")
-    if wrk_binary and name != "python":
-        return wrk.WrkGenerator(wrk_binary)
-    return pygen.PythonGenerator()
-
-
 def _terminate_on_sigterm() -> None:
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -129,7 +117,7 @@ def run_memory(args: argparse.Namespace, log_dir: Path) -> int:
     """``--memory``: measure, print, write JSON."""
     servers = Servers(args.workers, log_dir, echo=Bench.echo)
     try:
-        url = servers.ensure("redis").base_url
+        url = servers.ensure("redis").url
         print(f"measuring memory per session (Redis at {url}; memory backend with "
               f"{args.sessions:,} sessions in a fresh interpreter)...", flush=True)
         result = memory.run(url, args.sessions)
@@ -171,7 +159,7 @@ def run_streams(args: argparse.Namespace, log_dir: Path) -> int:
 
 def run_load(args: argparse.Namespace, log_dir: Path) -> int:
     """The load scenarios: measure, print the table and targets, write JSON."""
-    generator = choose_generator(args.generator)
+    generator = pygen.PythonGenerator()
     machine = machine_info()
     print(f"bin/bench on {machine['nproc']} cores ({machine['cpu_model']}), load generator "
           f"{generator.version()}, {args.workers} gunicorn workers, {args.warmup:g}s warm-up "
@@ -234,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bin/bench``; exit 1 when a row is flagged, 2 when a server failed."""
     args = parse_args(argv)
     _terminate_on_sigterm()
+    processes.DIE_WITH_PARENT = True  # a killed bench leaves no servers behind
     log_dir = Path(tempfile.mkdtemp(prefix="plano-bench-"))
     keep_logs = True
     try:
@@ -243,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             code = run_memory(args, log_dir) if args.memory else run_load(args, log_dir)
         keep_logs = False
         return code
-    except ServerError as error:
+    except SERVER_ERRORS as error:
         print(f"bin/bench: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

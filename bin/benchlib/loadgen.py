@@ -1,21 +1,20 @@
-"""What the load generators send, and the pre-pinning of session pools (``bin/bench``).
+"""What the load generator sends, and the pre-pinning of session pools (``bin/bench``).
 
-Two generators share :class:`LoadSpec` and return a :class:`benchlib.report.LoadResult`
-with the same meaning: keep-alive connections (one per unit of concurrency) sending
-requests back to back for the duration; latency from sending to the last byte of the
-answer; responses outside 2xx and connection failures counted as errors; and the number of
-responses that carried every expected header (``spec.expect``), so a scenario can prove it
-measured what it says. :mod:`benchlib.wrk` drives ``wrk`` (preferred when installed);
-:mod:`benchlib.pygen` is the pure-Python fallback.
+:mod:`benchlib.pygen` sends :class:`LoadSpec` and returns a :class:`benchlib.report.LoadResult`:
+keep-alive connections (one per unit of concurrency) sending requests back to back for the
+duration; latency from sending to the last byte of the answer; responses outside 2xx and
+connection failures counted as errors; and the number of responses that carried every
+expected header (``spec.expect``), so a scenario can prove it measured what it says.
 """
 
 from __future__ import annotations
 
 import http.client
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable
+
+import psutil
 
 AFFINITY_HEADER = "X-Model-Affinity"
 #: A response slower than this counts as a timeout error.
@@ -66,39 +65,19 @@ def _send_all(spec: LoadSpec, conn: http.client.HTTPConnection) -> None:
 
 
 def connection_owner(client_port: int, server_port: int, pids: Iterable[int]) -> int | None:
-    """Which of ``pids`` holds the server side of our loopback connection (Linux /proc).
+    """Which of ``pids`` holds the server side of our loopback connection (psutil).
 
-    The accepted socket is the ``/proc/net/tcp`` entry from ``server_port`` to our
-    ``client_port``; its inode appears among the file descriptors of the owning process.
-    ``None`` when it cannot be told (not accepted yet, not Linux, no permission).
+    ``None`` when it cannot be told (not accepted yet, no permission).
     """
-    inode = None
-    try:
-        with open("/proc/net/tcp") as table:
-            next(table)
-            for line in table:
-                fields = line.split()
-                local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-                if local_port == server_port and remote_port == client_port:
-                    inode = fields[9]
-                    break
-    except OSError:
-        return None
-    if inode in (None, "0"):
-        return None
-    target = f"socket:[{inode}]"
     for pid in pids:
         try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
+            connections = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.Error:
             continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    return pid
-            except OSError:
-                continue
+        for conn in connections:
+            if conn.laddr and conn.raddr and conn.laddr.port == server_port \
+                    and conn.raddr.port == client_port:
+                return pid
     return None
 
 

@@ -15,21 +15,22 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import subprocess
 import sys
 import tracemalloc
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+import psutil
+
+from devkit import ROOT
+from devkit.configs import gateway_config
+
 SESSION_FORMAT = "demo-session-{:06d}"
 BINDINGS = (("openai/gpt-5.2", "deep_reasoning"), ("openai/gpt-4o-mini", "fast_responses"),
             ("openai/gpt-4o-mini", None))
 
 
 def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return psutil.Process().memory_info().rss
 
 
 def fill_memory_cache(sessions: int, method: str) -> dict:
@@ -65,9 +66,7 @@ def measure_memory_backend(sessions: int = 1_000_000) -> list[dict]:
     for method in ("tracemalloc", "rss"):
         out = subprocess.run(
             [sys.executable, "-m", "benchlib.memory", "--fill", str(sessions),
-             "--method", method], capture_output=True, text=True, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "bin"), str(ROOT)])},
-            timeout=600)
+             "--method", method], capture_output=True, text=True, cwd=ROOT, timeout=600)
         if out.returncode != 0:
             raise RuntimeError(f"memory backend measurement failed: {out.stderr[-2000:]}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -87,13 +86,8 @@ def measure_redis(url: str, *, bulk_sessions: int = 100_000) -> dict:
     from app.session_cache.base import SessionBinding
     from app.session_cache.factory import create_session_cache
 
-    config = config_from_dict({
-        "version": "v0.4.0",
-        "listeners": [{"name": "l", "type": "model", "address": "127.0.0.1", "port": 1}],
-        "model_providers": [{"model": "openai/gpt-4o-mini", "default": True},
-                            {"model": "openai/gpt-5.2"}],
-        "routing": {"session_ttl_seconds": 600,
-                    "session_cache": {"type": "redis", "url": url}}})
+    config = config_from_dict(gateway_config(routing={
+        "session_ttl_seconds": 600, "session_cache": {"type": "redis", "url": url}}))
     prefix = config.routing.session_cache.key_prefix
     cache = create_session_cache(config.routing)
     admin = redis.Redis.from_url(url)
@@ -130,7 +124,7 @@ def _redis_bulk(admin, prefix: str, count: int, value: bytes) -> dict:
         batch = keys[start:start + 5000]
         for key in batch:
             pipe.set(key, value, nx=True, ex=600)
-        created += [key for key, stored in zip(batch, pipe.execute()) if stored]
+        created += [key for key, stored in zip(batch, pipe.execute(), strict=True) if stored]
     after = int(admin.info("memory")["used_memory"])
     for start in range(0, len(created), 5000):
         admin.delete(*created[start:start + 5000])

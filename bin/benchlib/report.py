@@ -338,7 +338,7 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
     lines = []
     for index, line in enumerate(cells):
         parts = [cell.rjust(width) if col in numeric else cell.ljust(width)
-                 for col, (cell, width) in enumerate(zip(line, widths))]
+                 for col, (cell, width) in enumerate(zip(line, widths, strict=True))]
         lines.append("  ".join(parts).rstrip())
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))

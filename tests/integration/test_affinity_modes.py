@@ -18,12 +18,13 @@ import time
 import pytest
 import requests
 
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT
-from tests.integration.conftest import gateway_config, require_redis_server
-from tests.integration.test_affinity import command_counts, fresh_post, redis_cache
-from tests.support.processes import Gateway, wait_until
-from tests.support.redis_servers import RedisServer
+from devkit.gateway import Gateway
+from devkit.processes import wait_until
+from devkit.redis_servers import RedisServer
+from tests.integration.test_affinity import command_counts
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, gateway_config, redis_cache
 from tests.support.routing_llm import RoutingLLM
+from tests.support.servers import fresh_post, require_redis_server
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +61,8 @@ def routing_llm():
 def module_redis():
     """A redis-server of this module's own (its keyspace is read raw)."""
     require_redis_server()
-    server = RedisServer().start()
-    yield server
-    server.stop()
+    with RedisServer() as server:
+        yield server
 
 
 def _gateway(raw: dict, backend: str, server) -> Gateway:

@@ -13,9 +13,8 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body
-from tests.integration.conftest import gateway_config
-from tests.support.burst import BurstRequest, burst
+from devkit.burst import BurstRequest, burst
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config
 
 pytestmark = pytest.mark.integration
 

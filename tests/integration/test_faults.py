@@ -2,7 +2,7 @@
 
 Each test runs a real gunicorn gateway (gevent workers) against the bundled mock upstream
 and a real redis-server of its own, drives a bounded load through it with
-:mod:`tests.support.load`, injects one fault mid-load and checks what clients saw: status
+:mod:`devkit.load`, injects one fault mid-load and checks what clients saw: status
 codes, the ``x-plano-affinity`` header, the models, and latency. The figures (requests
 sent, non-2xx count, p50/p99, recovery times) are printed as one ``FAULT ...`` line per
 scenario (``pytest -s`` shows them) and written to ``fault_figures.json`` under pytest's
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body
-from tests.integration.conftest import gateway_config
-from tests.integration.test_affinity import fresh_post, redis_cache
-from tests.support.load import Load, LoadResult, Outcome, PlannedRequest, summarize
-from tests.support.processes import MockLLM, wait_until
-from tests.support.redis_servers import free_port
+from devkit.load import Load, LoadResult, Outcome, PlannedRequest, summarize
+from devkit.ports import free_port
+from devkit.processes import wait_until
+from devkit.stubs import Stub
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config, redis_cache
+from tests.support.servers import fresh_post
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +166,9 @@ def test_redis_killed_mid_load_every_request_still_answered(mock_llm, redis_serv
     report(figures, "redis_killed_mid_load", sent=len(result.outcomes),
            non_2xx=len(result.failures), before=summarize(steady), after=summarize(after),
            added_p99_ms=round(added_p99, 1))
-    assert summarize(after)["p99_ms"] < 1000  # a refused connection costs no timeout
+    # A refused connection costs no timeout: the tail grows by less than a second even on
+    # a busy machine (a wait for Redis per request would show as far more).
+    assert added_p99 < 1000
 
 
 def test_redis_restarted_under_load_pins_resume_within_5s(mock_llm, redis_server,
@@ -221,8 +223,9 @@ def test_redis_paused_beyond_the_timeout_latency_stays_bounded(mock_llm, redis_s
     bound = redis_worst + summarize(before)["max_ms"] / 1000 + 0.75
     assert bound < pause_ms / 1000  # so the bound proves that nobody waited for Redis
     assert summarize(during)["max_ms"] / 1000 < bound, summarize(during)
-    # The breaker skips Redis during its cool-down: most requests do not wait at all.
-    assert summarize(during)["p50_ms"] < timeout_ms
+    # The breaker skips Redis during its cool-down: most requests do not wait at all (their
+    # median stays within one Redis timeout of the steady state's p99).
+    assert summarize(during)["p50_ms"] < summarize(before)["p99_ms"] + timeout_ms
     resumed_after, clean = recovery(result.outcomes, resumed)
     assert resumed_after < 5
     assert {affinity(o) for o in clean} == {"pinned"}
@@ -357,7 +360,7 @@ def routing_llm(request):
     if request.param == "down":
         yield request.param, f"http://127.0.0.1:{free_port()}/v1"
         return
-    mock = MockLLM(*(["--latency-ms", "3000"] if request.param == "slow" else [])).start()
+    mock = Stub(*(["--latency-ms", "3000"] if request.param == "slow" else [])).start()
     yield request.param, mock.base_url
     mock.stop()
 
@@ -454,8 +457,8 @@ def test_worker_killed_with_sigkill_under_load_is_replaced_and_pins_survive(
     assert stored_pins(redis_server, run) == pins
     after = [fresh_post(gateway.chat_url, chat_body(DEEP_PROMPT), session)
              for session in sorted(pins)]
-    assert {session: answer.json()["model"] for session, answer in zip(sorted(pins), after)} \
-        == pins
+    models = zip(sorted(pins), (answer.json()["model"] for answer in after), strict=True)
+    assert dict(models) == pins
     report(figures, "worker_sigkill_under_load", sent=len(result.outcomes),
            non_2xx=len(failures), failed_in_flight=len(failures),
            failure_kinds=sorted({o.error for o in failures}),

@@ -14,16 +14,15 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body
-from tests.integration.conftest import gateway_config
-from tests.support.redis_servers import free_port
+from devkit.ports import free_port
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def gateway(mock_llm):
-    from tests.support.processes import Gateway
+    from devkit.gateway import Gateway
     raw = gateway_config(mock_llm, listeners=[{"name": "model_listener", "type": "model",
                                                "address": "127.0.0.1", "port": 12000,
                                                "timeout": "2s"}])
@@ -89,8 +88,8 @@ def test_streaming_relays_chunks_as_they_arrive_with_model_rewritten(gateway):
 
 
 def test_stream_events_are_not_buffered_until_the_end(mock_llm, start_gateway):
-    from tests.support.processes import MockLLM
-    slow = MockLLM("--chunk-delay-ms", "150").start()
+    from devkit.stubs import Stub
+    slow = Stub("--chunk-delay-ms", "150").start()
     try:
         gateway = start_gateway(gateway_config(slow), workers=1)
         arrivals = []
@@ -227,20 +226,19 @@ def test_control_bytes_in_a_header_are_refused_by_gunicorn(gateway):
 
 def test_graceful_shutdown_on_sigterm(mock_llm, start_gateway):
     gateway = start_gateway(gateway_config(mock_llm), workers=1)
-    gateway.process.terminate()
-    assert gateway.process.wait(15) == 0
+    assert gateway.stop() == 0  # SIGTERM, then the exit status
 
 
 def test_client_disconnect_mid_stream_closes_the_upstream(start_gateway):
-    from tests.support.processes import MockLLM
-    slow = MockLLM("--chunk-delay-ms", "200").start()
+    from devkit.stubs import Stub
+    slow = Stub("--chunk-delay-ms", "200").start()
     try:
         gateway = start_gateway(gateway_config(slow), workers=1)
         with requests.post(gateway.chat_url, json=chat_body(DEEP_PROMPT, stream=True),
                            stream=True, timeout=10) as reply:
             next(reply.iter_lines())  # the stream has begun; now hang up
         streams_url = f"http://127.0.0.1:{slow.port}/_mock/streams"
-        from tests.support.processes import wait_until
+        from devkit.processes import wait_until
         wait_until(lambda: requests.get(streams_url, timeout=5).json()["aborted"] == 1,
                    timeout=10, what="the upstream stream to be closed")
         assert requests.get(streams_url, timeout=5).json()["completed"] == 0

@@ -34,14 +34,13 @@ from hypothesis import strategies as st
 from werkzeug.datastructures import Headers
 
 from app import create_app
-from app.services import services_of
 from app.config import config_from_dict
 from app.providers.registry import create_provider_clients
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body
-from tests.integration.conftest import gateway_config, require_redis_server
-from tests.integration.test_affinity import redis_cache
-from tests.support.processes import Gateway
-from tests.support.redis_servers import RedisServer
+from app.services import services_of
+from devkit.gateway import Gateway
+from devkit.redis_servers import RedisServer
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config, redis_cache
+from tests.support.servers import require_redis_server
 
 pytestmark = pytest.mark.integration
 

@@ -12,16 +12,15 @@ import time
 import pytest
 import requests
 
-from tests.conftest import chat_body
-from tests.integration.conftest import gateway_config
-from tests.support.processes import MockLLM
+from devkit.stubs import Stub
+from tests.support.configs import chat_body, gateway_config
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def limited(mock_llm):
-    from tests.support.processes import Gateway
+    from devkit.gateway import Gateway
     raw = gateway_config(mock_llm)
     raw["server"] = {"body_read_timeout": "1s", "max_upstream_body_bytes": 4096,
                      "api_keys": "sk-client-key-1"}
@@ -65,7 +64,7 @@ def test_client_key_is_required_and_never_forwarded(limited, mock_llm):
 
 
 def test_endless_stream_is_cut_after_max_stream_duration(start_gateway):
-    slow = MockLLM("--chunk-delay-ms", "300").start()
+    slow = Stub("--chunk-delay-ms", "300").start()
     try:
         raw = gateway_config(slow)
         raw["server"] = {"max_stream_duration": "1s"}

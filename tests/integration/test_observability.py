@@ -24,7 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest, ExportTraceServiceResponse)
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -32,9 +34,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from app import create_app
 from app.config import config_from_dict
 from app.prometheus_metrics import MULTIPROC_ENV_VAR
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body
-from tests.integration.conftest import gateway_config
-from tests.support.processes import ROOT, VENV_BIN, wait_until
+from devkit import ROOT, VENV_BIN
+from devkit.processes import wait_until
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config
+from tests.support.servers import fresh_post
 
 pytestmark = pytest.mark.integration
 
@@ -115,14 +118,6 @@ def otlp_receiver():
     receiver = OTLPReceiver().start()
     yield receiver
     receiver.stop()
-
-
-def fresh_post(url: str, body: dict, session: str | None = None, **headers):
-    """One request on a new connection (so the kernel may hand it to either worker)."""
-    if session is not None:
-        headers["X-Model-Affinity"] = session
-    headers["Connection"] = "close"
-    return requests.post(url, json=body, headers=headers, timeout=10)
 
 
 def test_traceparent_reaches_the_mock_upstream(mock_llm):

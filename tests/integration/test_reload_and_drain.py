@@ -15,10 +15,10 @@ import threading
 import pytest
 import requests
 
-from tests.conftest import FAST_PROMPT, chat_body
-from tests.integration.conftest import gateway_config
-from tests.support.load import Load, PlannedRequest
-from tests.support.processes import MockLLM, wait_until
+from devkit.load import Load, PlannedRequest
+from devkit.processes import wait_until
+from devkit.stubs import Stub
+from tests.support.configs import FAST_PROMPT, chat_body, gateway_config
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ REQUESTS = 300
 @pytest.fixture(scope="module")
 def slow_mock():
     """A mock upstream whose streams take a while (one chunk per CHUNK_DELAY_MS)."""
-    mock = MockLLM("--chunk-delay-ms", str(CHUNK_DELAY_MS)).start()
+    mock = Stub("--chunk-delay-ms", str(CHUNK_DELAY_MS)).start()
     yield mock
     mock.stop()
 
@@ -58,7 +58,8 @@ def complete(outcome) -> bool:
 
 def routed_model(gateway, model: str) -> requests.Response:
     return requests.post(f"{gateway.url}/routing/v1/chat/completions", timeout=10,
-                         json=chat_body(UNROUTED_PROMPT, model=model), headers={"Connection": "close"})
+                         json=chat_body(UNROUTED_PROMPT, model=model),
+                         headers={"Connection": "close"})
 
 
 def wait_for_new_workers(gateway, old: set[int], count: int) -> None:
@@ -75,7 +76,7 @@ def hup_mid_load(gateway) -> tuple[list, set[int]]:
     load = Load(gateway.chat_url, count=REQUESTS, concurrency=12, request_for=plan,
                 keep_alive=False, timeout=20).start()
     load.wait_completed(REQUESTS // 3, timeout=60)
-    gateway.process.send_signal(signal.SIGHUP)
+    gateway.process.signal(signal.SIGHUP)
     result = load.wait(timeout=120)
     return result.outcomes, old_workers
 
@@ -98,7 +99,7 @@ def test_sighup_reloads_the_config_without_failing_a_request(slow_mock, start_ga
         answer = routed_model(gateway, RELOAD_ALIAS)
         assert answer.status_code == 200, answer.text
         assert answer.json()["models"] == ["openai/gpt-5.2"]
-    assert gateway.process.poll() is None
+    assert gateway.process.proc.poll() is None
 
 
 def test_bad_config_on_sighup_keeps_serving_the_old_one_and_says_why(slow_mock,
@@ -114,7 +115,7 @@ def test_bad_config_on_sighup_keeps_serving_the_old_one_and_says_why(slow_mock,
     outcomes, _ = hup_mid_load(gateway)
 
     assert [o.status for o in outcomes if not complete(o)] == []
-    assert gateway.process.poll() is None
+    assert gateway.process.proc.poll() is None
 
     def rejection():
         for line in gateway.log_path.read_text(errors="replace").splitlines():
@@ -163,10 +164,10 @@ def test_sigterm_lets_streams_in_flight_finish(slow_mock, start_gateway):
     for thread in threads:
         thread.start()
     opened.wait()  # every stream has its first bytes: all are in flight
-    gateway.process.send_signal(signal.SIGTERM)
+    gateway.process.signal(signal.SIGTERM)
     for thread in threads:
         thread.join(40)
-    assert gateway.process.wait(30) == 0
+    assert gateway.process.proc.wait(30) == 0
 
     assert len(results) == streams
     errors = [r for r in results if isinstance(r, BaseException)]

@@ -10,8 +10,8 @@ from app.config import config_from_dict
 from app.errors import InvalidBindingError
 from app.session_cache.base import SessionBinding
 from app.session_cache.memory import MemorySessionCache
-from tests.conftest import DEEP_PROMPT, chat_body, make_config_dict
-from tests.unit.fakes import FailingCache, RecordingMetrics
+from tests.support.configs import DEEP_PROMPT, chat_body, make_config_dict
+from tests.support.fakes import FailingCache, RecordingMetrics
 
 ADMIN_TOKEN = "admin-token-0123456789"
 CLIENT_KEY = "sk-client-key-1"

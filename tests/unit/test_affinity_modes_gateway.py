@@ -17,9 +17,9 @@ from app.errors import RouterError
 from app.router.base import Router
 from app.session_cache.base import SessionBinding
 from app.session_cache.memory import MemorySessionCache
-from tests.conftest import make_config_dict
-from tests.unit.fake_provider import fake_providers
-from tests.unit.fakes import FailingCache, RecordingMetrics
+from tests.support.configs import make_config_dict
+from tests.support.fake_provider import fake_providers
+from tests.support.fakes import FailingCache, RecordingMetrics
 
 CHAT = "/v1/chat/completions"
 TTL = 300

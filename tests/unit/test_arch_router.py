@@ -8,17 +8,19 @@ import re
 import pytest
 
 from app.config import RouteConfig
-from app.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
-from app.router.arch import (ArchRouter, build_routing_prompt, build_routing_request,
-                             parse_route_answer, routes_json)
-from app.errors import RouterError
+from app.errors import RouterError, UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
+from app.router.arch import (
+    ArchRouter,
+    build_routing_prompt,
+    build_routing_request,
+    parse_route_answer,
+    routes_json,
+)
+from devkit.configs import ROUTES
 
-DEEP = RouteConfig("deep_reasoning",
-                   "complex reasoning, mathematics with equations, detailed technical "
-                   "explanations", ("openai/gpt-5.2",))
-FAST = RouteConfig("fast_responses",
-                   "short answers, greetings, simple questions, quick creative snippets",
-                   ("openai/gpt-4o-mini",), keywords=("hi",))
+DEEP = RouteConfig(ROUTES[0]["name"], ROUTES[0]["description"], tuple(ROUTES[0]["models"]))
+FAST = RouteConfig(ROUTES[1]["name"], ROUTES[1]["description"], tuple(ROUTES[1]["models"]),
+                   keywords=("hi",))
 ROUTES = (DEEP, FAST)
 NAMES = ("deep_reasoning", "fast_responses")
 

@@ -9,19 +9,7 @@ from app.errors import SessionCacheError, SessionCacheSkippedError
 from app.session_cache.base import SessionBinding
 from app.session_cache.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from app.session_cache.redis_cache import RedisSessionCache
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.fakes import FakeClock
 
 
 class FlakyRedis:

@@ -7,7 +7,7 @@ import pytest
 from app.config import config_from_dict, expand_env, load_config
 from app.config.schema import parse_duration
 from app.errors import ConfigError
-from tests.conftest import make_config_dict
+from tests.support.configs import make_config_dict
 
 
 def problems_of(raw: dict, environ=None) -> list[str]:

@@ -7,13 +7,10 @@ import pytest
 from app.config import RouteConfig
 from app.router.base import latest_user_text, message_text
 from app.router.embedded import EmbeddedRouter, stem, terms
+from devkit.configs import ROUTES
 
-DEEP = RouteConfig("deep_reasoning",
-                   "complex reasoning, mathematics with equations, detailed technical "
-                   "explanations", ("openai/gpt-5.2",))
-FAST = RouteConfig("fast_responses",
-                   "short answers, greetings, simple questions, quick creative snippets",
-                   ("openai/gpt-4o-mini",))
+DEEP, FAST = (RouteConfig(route["name"], route["description"], tuple(route["models"]))
+              for route in ROUTES)
 
 
 def user(content):

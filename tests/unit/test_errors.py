@@ -6,9 +6,15 @@ import pytest
 
 from app import create_app
 from app.config import config_from_dict
-from app.errors import (GatewayError, InvalidAffinityIdError, ModelNotFoundError,
-                        UpstreamConnectionError, UpstreamTimeoutError, error_envelope)
-from tests.conftest import make_config_dict
+from app.errors import (
+    GatewayError,
+    InvalidAffinityIdError,
+    ModelNotFoundError,
+    UpstreamConnectionError,
+    UpstreamTimeoutError,
+    error_envelope,
+)
+from tests.support.configs import make_config_dict
 
 
 def envelope_of(response) -> dict:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from app.services import services_of
 from app.chat_request import parse_chat_request
 from app.config import RouteConfig, config_from_dict
+from app.errors import InvalidBindingError, RouterError, SessionCacheError, SessionCacheSkippedError
 from app.gateway import Gateway, session_key
-from app.errors import RouterError
 from app.router.base import Router
-from app.errors import InvalidBindingError, SessionCacheError, SessionCacheSkippedError
+from app.services import services_of
 from app.session_cache.base import SessionBinding
 from app.session_cache.memory import MemorySessionCache
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
-from tests.unit.fakes import FailingCache, RecordingMetrics
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
+from tests.support.fakes import FailingCache, RecordingMetrics
 
 
 class FailingStoreCache(MemorySessionCache):

@@ -15,9 +15,9 @@ from app.config import config_from_dict
 from app.metrics import Metrics
 from app.prometheus_metrics import CACHE_OUTCOMES, PrometheusMetrics
 from app.session_cache.memory import MemorySessionCache
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
-from tests.unit.fake_provider import fake_providers
-from tests.unit.fakes import FailingCache
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
+from tests.support.fake_provider import fake_providers
+from tests.support.fakes import FailingCache
 
 CHAT = "/v1/chat/completions"
 

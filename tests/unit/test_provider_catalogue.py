@@ -37,6 +37,8 @@ CATALOGUE_URLS = [
      "?api-version=2024-10-21"),
     ("plano/Arch-Router", "http://router.internal:8000",
      "http://router.internal:8000/v1/chat/completions"),
+    ("arch/Arch-Router", "http://router.internal:8000/v1",
+     "http://router.internal:8000/v1/chat/completions"),
     ("zhipu/glm-4.6", "https://api.z.ai", "https://api.z.ai/api/paas/v4/chat/completions"),
     ("zhipu/glm-4.6", "https://api.z.ai/api/coding/paas/v4",
      "https://api.z.ai/api/coding/paas/v4/chat/completions"),
@@ -87,7 +89,7 @@ def test_a_prefix_the_gateway_cannot_speak_is_refused_by_name(vendor):
                               "supported by this gateway")
 
 
-@pytest.mark.parametrize("vendor", ["azure_openai", "qwen", "plano"])
+@pytest.mark.parametrize("vendor", ["azure_openai", "qwen", "plano", "arch"])
 def test_vendors_without_a_public_host_need_a_base_url(vendor):
     with pytest.raises(ConfigError) as caught:
         config_with({"model": f"{vendor}/m"})

@@ -9,12 +9,17 @@ import requests
 
 from app import create_app
 from app.config import config_from_dict
-from app.providers.openai_compat import (ProviderClient, UpstreamPool, origin_of,
-                                         scrub_secrets, upstream_error_body)
+from app.providers.openai_compat import (
+    ProviderClient,
+    UpstreamPool,
+    origin_of,
+    scrub_secrets,
+    upstream_error_body,
+)
 from app.providers.registry import create_provider_clients
 from app.relay import relayed_headers
-from tests.conftest import chat_body, make_config_dict
-from tests.unit.fake_provider import FakeProviderClient, FakeResponse
+from tests.support.configs import chat_body, make_config_dict
+from tests.support.fake_provider import FakeProviderClient, FakeResponse
 
 
 class RecordingAdapter:

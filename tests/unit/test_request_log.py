@@ -12,9 +12,9 @@ from app import create_app
 from app.config import config_from_dict
 from app.relay import relayed_headers
 from app.request_log import ACCESS_LOGGER, REQUEST_ID, JsonFormatter, request_id_from
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
-from tests.unit.fake_provider import fake_providers
-from tests.unit.fakes import FailingCache
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
+from tests.support.fake_provider import fake_providers
+from tests.support.fakes import FailingCache
 
 CHAT = "/v1/chat/completions"
 CLIENT_SECRET = "sk-client-secret"

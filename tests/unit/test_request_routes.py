@@ -8,8 +8,8 @@ import pytest
 from app import create_app
 from app.config import config_from_dict
 from app.session_cache.memory import MemorySessionCache
-from tests.conftest import DEEP_PROMPT, chat_body, make_config_dict
-from tests.unit.fake_provider import fake_providers
+from tests.support.configs import DEEP_PROMPT, chat_body, make_config_dict
+from tests.support.fake_provider import fake_providers
 
 #: One route that a greeting matches, served by the model the configured routes never pick
 #: for a greeting.

@@ -6,7 +6,7 @@ from app.config import config_from_dict
 from app.router import create_router
 from app.router.arch import ArchRouter
 from app.router.embedded import EmbeddedRouter
-from tests.conftest import BASE_CONFIG
+from tests.support.configs import BASE_CONFIG
 
 PROVIDERS = [{"model": "openai/gpt-4o-mini", "default": True}, {"model": "openai/gpt-5.2"}]
 ROUTES = BASE_CONFIG["routing_preferences"]

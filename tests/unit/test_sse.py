@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.providers.sse import SSEDecoder, ServerSentEvent, encode_data, encode_event
+from app.providers.sse import ServerSentEvent, SSEDecoder, encode_data, encode_event
 
 STREAM = ('data: {"id":"1","model":"gpt","choices":[{"delta":{"content":"héllo"}}]}\r\n\r\n'
           ": keep-alive\n\n"

@@ -8,8 +8,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from app import create_app
-from tests.conftest import chat_body
-from tests.unit.fake_provider import FakeProviderClient
+from tests.support.configs import chat_body
+from tests.support.fake_provider import FakeProviderClient
 
 
 class RecordingProvider(FakeProviderClient):

@@ -16,8 +16,8 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Span, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.http import parse_excluded_urls
 
@@ -25,10 +25,16 @@ from app import create_app
 from app.config import TracingConfig, config_from_dict
 from app.errors import ConfigError
 from app.services import services_of
-from app.tracing import (DEFAULT_EXCLUDED_URLS, ROUTING_SPAN, Tracing, create_tracer_provider,
-                         excluded_urls, traces_endpoint)
-from tests.conftest import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
-from tests.unit.fake_provider import fake_providers
+from app.tracing import (
+    DEFAULT_EXCLUDED_URLS,
+    ROUTING_SPAN,
+    Tracing,
+    create_tracer_provider,
+    excluded_urls,
+    traces_endpoint,
+)
+from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
+from tests.support.fake_provider import fake_providers
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = "/v1/chat/completions"
@@ -377,8 +383,8 @@ def test_tracing_off_imports_neither_the_sdk_nor_the_instrumentation():
         "import sys\n"
         "from app import create_app\n"
         "from app.config import config_from_dict\n"
-        "from tests.conftest import make_config_dict, chat_body\n"
-        "from tests.unit.fake_provider import fake_providers\n"
+        "from tests.support.configs import make_config_dict, chat_body\n"
+        "from tests.support.fake_provider import fake_providers\n"
         "config = config_from_dict(make_config_dict())\n"
         "app = create_app(config, providers=fake_providers(config))\n"
         "assert app.test_client().post('/v1/chat/completions', json=chat_body())"

