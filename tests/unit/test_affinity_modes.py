@@ -8,9 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.affinity import (CHAT_COMPLETIONS, MESSAGES, RESPONSES, SessionContext,
-                          implicit_session_id, session_context, starts_user_turn,
-                          strip_envelopes)
+from app.affinity import (
+    CHAT_COMPLETIONS,
+    MESSAGES,
+    RESPONSES,
+    SessionContext,
+    implicit_session_id,
+    session_context,
+    starts_user_turn,
+    strip_envelopes,
+)
 from app.affinity.shapes import first_user_content, system_text, tool_names
 from app.config import RoutingConfig
 
