@@ -45,6 +45,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     from flask import Flask
 
     from app.api import bp
+    from app.api_relay import ApiRelay
     from app.auth import KeySet
     from app.config import load_config
     from app.errors import register_error_handlers
@@ -83,7 +84,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
         if config.server.expose_worker_header else None,
         tracing=tracing, client_keys=KeySet(config.server.api_keys),
         admin_keys=KeySet([config.admin.token] if config.admin.token else []),
-        gevent_sockets=gevent_is_serving()))
+        gevent_sockets=gevent_is_serving(), api_relay=ApiRelay(relay)))
     app.register_blueprint(bp)
     if config.admin.token:
         from app.admin import admin_bp

@@ -1,4 +1,5 @@
-"""HTTP endpoints: chat completions (SPEC §4), routing only (§7), health and metrics (§10).
+"""HTTP endpoints: chat completions (SPEC §4), Messages and Responses (§12), routing only
+(§7), health and metrics (§10).
 
 The only module (with ``create_app``) that touches ``flask.request`` and ``current_app``:
 it reads headers and body, hands plain values to the gateway and the relay, and turns
@@ -17,14 +18,30 @@ from typing import Callable
 from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import NotFound
 
-from app.affinity import CHAT_COMPLETIONS, SessionContext, session_context
+from app.affinity import CHAT_COMPLETIONS, MESSAGES, RESPONSES, SessionContext, session_context
 from app.auth import bearer_token
-from app.chat_request import ChatRequest, parse_chat_request, validate_affinity_value
-from app.errors import AuthenticationError, RequestTimeoutError, UpstreamError, error_response
+from app.chat_request import (
+    ROUTES_FIELD,
+    ChatRequest,
+    parse_chat_request,
+    parse_json_object,
+    parse_request_routes,
+    validate_affinity_value,
+)
+from app.client_apis import messages as messages_api
+from app.client_apis import responses as responses_api
+from app.errors import (
+    AuthenticationError,
+    GatewayError,
+    RequestTimeoutError,
+    UpstreamError,
+    error_response,
+)
 from app.gateway import Decision
 from app.request_body import read_within
 from app.request_log import REQUEST_ID, REQUEST_ID_HEADER, RequestRecord, request_id_from
 from app.services import Services, current_services
+from app.translation import Target, plan_call
 
 AFFINITY_HEADER = "X-Model-Affinity"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -64,18 +81,50 @@ def _decision_headers(decision: Decision, context: SessionContext | None = None)
     return headers
 
 
-def _authenticate_client(svc: Services) -> None:
-    """With ``server.api_keys`` set, a valid ``Authorization: Bearer`` key is required.
+def _authenticate_client(svc: Services, api: str) -> None:
+    """With ``server.api_keys`` set, a valid ``Authorization: Bearer`` key is required
+    (on Messages, ``x-api-key`` too: what the anthropic SDK and Claude Code send).
 
     The client's key is only compared here; it is never forwarded, logged or echoed.
     """
-    if svc.client_keys and not svc.client_keys.matches(
-            bearer_token(request.headers.get("Authorization"))):
-        raise AuthenticationError("missing or invalid API key (Authorization: Bearer <key>)")
+    if not svc.client_keys:
+        return
+    presented = bearer_token(request.headers.get("Authorization"))
+    if presented is None and api == "messages":
+        presented = request.headers.get("x-api-key")
+    if not svc.client_keys.matches(presented):
+        how = ("x-api-key or Authorization: Bearer" if api == "messages"
+               else "Authorization: Bearer")
+        raise AuthenticationError(f"missing or invalid API key ({how} <key>)")
 
 
-def _decide(svc: Services) -> tuple[ChatRequest, str | None, Decision, SessionContext]:
-    _authenticate_client(svc)
+def _parse_with(adapter) -> Callable[[bytes], ChatRequest]:
+    """A body parser for a client-API adapter (Messages, Responses): validated, the
+    conversation normalised for the routers, request routes taken out (SPEC §14)."""
+    def parse(raw: bytes) -> ChatRequest:
+        body = parse_json_object(raw)
+        routes = (parse_request_routes(body.pop(ROUTES_FIELD)) if ROUTES_FIELD in body
+                  else None)
+        adapter.validate(body)
+        return ChatRequest(body=body, messages=adapter.router_messages(body),
+                           model=body.get("model"), stream=body.get("stream") is True,
+                           routes=routes)
+    return parse
+
+
+#: Per client API: its body parser. Routers get the conversation normalised to
+#: ``[{"role", "content"}]`` turns from any of the three shapes.
+_PARSERS = {"chat": parse_chat_request, "messages": _parse_with(messages_api),
+            "responses": _parse_with(responses_api)}
+
+
+#: Per client API: the shape name of :mod:`app.affinity` (turns and implicit session ids).
+_SHAPES = {"chat": CHAT_COMPLETIONS, "messages": MESSAGES, "responses": RESPONSES}
+
+
+def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, Decision,
+                                                         SessionContext]:
+    _authenticate_client(svc, api)
     try:
         body = read_within(lambda: request.get_data(cache=False),
                            svc.config.server.body_read_timeout_seconds, svc.gevent_sockets)
@@ -83,9 +132,9 @@ def _decide(svc: Services) -> tuple[ChatRequest, str | None, Decision, SessionCo
         # The rest of the body may still trickle in: never read it as a next request.
         g.plano_close_connection = True
         raise
-    chat = parse_chat_request(body)
+    chat = _PARSERS[api](body)
     session_id, tenant = _session_and_tenant(svc)
-    context = session_context(chat.body, CHAT_COMPLETIONS, explicit_id=session_id,
+    context = session_context(chat.body, _SHAPES[api], explicit_id=session_id,
                               tenant=tenant, model=chat.model, routing=svc.config.routing)
     decision = svc.gateway.decide(chat, context.session_id, tenant,
                                   implicit=context.implicit, user_turn=context.user_turn)
@@ -111,6 +160,8 @@ def chat_completions():
     """Route, pin and forward one chat-completions request."""
     svc = current_services()
     chat, _, decision, context = _decide(svc)
+    if decision.endpoint.interface != "openai":
+        return _translated("chat", svc, chat, decision, context)
     headers = _decision_headers(decision, context)
     body = dict(chat.body)
     body["model"] = decision.endpoint.model_id
@@ -119,6 +170,10 @@ def chat_completions():
                                    pinned=decision.pinned)
     except UpstreamError as error:
         return error_response(error, headers)
+    return _answer_response(answer, headers)
+
+
+def _answer_response(answer, headers: dict) -> Response:
     g.plano_record.answer = answer
     headers.update(answer.headers)
     if answer.mimetype == "text/event-stream":
@@ -129,11 +184,63 @@ def chat_completions():
                     mimetype=answer.mimetype)
 
 
+@bp.post("/v1/messages")
+def messages():
+    """Route, pin and forward one Anthropic Messages request (SPEC §12)."""
+    svc = current_services()
+    parsed, _, decision, context = _decide(svc, "messages")
+    return _translated("messages", svc, parsed, decision, context)
+
+
+@bp.post("/v1/responses")
+def responses():
+    """Route, pin and forward one OpenAI Responses request (SPEC §12)."""
+    svc = current_services()
+    parsed, _, decision, context = _decide(svc, "responses")
+    return _translated("responses", svc, parsed, decision, context)
+
+
+def _translated(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
+                context: SessionContext) -> Response:
+    """Forward through the client-API relay: a same-shape pass-through (Messages to an
+    Anthropic model, Responses to a native Responses model) or a translation."""
+    headers = _decision_headers(decision, context)
+    endpoint = decision.endpoint
+    target = Target(endpoint.name, endpoint.model_id, endpoint.interface, endpoint.vendor,
+                    endpoint.responses_native, endpoint.max_tokens)
+    client_headers = None
+    if api == "messages":
+        client_headers = {name: value for name in ("anthropic-version", "anthropic-beta")
+                          if (value := request.headers.get(name))}
+    try:
+        call = plan_call(api, parsed.body, target, client_headers=client_headers)
+        answer = svc.api_relay.forward(api, endpoint.name, call, pinned=decision.pinned)
+    except GatewayError as error:   # untranslatable content (400), unreachable upstream
+        return error_response(error, headers, anthropic=api == "messages")
+    return _answer_response(answer, headers)
+
+
 @bp.post("/routing/v1/chat/completions")
 def routing_only():
     """Decide (and pin) exactly as the chat endpoint would, without calling a provider."""
+    return _routing_answer("chat")
+
+
+@bp.post("/routing/v1/messages")
+def routing_only_messages():
+    """Decide (and pin) exactly as ``/v1/messages`` would, without calling a provider."""
+    return _routing_answer("messages")
+
+
+@bp.post("/routing/v1/responses")
+def routing_only_responses():
+    """Decide (and pin) exactly as ``/v1/responses`` would, without calling a provider."""
+    return _routing_answer("responses")
+
+
+def _routing_answer(api: str) -> Response:
     svc = current_services()
-    _, session_id, decision, context = _decide(svc)
+    _, session_id, decision, context = _decide(svc, api)
     trace_id = svc.tracing.current_trace_id() if svc.tracing is not None else None
     payload = {"models": [decision.endpoint.name], "route": decision.route_name,
                "trace_id": trace_id or _trace_id(), "pinned": decision.pinned}

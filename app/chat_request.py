@@ -21,7 +21,9 @@ ROUTES_FIELD = "routing_preferences"
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """A validated chat-completions body; ``body`` is the parsed JSON object.
+    """A validated request body (chat completions, or a Messages / Responses body with its
+    conversation normalised to chat-style ``messages`` for the routers); ``body`` is the
+    parsed JSON object.
 
     ``routes``: the request's own ``routing_preferences`` (Plano's routing API, SPEC §14),
     already removed from ``body`` so they never reach a provider; ``None`` when not sent.
@@ -34,8 +36,8 @@ class ChatRequest:
     routes: tuple[RouteConfig, ...] | None = None
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Parse the request body; raises :class:`InvalidRequestError` (400) when unusable."""
+def parse_json_object(raw: bytes) -> dict:
+    """The request body as a JSON object; 400 when it is not JSON or not an object."""
     try:
         body: Any = json.loads(raw)
     except (ValueError, RecursionError):
@@ -43,6 +45,12 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
                                   code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("request body must be a JSON object", code="invalid_body")
+    return body
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Parse the request body; raises :class:`InvalidRequestError` (400) when unusable."""
+    body = parse_json_object(raw)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("'messages' must be a non-empty array",

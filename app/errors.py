@@ -173,11 +173,37 @@ def error_envelope(message: str, error_type: str, param: str | None = None,
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
-def error_response(error: GatewayError, headers: dict | None = None) -> Response:
-    """A JSON response for ``error`` (compact, one allocation)."""
+#: Paths answering errors in Anthropic's shape (SPEC §12), so its SDK raises the right class
+#: (``/v1/messages/...`` included: Claude Code also asks ``/v1/messages/count_tokens``).
+ANTHROPIC_ERROR_PATHS = ("/v1/messages", "/routing/v1/messages")
+_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                          403: "permission_error", 404: "not_found_error",
+                          408: "timeout_error", 413: "request_too_large",
+                          429: "rate_limit_error", 529: "overloaded_error"}
+
+
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's error ``type`` for an HTTP status."""
+    if status in _ANTHROPIC_ERROR_TYPES:
+        return _ANTHROPIC_ERROR_TYPES[status]
+    return "invalid_request_error" if status < 500 else "api_error"
+
+
+def anthropic_error_body(status: int, message: str, code: str | None) -> dict:
+    """Anthropic's error shape, with our specific ``code`` alongside its ``type``."""
+    return {"type": "error", "error": {"type": anthropic_error_type(status),
+                                       "message": message, "code": code}}
+
+
+def error_response(error: GatewayError, headers: dict | None = None,
+                   anthropic: bool = False) -> Response:
+    """A JSON response for ``error`` (compact, one allocation); ``anthropic``: in the
+    Messages API's error shape instead of the §8 envelope."""
     from flask import Response
 
-    body = json.dumps(error.envelope(), separators=(",", ":"))
+    payload = (anthropic_error_body(error.status, error.message, error.code) if anthropic
+               else error.envelope())
+    body = json.dumps(payload, separators=(",", ":"))
     response = Response(body, status=error.status, mimetype="application/json")
     if headers:
         response.headers.update(headers)
@@ -193,11 +219,17 @@ _HTTP_ERROR_CODES = {
 
 def register_error_handlers(app: Flask) -> None:
     """Answer every error, expected or not, with the JSON envelope."""
+    from flask import request
     from werkzeug.exceptions import HTTPException
+
+    def anthropic() -> bool:
+        path = request.path
+        return path.startswith(ANTHROPIC_ERROR_PATHS) and (
+            path.endswith("/messages") or path.startswith("/v1/messages/"))
 
     @app.errorhandler(GatewayError)
     def _gateway_error(error: GatewayError):
-        return error_response(error)
+        return error_response(error, anthropic=anthropic())
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
@@ -208,7 +240,7 @@ def register_error_handlers(app: Flask) -> None:
         gateway_error = GatewayError(error.description or error.name or "error",
                                      code=code, status=error.code or 500)
         gateway_error.error_type = error_type
-        response = error_response(gateway_error)
+        response = error_response(gateway_error, anthropic=anthropic())
         if error.code == 405 and getattr(error, "valid_methods", None):
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
@@ -217,4 +249,4 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(error: Exception):
         # The only broad handler: log the type and our own traceback, answer without either.
         log.error("unhandled error: %s", type(error).__name__, exc_info=error)
-        return error_response(GatewayError("internal server error"))
+        return error_response(GatewayError("internal server error"), anthropic=anthropic())

@@ -273,6 +273,21 @@ class Relay:
                             for provider, (name, attributes) in (span_specs or {}).items()
                             for stream in (False, True)}
 
+    @property
+    def clients(self) -> Mapping[str, ProviderClient]:
+        """Provider clients by configured name (shared with :class:`app.api_relay.ApiRelay`)."""
+        return self._clients
+
+    @property
+    def metrics(self) -> Metrics:
+        """Where provider call durations are counted."""
+        return self._metrics
+
+    @property
+    def tracing(self) -> Tracing | None:
+        """Tracing, or ``None`` when off."""
+        return self._tracing
+
     def forward(self, provider_name: str, body: dict, *, stream: bool, pinned: bool,
                 headers: Mapping[str, str] | None = None) -> Answer:
         """Send ``body`` (its ``model`` already the provider's id) and shape the answer.
@@ -282,7 +297,7 @@ class Relay:
         """
         span = None
         if self._tracing is not None:
-            span = self._start_span(provider_name, stream, headers)
+            span = self.start_span(provider_name, stream, headers)
             headers = span.headers
         try:
             return self._forward(provider_name, body, stream, pinned, headers, span)
@@ -321,8 +336,9 @@ class Relay:
             span.end(response.status_code)
         return Answer(response.status_code, extra, body, upstream_seconds=seconds)
 
-    def _start_span(self, provider_name: str, stream: bool,
-                    headers: Mapping[str, str] | None) -> ClientSpan:
+    def start_span(self, provider_name: str, stream: bool,
+                   headers: Mapping[str, str] | None) -> ClientSpan:
+        """The provider call's client span (tracing on); its ``headers`` go upstream."""
         name, attributes = (self._span_specs.get((provider_name, stream)) or
                             (f"chat {provider_name}", {ATTR_STREAM: stream}))
         return self._tracing.client_span(name, attributes, headers)

@@ -15,6 +15,7 @@ from app.auth import KeySet
 if TYPE_CHECKING:
     from flask import Flask
 
+    from app.api_relay import ApiRelay
     from app.config import Config
     from app.gateway import Gateway
     from app.metrics import Metrics
@@ -46,6 +47,8 @@ class Services:
     admin_keys: KeySet = KeySet(())
     #: Sockets are gevent's (gunicorn worker): the body-read deadline can be enforced.
     gevent_sockets: bool = False
+    #: Messages, Responses and translated requests (SPEC §12-13); chat -> openai uses relay.
+    api_relay: ApiRelay | None = None
 
 
 def install_services(app: Flask, services: Services) -> None:

@@ -13,6 +13,15 @@ Endpoints:
   POST /v1/chat/completions, POST /chat/completions
       OpenAI chat completion; ``"stream": true`` answers with SSE ``chat.completion.chunk``
       events (role, one delta per word, finish, optional usage, ``[DONE]``) in a chunked body.
+  POST /v1/messages, POST /messages
+      Anthropic Messages; ``"stream": true`` answers with its SSE events (message_start,
+      content_block_start/delta/stop, message_delta, message_stop).
+  POST /v1/responses, POST /responses
+      OpenAI Responses; ``"stream": true`` answers with response.created ... response.completed.
+  On all three: when the request offers tools and the last user text contains
+  ``[mock:tool]``, the answer calls the first tool (a custom tool with raw input); a tool
+  result as the last turn is quoted back (``tool result: ...``); images are counted
+  (``[images: N]``).
   GET /health                    -> {"status": "ok", "mock": true}
   GET /_mock/requests            -> the last 100 recorded requests (every path except /health
                                     and /_mock/*): [{"path", "headers", "body"}]
@@ -28,6 +37,7 @@ Fault injection, per request, through headers (so one process serves every test)
                             --route NAME makes it the default, as the LLM router sends its own
                             headers)
   x-mock-content: TEXT   -> assistant content is exactly TEXT
+  x-mock-chunk-delay-ms: N -> (Messages, Responses) gap between streamed events
 The same faults can be asked for in the request body, which a gateway forwards untouched:
   "mock_fault": {"status": 429, "raw_status": 500, "latency_ms": 3000, "route": "x",
                  "content": "..."}
@@ -52,6 +62,10 @@ import time
 from dataclasses import dataclass
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+MESSAGES_PATHS = ("/v1/messages", "/messages")
+RESPONSES_PATHS = ("/v1/responses", "/responses")
+TOOL_MARKER = "[mock:tool]"
+PATCH = "*** mock patch ***"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 32 * 1024 * 1024
 RECORD_LIMIT = 100
@@ -77,6 +91,8 @@ class Reply:
     content_type: str = JSON_TYPE
     delay: float = 0.0
     events: list | None = None
+    #: Gap between streamed events for this reply (``None``: ``--chunk-delay-ms``).
+    chunk_delay: float | None = None
 
 
 class State:
@@ -208,6 +224,12 @@ def chat(state: State, req: Request) -> Reply:
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}
     cid, created = f"chatcmpl-mock-{next(state.ids)}", int(time.time())
+    if (body.get("tools") or any(isinstance(m, dict) and (
+            m.get("role") == "tool" or isinstance(m.get("content"), list))
+            for m in messages)) and "x-mock-content" not in h and "x-mock-route" not in h:
+        convo = chat_view(body)   # tool calls, tool results and images (rarely: not the
+        if convo.tool_result is not None or convo.images or convo.wants_tool:  # bench path)
+            return api_reply(state, "chat", body, convo, delay)
     if body.get("stream") is True:
         return Reply(200, content_type="text/event-stream", delay=delay,
                      events=stream_events(cid, created, model, content, usage, body))
@@ -233,6 +255,320 @@ def stream_events(cid, created, model, content, usage, body) -> list[bytes]:
     return [json.dumps(c).encode() for c in chunks] + [b"[DONE]"]
 
 
+@dataclass(slots=True)
+class View:
+    """What the mock reads from a request of any API: the last user text, images, the
+    tools offered ((name, kind) pairs) and the text of a trailing tool result."""
+    last_user: str = ""
+    images: int = 0
+    tools: list = None
+    tool_result: str | None = None
+    words: int = 1
+
+    @property
+    def wants_tool(self) -> bool:
+        return bool(self.tools) and TOOL_MARKER in self.last_user and self.tool_result is None
+
+
+def _count_words(texts) -> int:
+    return max(1, sum(len(t.split()) for t in texts))
+
+
+def chat_view(body: dict) -> View:
+    """A chat-completions body as a :class:`View`."""
+    view = View(tools=[(t.get("function", {}).get("name", "tool"), "function",
+                        t.get("function", {}).get("parameters"))
+                       for t in body.get("tools") or [] if isinstance(t, dict)])
+    texts = []
+    for m in body.get("messages") or []:
+        if not isinstance(m, dict):
+            continue
+        content = m.get("content")
+        texts.append(text_of(content))
+        if m.get("role") == "user":
+            view.last_user, view.tool_result = text_of(content), None
+            if isinstance(content, list):
+                view.images += sum(1 for p in content
+                                   if isinstance(p, dict) and p.get("type") == "image_url")
+        elif m.get("role") == "tool":
+            view.tool_result = text_of(content)
+    view.words = _count_words(texts)
+    return view
+
+
+def messages_view(body: dict) -> View:
+    """An Anthropic Messages body as a :class:`View`."""
+    view = View(tools=[(t.get("name", "tool"), "function", t.get("input_schema"))
+                       for t in body.get("tools") or [] if isinstance(t, dict)])
+    texts = []
+    for m in body.get("messages") or []:
+        if not isinstance(m, dict) or m.get("role") != "user":
+            continue
+        content = m.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else (
+            content if isinstance(content, list) else [])
+        results = [b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"]
+        text = text_of([b for b in blocks if isinstance(b, dict) and b.get("type") == "text"])
+        texts.append(text)
+        view.images += sum(1 for b in blocks if isinstance(b, dict) and b.get("type") == "image")
+        view.tool_result = None
+        if results:
+            inner = results[-1].get("content")
+            view.tool_result = inner if isinstance(inner, str) else text_of(inner or [])
+        if text:
+            view.last_user = text
+    view.words = _count_words(texts)
+    return view
+
+
+def responses_view(body: dict) -> View:
+    """An OpenAI Responses body as a :class:`View`."""
+    view = View(tools=[(t.get("name", "tool"), t.get("type", "function"), t.get("parameters"))
+                       for t in body.get("tools") or [] if isinstance(t, dict)])
+    items = body.get("input")
+    if isinstance(items, str):
+        items = [{"type": "message", "role": "user", "content": items}]
+    texts = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message" and item.get("role") == "user":
+            content = item.get("content")
+            view.last_user, view.tool_result = text_of(content), None
+            texts.append(view.last_user)
+            if isinstance(content, list):
+                view.images += sum(1 for p in content
+                                   if isinstance(p, dict) and p.get("type") == "input_image")
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            out = item.get("output")
+            view.tool_result = out if isinstance(out, str) else text_of(out or [])
+    view.words = _count_words(texts)
+    return view
+
+
+def answer_text(model: str, view: View) -> str:
+    """The canned answer for a :class:`View` (labelled as the mock's)."""
+    if view.tool_result is not None:
+        text = (f"[mock-llm] canned answer from model {model} to tool result: "
+                f"{view.tool_result[:60]}")
+    else:
+        text = f"[mock-llm] canned answer from model {model} to: {view.last_user[:60]}"
+    if view.images:
+        text += f" [images: {view.images}]"
+    return text
+
+
+def tool_call_of(view: View, n: int) -> tuple[str, str, str, str]:
+    """(call id, name, kind, arguments or raw input) of the mock's tool call. A function
+    whose schema takes one ``input`` string (how gateways offer a free-form custom tool to
+    JSON-schema APIs) gets the same raw text a custom tool would."""
+    name, kind, schema = view.tools[0]
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if kind == "custom":
+        payload = PATCH
+    elif isinstance(properties, dict) and list(properties) == ["input"]:
+        payload = json.dumps({"input": PATCH})
+    else:
+        payload = json.dumps({"mock": True, "n": n})
+    return f"call_mock_{n}", name, kind, payload
+
+
+def api_reply(state: State, api: str, body: dict, view: View, delay: float) -> Reply:
+    """The JSON or SSE reply of ``api`` (chat, messages, responses) for a View."""
+    model = body.get("model")
+    n = next(state.ids)
+    call = tool_call_of(view, n) if view.wants_tool else None
+    text = None if call else answer_text(model, view)
+    out_tokens = max(1, len((text or "").split()) or 1)
+    usage = (view.words, out_tokens)
+    stream = body.get("stream") is True
+    render = {"chat": (chat_json, chat_sse), "messages": (messages_json, messages_sse),
+              "responses": (responses_json, responses_sse)}[api][1 if stream else 0]
+    result = render(n, model, text, call, usage, body)
+    if stream:
+        return Reply(200, content_type="text/event-stream", delay=delay, events=result)
+    return Reply(200, json.dumps(result).encode(), delay=delay)
+
+
+def chat_json(n, model, text, call, usage, body):
+    """A chat completion (used when tools or images are involved)."""
+    message = {"role": "assistant", "content": text}
+    if call:
+        message["tool_calls"] = [{"id": call[0], "type": "function",
+                                  "function": {"name": call[1], "arguments": call[3]}}]
+    return {"id": f"chatcmpl-mock-{n}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "mock": True,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": "tool_calls" if call else "stop"}],
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                      "total_tokens": sum(usage)}}
+
+
+def chat_sse(n, model, text, call, usage, body):
+    """The chat stream of :func:`chat_json`."""
+    base = {"id": f"chatcmpl-mock-{n}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model, "mock": True}
+    def chunk(delta, finish=None):
+        return json.dumps({**base, "choices": [{"index": 0, "delta": delta,
+                                                "finish_reason": finish}]}).encode()
+    out = [chunk({"role": "assistant", "content": ""})]
+    if call:
+        args = call[3]
+        out.append(chunk({"tool_calls": [{"index": 0, "id": call[0], "type": "function",
+                                          "function": {"name": call[1], "arguments": ""}}]}))
+        for piece in (args[:len(args) // 2], args[len(args) // 2:]):
+            out.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+    else:
+        out += [chunk({"content": piece}) for piece in split_deltas(text)]
+    out.append(chunk({}, "tool_calls" if call else "stop"))
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        out.append(json.dumps({**base, "choices": [], "usage": {
+            "prompt_tokens": usage[0], "completion_tokens": usage[1],
+            "total_tokens": sum(usage)}}).encode())
+    return out + [b"[DONE]"]
+
+
+def messages_json(n, model, text, call, usage, body):
+    """An Anthropic message object."""
+    if call:
+        tool_input = {"input": call[3]} if call[2] == "custom" else json.loads(call[3])
+        content = [{"type": "tool_use", "id": call[0], "name": call[1], "input": tool_input}]
+    else:
+        content = [{"type": "text", "text": text}]
+    return {"id": f"msg_mock_{n}", "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": "tool_use" if call else "end_turn",
+            "stop_sequence": None, "mock": True,
+            "usage": {"input_tokens": usage[0], "output_tokens": usage[1],
+                      "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}
+
+
+def messages_sse(n, model, text, call, usage, body):
+    """The Messages event stream of :func:`messages_json` (named events, one ping)."""
+    def ev(name, payload):
+        return (name, json.dumps({"type": name, **payload}).encode())
+    message = {**messages_json(n, model, text, call, usage, body), "content": [],
+               "stop_reason": None, "usage": {"input_tokens": usage[0], "output_tokens": 1}}
+    out = [ev("message_start", {"message": message}), ev("ping", {})]
+    if call:
+        out.append(ev("content_block_start", {"index": 0, "content_block": {
+            "type": "tool_use", "id": call[0], "name": call[1], "input": {}}}))
+        args = json.dumps({"input": call[3]}) if call[2] == "custom" else call[3]
+        for piece in (args[:len(args) // 2], args[len(args) // 2:]):
+            out.append(ev("content_block_delta", {"index": 0, "delta": {
+                "type": "input_json_delta", "partial_json": piece}}))
+    else:
+        out.append(ev("content_block_start", {"index": 0, "content_block": {
+            "type": "text", "text": ""}}))
+        out += [ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
+                                                                  "text": piece}})
+                for piece in split_deltas(text)]
+    out.append(ev("content_block_stop", {"index": 0}))
+    out.append(ev("message_delta", {"delta": {"stop_reason": "tool_use" if call else "end_turn",
+                                              "stop_sequence": None},
+                                    "usage": {"output_tokens": usage[1]}}))
+    out.append(ev("message_stop", {}))
+    return out
+
+
+def _responses_item(n, text, call):
+    if call and call[2] == "custom":
+        return {"type": "custom_tool_call", "id": f"ctc_mock_{n}", "call_id": call[0],
+                "name": call[1], "input": call[3], "status": "completed"}
+    if call:
+        return {"type": "function_call", "id": f"fc_mock_{n}", "call_id": call[0],
+                "name": call[1], "arguments": call[3], "status": "completed"}
+    return {"type": "message", "id": f"msg_mock_{n}", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+
+def responses_json(n, model, text, call, usage, body, status="completed", output=None):
+    """An OpenAI response object."""
+    return {"id": f"resp_mock_{n}", "object": "response", "created_at": int(time.time()),
+            "status": status, "error": None, "incomplete_details": None, "model": model,
+            "output": [_responses_item(n, text, call)] if output is None else output,
+            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "mock": True,
+            "usage": {"input_tokens": usage[0], "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": usage[1],
+                      "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": sum(usage)}}
+
+
+def responses_sse(n, model, text, call, usage, body):
+    """The Responses event stream of :func:`responses_json`."""
+    seq = itertools.count()
+    def ev(name, payload):
+        return (name, json.dumps({"type": name, "sequence_number": next(seq),
+                                  **payload}).encode())
+    item = _responses_item(n, text, call)
+    snapshot = responses_json(n, model, text, call, usage, body, "in_progress", [])
+    out = [ev("response.created", {"response": snapshot}),
+           ev("response.in_progress", {"response": snapshot})]
+    where = {"item_id": item["id"], "output_index": 0}
+    if item["type"] == "message":
+        out.append(ev("response.output_item.added", {"output_index": 0, "item": {
+            **item, "status": "in_progress", "content": []}}))
+        part = {"type": "output_text", "text": "", "annotations": []}
+        out.append(ev("response.content_part.added", {**where, "content_index": 0, "part": part}))
+        out += [ev("response.output_text.delta", {**where, "content_index": 0, "delta": piece,
+                                                  "logprobs": []})
+                for piece in split_deltas(text)]
+        out.append(ev("response.output_text.done", {**where, "content_index": 0, "text": text,
+                                                    "logprobs": []}))
+        out.append(ev("response.content_part.done", {**where, "content_index": 0,
+                                                     "part": {**part, "text": text}}))
+    else:
+        key = "input" if item["type"] == "custom_tool_call" else "arguments"
+        name = ("response.custom_tool_call_input" if key == "input"
+                else "response.function_call_arguments")
+        out.append(ev("response.output_item.added", {"output_index": 0, "item": {
+            **item, key: "", "status": "in_progress"}}))
+        out.append(ev(f"{name}.delta", {**where, "delta": item[key]}))
+        out.append(ev(f"{name}.done", {**where, key: item[key]}))
+    out.append(ev("response.output_item.done", {"output_index": 0, "item": item}))
+    out.append(ev("response.completed", {
+        "response": responses_json(n, model, text, call, usage, body)}))
+    return out
+
+
+def api_request(state: State, req: Request, api: str) -> Reply:
+    """Plan the answer to a Messages or Responses request (faults as for chat)."""
+    h = req.headers
+    try:
+        body = json.loads(req.body) if req.body else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        body = ValueError
+    state.recorded.append({"path": req.path, "headers": h,
+                           "body": None if body is ValueError else body})
+    h = with_body_faults(h, body)
+    try:
+        latency = header_int(h, "x-mock-latency-ms")
+        status = header_int(h, "x-mock-status")
+        chunk_delay = header_int(h, "x-mock-chunk-delay-ms")
+    except ValueError:
+        return error_reply(400, "mock: x-mock-* headers must be integers", "mock_bad_header")
+    delay = state.latency if latency is None else max(latency, 0) / 1000.0
+    if status is not None:
+        if api == "messages":
+            err = {"type": "error", "error": {"type": "api_error" if status >= 500
+                                              else "invalid_request_error",
+                                              "message": f"mock error {status}"}}
+            return Reply(status, json.dumps(err).encode(), delay=delay)
+        return error_reply(status, f"mock error {status}", f"mock_{status}", "mock_error", delay)
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        return error_reply(400, "mock: a JSON object with a model is required", "invalid_body")
+    if api == "messages" and not isinstance(body.get("max_tokens"), int):
+        err = {"type": "error", "error": {"type": "invalid_request_error",
+                                          "message": "max_tokens: Field required"}}
+        return Reply(400, json.dumps(err).encode())
+    view = messages_view(body) if api == "messages" else responses_view(body)
+    reply = api_reply(state, api, body, view, delay)
+    if chunk_delay is not None:
+        reply.chunk_delay = max(chunk_delay, 0) / 1000.0
+    return reply
+
+
 def dispatch(state: State, req: Request) -> Reply:
     """Route one request to its answer."""
     path, method = req.path, req.method
@@ -242,6 +578,12 @@ def dispatch(state: State, req: Request) -> Reply:
         return chat(state, req)
     if path == "/v1/traces" and method == "POST":
         return Reply(200, b"", "application/x-protobuf")
+    for api, paths in (("messages", MESSAGES_PATHS), ("responses", RESPONSES_PATHS)):
+        if path in paths:
+            if method != "POST":
+                return error_reply(405, f"mock: {method} not allowed on {path}",
+                                   "method_not_allowed")
+            return api_request(state, req, api)
     if path == "/health" and method in ("GET", "HEAD"):
         return Reply(200, b'{"status":"ok","mock":true}')
     if path == "/_mock/streams" and method == "GET":
@@ -394,17 +736,21 @@ class MockHTTP(asyncio.Protocol):
             req, 200, f"content-type: text/event-stream\r\ncache-control: no-cache\r\n{framing}"))
         streams = self.state.streams
         streams["started"] += 1
+        gap = self.state.chunk_delay if reply.chunk_delay is None else reply.chunk_delay
         for i, event in enumerate(reply.events):
-            if i and self.state.chunk_delay > 0:
+            if i and gap > 0:
                 try:
-                    await asyncio.sleep(self.state.chunk_delay)
+                    await asyncio.sleep(gap)
                 except asyncio.CancelledError:
                     streams["aborted"] += 1
                     raise
             if self.closing:
                 streams["aborted"] += 1
                 return
-            data = b"data: " + event + b"\n\n"
+            if isinstance(event, tuple):      # a named event (Messages, Responses)
+                data = b"event: " + event[0].encode() + b"\ndata: " + event[1] + b"\n\n"
+            else:
+                data = b"data: " + event + b"\n\n"
             self.transport.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
         streams["completed"] += 1
         if chunked:

@@ -58,6 +58,9 @@ class ModelEndpoint:
     url_query: str = ""
     responses_native: bool = False
     passthrough_auth: bool = False
+    #: ``max_tokens`` sent to an Anthropic-interface model when the client API did not
+    #: require one (Chat, Responses); Anthropic does.
+    max_tokens: int = 4096
     #: Extra headers sent with every call (Plano's ``headers``), as ``(name, value)`` pairs.
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 

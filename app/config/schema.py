@@ -116,6 +116,11 @@ class ProviderSchema(_Strict):
     api_version = OptionalString(load_default=None, allow_none=True)
     #: Plano's instance name; this gateway names every model by ``model`` (accepted, unused).
     name = OptionalString(load_default=None, allow_none=True)
+    #: Responses clients: ``native`` ({base_url}/responses) or ``translate`` (through the
+    #: interface's chat path); default from the catalogue (native for openai).
+    responses = OptionalString(load_default=None, allow_none=True,
+                               validate=validate.OneOf(["native", "translate"]))
+    max_tokens = fields.Integer(load_default=4096, validate=validate.Range(1, 10_000_000))
 
     @validates_schema
     def check_vendor(self, data, **kwargs):
@@ -158,9 +163,17 @@ class ProviderSchema(_Strict):
             base_url=resolve_prefix_url(vendor, data["base_url"], model_id),
             access_key=data["access_key"], default=data["default"],
             interface=vendor.interface, auth=vendor.auth, url_query=query,
-            responses_native=vendor.responses_native,
-            passthrough_auth=data["passthrough_auth"],
+            responses_native=_responses_native(vendor, data["responses"]),
+            passthrough_auth=data["passthrough_auth"], max_tokens=data["max_tokens"],
             headers=tuple(data["headers"].items()))
+
+
+def _responses_native(vendor, setting: str | None) -> bool:
+    """``responses: native | translate`` overrides the catalogue; only an OpenAI-interface
+    provider can take the Responses API natively."""
+    if vendor.interface != "openai":
+        return False
+    return setting == "native" if setting is not None else vendor.responses_native
 
 
 def _vendor(name: str, provider_interface: str | None):

@@ -37,6 +37,7 @@ from app.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeoutEr
 from app.pools import worker_connections
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+ANTHROPIC_VERSION = "2023-06-01"
 MAX_ERROR_BODY_CHARS = 500
 _READ_CHUNK_BYTES = 64 * 1024
 
@@ -78,7 +79,9 @@ class ProviderClient:
                  pool: UpstreamPool | None = None, max_body_bytes: int = 64 * 1024 * 1024,
                  max_stream_seconds: float = 900.0):
         self.provider = provider
-        self.url = f"{provider.base_url}/chat/completions"
+        # The interface's own path (SPEC §13): Anthropic Messages or Chat Completions.
+        self.url = provider.url("/messages" if provider.interface == "anthropic"
+                                else "/chat/completions")
         self.read_timeout_seconds = read_timeout_seconds
         # A provider (or whatever answers at base_url) must not make a worker buffer
         # without bound, or hold a stream open for ever.
@@ -89,24 +92,35 @@ class ProviderClient:
         self._adapter = self.pool.adapter
         #: What provider error messages must never quote (the key, and pieces of it).
         self.secrets: tuple[str, ...] = (provider.access_key,) if provider.access_key else ()
-        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity",
+                   **dict(provider.headers)}
+        if provider.interface == "anthropic":
+            headers["anthropic-version"] = ANTHROPIC_VERSION
         if provider.access_key:
-            headers["Authorization"] = f"Bearer {provider.access_key}"
+            # The catalogue says how: Bearer (most), x-api-key (Anthropic), api-key (Azure).
+            if provider.auth == "bearer":
+                headers["Authorization"] = f"Bearer {provider.access_key}"
+            else:
+                headers[provider.auth] = provider.access_key
         # Prepared once: the normalised URL and headers every call starts from.
         template = requests.Request("POST", self.url, headers=headers).prepare()
         self._prepared_url = template.url
         self._headers = template.headers
+        #: Other paths of the same provider (``/responses``), prepared on first use.
+        self._urls: dict[str, str] = {}
 
     def post(self, body: bytes, *, headers: Mapping[str, str] | None = None,
              read_timeout_seconds: float | None = None,
-             connect_timeout_seconds: float | None = None) -> requests.Response:
-        """POST ``body``; the response body is not read yet (``stream=True``).
+             connect_timeout_seconds: float | None = None,
+             path: str | None = None) -> requests.Response:
+        """POST ``body`` to the interface's URL (or the provider's ``path``, such as
+        ``/responses``); the response body is not read yet (``stream=True``).
 
         The caller must close the response (``close()`` or reading it to the end).
         """
         request = requests.PreparedRequest()
         request.method = "POST"
-        request.url = self._prepared_url
+        request.url = self._prepared_url if path is None else self._url_for(path)
         request.headers = CaseInsensitiveDict(self._headers)
         if headers:
             request.headers.update(headers)
@@ -122,6 +136,13 @@ class ProviderClient:
             raise UpstreamTimeoutError(self._describe("timed out")) from None
         except requests.exceptions.RequestException as error:
             raise UpstreamConnectionError(self._describe(_short_cause(error))) from None
+
+    def _url_for(self, path: str) -> str:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = requests.Request(
+                "POST", self.provider.url(path)).prepare().url
+        return url
 
     def read_body(self, response: requests.Response, deadline: float) -> bytes:
         """Read a whole (non-streaming) body, giving up at ``deadline`` (monotonic)."""
@@ -179,10 +200,14 @@ class ProviderClient:
         unreachable routing host costs ``timeout``, not the provider connect timeout.
         """
         deadline = time.monotonic() + timeout
+        # The router speaks Chat Completions; an Anthropic routing model is asked through
+        # Anthropic's OpenAI-compatible /chat/completions rather than /messages.
+        path = "/chat/completions" if self.provider.interface == "anthropic" else None
         response = self.post(json.dumps(payload, separators=(",", ":")).encode(),
                              headers=headers, read_timeout_seconds=timeout,
                              connect_timeout_seconds=min(timeout,
-                                                         self.connect_timeout_seconds))
+                                                         self.connect_timeout_seconds),
+                             path=path)
         body = self.read_body(response, deadline)
         if response.status_code >= 400:
             raise UpstreamError(self._describe(f"answered HTTP {response.status_code}"),

@@ -43,9 +43,10 @@ class FakeProviderClient:
         self.response_headers = headers or {}
         self.sent: list[dict] = []
 
-    def post(self, body: bytes, *, headers=None, read_timeout_seconds=None) -> FakeResponse:
+    def post(self, body: bytes, *, headers=None, read_timeout_seconds=None,
+             path=None) -> FakeResponse:
         payload = json.loads(body)
-        self.sent.append({"headers": dict(headers or {}), "body": payload})
+        self.sent.append({"headers": dict(headers or {}), "body": payload, "path": path})
         if self.fail:
             raise UpstreamConnectionError("provider fake could not be reached")
         if payload.get("stream"):

@@ -250,3 +250,47 @@ def test_faults_can_be_asked_for_in_the_body(mock_url, session):
     answer = session.post(f"{mock_url}/v1/chat/completions", timeout=5,
                           json=chat_body(mock_fault={"status": 429}))
     assert answer.status_code == 429 and answer.json()["error"]["code"] == "mock_429"
+
+
+def _sse_events(text: str) -> list[tuple[str | None, dict]]:
+    events = []
+    for frame in text.strip().split("\n\n"):
+        name = None
+        for line in frame.split("\n"):
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: "):])))
+    return events
+
+
+def test_messages_and_responses_are_answered_as_a_labelled_mock(mock_llm):
+    """SPEC §13: the mock speaks Anthropic Messages and OpenAI Responses too (JSON and SSE,
+    tool calls on request), and still says it is a mock."""
+    url = mock_llm.base_url
+    message = requests.post(f"{url}/messages", timeout=5, json={
+        "model": "claude-x", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hello"}]})
+    assert message.headers["x-mock-llm"] == "true" and message.json()["mock"] is True
+    assert message.json()["content"][0]["text"].startswith("[mock-llm]")
+    streamed = requests.post(f"{url}/messages", timeout=5, json={
+        "model": "claude-x", "max_tokens": 5, "stream": True, "tools": [
+            {"name": "weather", "input_schema": {"type": "object"}}],
+        "messages": [{"role": "user", "content": "weather [mock:tool]"}]})
+    names = [name for name, _ in _sse_events(streamed.text)]
+    assert names[0] == "message_start" and names[-1] == "message_stop"
+    assert _sse_events(streamed.text)[0][1]["message"]["mock"] is True
+    tool = [p for n, p in _sse_events(streamed.text) if n == "content_block_start"][0]
+    assert tool["content_block"]["type"] == "tool_use"
+    response = requests.post(f"{url}/responses", timeout=5, json={
+        "model": "gpt-x", "input": "patch [mock:tool]",
+        "tools": [{"type": "custom", "name": "apply_patch"}]})
+    assert response.json()["mock"] is True
+    assert response.json()["output"][0] == {
+        "type": "custom_tool_call", "id": response.json()["output"][0]["id"],
+        "call_id": response.json()["output"][0]["call_id"], "name": "apply_patch",
+        "input": "*** mock patch ***", "status": "completed"}
+    events = _sse_events(requests.post(f"{url}/responses", timeout=5, json={
+        "model": "gpt-x", "input": "hi", "stream": True}).text)
+    assert events[0][0] == "response.created" and events[-1][0] == "response.completed"
+    assert "[mock-llm]" in events[-1][1]["response"]["output"][0]["content"][0]["text"]

@@ -153,7 +153,12 @@ def test_shipped_configs_are_valid():
     offline = load_config("config/offline.yaml", environ={})
     assert [p.name for p in online.model_providers] == [p.name for p in offline.model_providers]
     assert online.routing.model == "openai/gpt-4o-mini" and offline.routing.model is None
-    assert [r.name for r in offline.routing_preferences] == ["deep_reasoning", "fast_responses"]
+    assert [r.name for r in offline.routing_preferences] == ["deep_reasoning", "fast_responses",
+                                                             "code_generation"]
+    claude = offline.endpoints_by_name["anthropic/claude-sonnet-4-6"]
+    assert claude.interface == "anthropic" and claude.max_tokens == 4096
+    assert offline.resolve_model("claude-sonnet-4-6") is claude   # bare id, as Claude Code
+    assert online.endpoints_by_name["openai/gpt-5.2"].responses_native
 
 
 def test_plano_config_env_var_chooses_the_file(tmp_path):

@@ -62,3 +62,15 @@ def test_error_answers_never_echo_the_client_authorization(client):
                            headers={"Authorization": "Bearer sk-client-secret"})
     assert response.status_code == 400
     assert "sk-client-secret" not in response.get_data(as_text=True)
+
+
+def test_messages_paths_answer_errors_in_anthropic_shape(client):
+    """SPEC §12: the anthropic SDK must raise its matching exception class."""
+    for path, status, kind in (("/v1/messages", 400, "invalid_request_error"),
+                               ("/v1/messages/count_tokens", 404, "not_found_error"),
+                               ("/routing/v1/messages", 400, "invalid_request_error")):
+        response = client.post(path, data=b"{nope")
+        assert response.status_code == status
+        assert response.get_json()["type"] == "error"
+        assert response.get_json()["error"]["type"] == kind
+    assert "type" not in client.post("/v1/responses", data=b"{nope").get_json()

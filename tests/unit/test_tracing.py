@@ -316,6 +316,29 @@ def test_endpoint_must_be_an_http_url():
     assert any(problem.startswith("tracing.otlp_endpoint:") for problem in error.value.problems)
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/v1/messages", {"max_tokens": 5, "messages": [{"role": "user", "content": DEEP_PROMPT}]}),
+    ("/v1/responses", {"input": DEEP_PROMPT}),
+])
+def test_messages_and_responses_are_traced_like_chat(traced_client, providers, span_exporter,
+                                                     path, body):
+    """SPEC §12: the same request span attributes, routing span and provider client span
+    (whose traceparent goes upstream) on every client API."""
+    response = post(traced_client, body, "s-api", path=path)
+    assert response.status_code == 200, response.get_data()
+    spans = spans_by_name(span_exporter)
+    server = spans[f"POST {path}"][0]
+    assert server.attributes["plano.session_id"] == "s-api"
+    assert server.attributes["llm.model"] == "openai/gpt-5.2"
+    assert ROUTING_SPAN in spans
+    upstream = spans["chat gpt-5.2"][0]
+    assert upstream.parent.span_id == server.context.span_id
+    sent = providers["openai/gpt-5.2"].sent[-1]
+    assert sent["headers"]["traceparent"].split("-")[2] == format(upstream.context.span_id,
+                                                                  "016x")
+    assert sent["path"] == ("/responses" if path == "/v1/responses" else "/chat/completions")
+
+
 def test_unmatched_routes_get_a_fixed_span_name_not_the_raw_path(traced_client,
                                                                  span_exporter):
     assert traced_client.get("/wp-admin/setup-config.php?step=1").status_code == 404
