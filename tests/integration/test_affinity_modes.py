@@ -308,3 +308,94 @@ def test_sliding_hits_and_continuations_cost_one_redis_command(redis_turn_gatewa
     assert continuation.headers["x-plano-routing"] == "skipped"
     assert command_counts(module_redis) == {"getex": 1}
     admin.close()
+
+
+# --------------------------------------------------------------------------- every client API
+
+SYSTEM_TEXT = SYSTEM["content"]
+
+
+def messages_body(first: str, *later) -> dict:
+    """An Anthropic Messages conversation (what Claude Code sends, in small)."""
+    return {"max_tokens": 64, "system": [{"type": "text", "text": SYSTEM_TEXT}],
+            "tools": [{"name": "read_file", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": first}]},
+                         *later]}
+
+
+def responses_body(first: str, *later) -> dict:
+    """An OpenAI Responses conversation (what Codex sends, in small)."""
+    return {"instructions": SYSTEM_TEXT,
+            "tools": [{"type": "function", "name": "read_file", "parameters": {}}],
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": first}]},
+                      *later]}
+
+
+#: Per API (chat has its own tests above): path, conversation builder, one tool round trip
+#: (a continuation), then the assistant's answer and a new user message (a new turn).
+APIS = {
+    "messages": ("/v1/messages", messages_body, [
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "read_file",
+             "input": {"path": "main.py"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1",
+             "content": "Traceback (most recent call last): ZeroDivisionError"},
+            {"type": "text", "text": REMINDER["content"]}]}],
+        [{"role": "assistant", "content": [{"type": "text", "text": "Fixed."}]},
+         {"role": "user", "content": "Thanks! Say hi to the team."}]),
+    "responses": ("/v1/responses", responses_body, [
+        {"type": "function_call", "call_id": "call_1", "name": "read_file",
+         "arguments": "{\"path\": \"main.py\"}"},
+        {"type": "function_call_output", "call_id": "call_1",
+         "output": "Traceback (most recent call last): ZeroDivisionError"}],
+        [{"type": "message", "role": "assistant",
+          "content": [{"type": "output_text", "text": "Fixed."}]},
+         {"role": "user", "content": "Thanks! Say hi to the team."}]),
+}
+
+
+def api_post(gateway: Gateway, api: str, *later, first: str) -> requests.Response:
+    path, build, _, _ = APIS[api]
+    return requests.post(f"{gateway.url}{path}", json=build(first, *later),
+                         headers={"Connection": "close"}, timeout=10)
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_every_api_pins_an_implicit_session_in_redis(redis_implicit_gateway, raw_redis, api):
+    first_message = unique(DEEP_PROMPT)
+    _, _, _, spoken = APIS[api]
+    turn = api_post(redis_implicit_gateway, api, first=first_message)
+    derived = turn.headers["x-plano-session-id"]
+    assert (served(turn), turn.headers["x-plano-affinity"]) == ("openai/gpt-5.2", "new")
+    later = api_post(redis_implicit_gateway, api, *spoken[:1],
+                     {**spoken[1], "content": FAST_PROMPT}, first=first_message)
+    assert later.headers["x-plano-session-id"] == derived
+    assert (served(later), later.headers["x-plano-affinity"]) == ("openai/gpt-5.2", "pinned")
+    assert raw_redis.get(PREFIX + derived) == \
+        '{"model_name":"openai/gpt-5.2","route_name":"deep_reasoning"}'
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_every_api_serves_tool_results_without_a_router_call(redis_turn_gateway, raw_redis,
+                                                             routing_llm, api):
+    _, _, loop, spoken = APIS[api]
+    routing_llm.route = "deep_reasoning"
+    first_message = unique("Fix the failing division in main.py")
+    calls = routing_llm.calls
+    turn = api_post(redis_turn_gateway, api, first=first_message)
+    assert served(turn) == "openai/gpt-5.2" and routing_llm.calls == calls + 1
+    key = f"{PREFIX}turn:{turn.headers['x-plano-session-id']}"
+    assert raw_redis.get(key) == '{"model_name":"openai/gpt-5.2","route_name":"deep_reasoning"}'
+
+    routing_llm.route = "fast_responses"
+    continuation = api_post(redis_turn_gateway, api, *loop, first=first_message)
+    assert served(continuation) == "openai/gpt-5.2"
+    assert continuation.headers["x-plano-routing"] == "skipped"
+    assert routing_llm.calls == calls + 1
+
+    new_turn = api_post(redis_turn_gateway, api, *loop, *spoken, first=first_message)
+    assert served(new_turn) == "openai/gpt-4o-mini" and routing_llm.calls == calls + 2
+    assert "x-plano-routing" not in new_turn.headers
+    assert raw_redis.get(key) == \
+        '{"model_name":"openai/gpt-4o-mini","route_name":"fast_responses"}'

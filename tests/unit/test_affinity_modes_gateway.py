@@ -384,3 +384,34 @@ def test_request_routes_are_not_even_checked_on_a_pinned_hit(make_client, routin
         {"name": "r", "description": "d", "models": ["nope/not-configured"]}]}
     answer = post(client, body, **headers)
     assert answer.headers["x-plano-affinity"] == "pinned"
+
+
+ANTHROPIC_LOOP = [
+    {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read_file",
+                                       "input": {}}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "x"},
+                                 {"type": "text", "text": REMINDER["content"]}]}]
+RESPONSES_LOOP = [{"type": "function_call", "call_id": "c1", "name": "read_file",
+                   "arguments": "{}"},
+                  {"type": "custom_tool_call_output", "call_id": "c1", "output": "x"}]
+
+
+@pytest.mark.parametrize("path, build, loop", [
+    ("/routing/v1/messages",
+     lambda *later: {"max_tokens": 9, "system": "sys", "messages": [
+         {"role": "user", "content": "Fix the bug in main.py"}, *later]}, ANTHROPIC_LOOP),
+    ("/routing/v1/responses",
+     lambda *later: {"instructions": "sys", "input": [
+         {"role": "user", "content": "Fix the bug in main.py"}, *later]}, RESPONSES_LOOP),
+], ids=["messages", "responses"])
+def test_every_api_shape_reuses_the_turn_and_reports_the_derived_id(make_client, path,
+                                                                     build, loop):
+    client, router = make_client(route_on_user_only=True)
+    turn = client.post(path, json=build())
+    derived = turn.headers["x-plano-session-id"]
+    assert turn.get_json()["models"] == ["openai/gpt-5.2"] and router.calls == 1
+    router.route_name = "fast_responses"
+    continuation = client.post(path, json=build(*loop))
+    assert continuation.headers["x-plano-session-id"] == derived
+    assert continuation.headers["x-plano-routing"] == "skipped"
+    assert continuation.get_json()["models"] == ["openai/gpt-5.2"] and router.calls == 1
