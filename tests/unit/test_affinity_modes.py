@@ -245,6 +245,17 @@ def test_chat_id_changes_with_the_conversation_head(change):
     assert implicit_session_id(body, CHAT_COMPLETIONS) != before
 
 
+def test_one_conversation_has_one_id_through_every_api():
+    ids = {implicit_session_id(chat({"role": "system", "content": "sys"}, user("hi"),
+                                    tools=[{"type": "function", "function": {"name": "f"}}]),
+                               CHAT_COMPLETIONS),
+           implicit_session_id(anthropic(user([{"type": "text", "text": "hi"}]), system="sys",
+                                         tools=[{"name": "f", "input_schema": {}}]), MESSAGES),
+           implicit_session_id(responses("hi", instructions="sys",
+                                         tools=[{"type": "function", "name": "f"}]), RESPONSES)}
+    assert len(ids) == 1
+
+
 def test_tenant_and_model_lane_are_part_of_the_id():
     body = chat(user("hi"))
     plain = implicit_session_id(body, CHAT_COMPLETIONS)
