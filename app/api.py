@@ -18,6 +18,7 @@ from typing import Callable
 from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import NotFound
 
+from app.affinity import CHAT_COMPLETIONS, MESSAGES, RESPONSES, SessionContext, session_context
 from app.auth import bearer_token
 from app.chat_request import (
     ROUTES_FIELD,
@@ -60,8 +61,13 @@ def _session_and_tenant(svc: Services) -> tuple[str | None, str | None]:
     return session_id, tenant
 
 
-def _decision_headers(decision: Decision) -> dict:
-    """The ``x-plano-*`` answer headers of a decision (SPEC §4)."""
+def _decision_headers(decision: Decision, context: SessionContext | None = None) -> dict:
+    """The ``x-plano-*`` answer headers of a decision (SPEC §4, §16).
+
+    ``x-plano-session-id``: the session id derived from the conversation, when no
+    ``X-Model-Affinity`` was sent (send it back as that header to pin explicitly);
+    ``x-plano-routing: skipped``: turn-level routing reused the turn's model.
+    """
     headers = {}
     if decision.pinned:
         headers["x-plano-pinned"] = "true"
@@ -69,6 +75,10 @@ def _decision_headers(decision: Decision) -> dict:
         headers["x-plano-route"] = decision.route_name
     if decision.affinity is not None:
         headers["x-plano-affinity"] = decision.affinity
+    if context is not None and context.derived_id is not None:
+        headers["x-plano-session-id"] = context.derived_id
+    if decision.routing_skipped:
+        headers["x-plano-routing"] = "skipped"
     return headers
 
 
@@ -109,7 +119,12 @@ _PARSERS = {"chat": parse_chat_request, "messages": _parse_with(messages_api),
             "responses": _parse_with(responses_api)}
 
 
-def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, Decision]:
+#: Per client API: the shape name of :mod:`app.affinity` (turns and implicit session ids).
+_SHAPES = {"chat": CHAT_COMPLETIONS, "messages": MESSAGES, "responses": RESPONSES}
+
+
+def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, Decision,
+                                                         SessionContext]:
     _authenticate_client(svc, api)
     try:
         body = read_within(lambda: request.get_data(cache=False),
@@ -120,29 +135,35 @@ def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, 
         raise
     chat = _PARSERS[api](body)
     session_id, tenant = _session_and_tenant(svc)
-    decision = svc.gateway.decide(chat, session_id, tenant)
+    context = session_context(chat.body, _SHAPES[api], explicit_id=session_id,
+                              tenant=tenant, model=chat.model, routing=svc.config.routing)
+    decision = svc.gateway.decide(chat, context.session_id, tenant,
+                                  implicit=context.implicit, user_turn=context.user_turn)
     record: RequestRecord = g.plano_record
-    record.session_id = session_id
+    record.session_id = context.session_id
     record.tenant = tenant
     record.pinned = decision.pinned
     record.affinity = decision.affinity
     record.route = decision.route_name
     record.model = decision.endpoint.name
     if svc.tracing is not None:
-        svc.tracing.annotate_request(session_id=session_id, pinned=decision.pinned,
-                                     affinity=decision.affinity, route=decision.route_name,
-                                     model=decision.endpoint.name, requested=chat.model)
-    return chat, session_id, decision
+        svc.tracing.annotate_request(
+            session_id=context.session_id, pinned=decision.pinned, affinity=decision.affinity,
+            route=decision.route_name, model=decision.endpoint.name, requested=chat.model,
+            implicit_session=context.implicit,
+            routing_skipped=decision.routing_skipped
+            if svc.config.routing.route_on_user_only else None)
+    return chat, session_id, decision, context
 
 
 @bp.post("/v1/chat/completions")
 def chat_completions():
     """Route, pin and forward one chat-completions request."""
     svc = current_services()
-    chat, _, decision = _decide(svc)
+    chat, _, decision, context = _decide(svc)
     if decision.endpoint.interface != "openai":
-        return _translated("chat", svc, chat, decision)
-    headers = _decision_headers(decision)
+        return _translated("chat", svc, chat, decision, context)
+    headers = _decision_headers(decision, context)
     body = dict(chat.body)
     body["model"] = decision.endpoint.model_id
     try:
@@ -185,22 +206,23 @@ def _answer_response(answer, headers: dict) -> Response:
 def messages():
     """Route, pin and forward one Anthropic Messages request (SPEC §12)."""
     svc = current_services()
-    parsed, _, decision = _decide(svc, "messages")
-    return _translated("messages", svc, parsed, decision)
+    parsed, _, decision, context = _decide(svc, "messages")
+    return _translated("messages", svc, parsed, decision, context)
 
 
 @bp.post("/v1/responses")
 def responses():
     """Route, pin and forward one OpenAI Responses request (SPEC §12)."""
     svc = current_services()
-    parsed, _, decision = _decide(svc, "responses")
-    return _translated("responses", svc, parsed, decision)
+    parsed, _, decision, context = _decide(svc, "responses")
+    return _translated("responses", svc, parsed, decision, context)
 
 
-def _translated(api: str, svc: Services, parsed: ChatRequest, decision: Decision) -> Response:
+def _translated(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
+                context: SessionContext) -> Response:
     """Forward through the client-API relay: a same-shape pass-through (Messages to an
     Anthropic model, Responses to a native Responses model) or a translation."""
-    headers = _decision_headers(decision)
+    headers = _decision_headers(decision, context)
     endpoint = decision.endpoint
     target = Target(endpoint.name, endpoint.model_id, endpoint.interface, endpoint.vendor,
                     endpoint.responses_native, endpoint.max_tokens)
@@ -237,14 +259,14 @@ def routing_only_responses():
 
 def _routing_answer(api: str) -> Response:
     svc = current_services()
-    _, session_id, decision = _decide(svc, api)
+    _, session_id, decision, context = _decide(svc, api)
     trace_id = svc.tracing.current_trace_id() if svc.tracing is not None else None
     payload = {"models": [decision.endpoint.name], "route": decision.route_name,
                "trace_id": trace_id or _trace_id(), "pinned": decision.pinned}
     if session_id is not None:
         payload["session_id"] = session_id
     return Response(json.dumps(payload), status=200, mimetype="application/json",
-                    headers=_decision_headers(decision))
+                    headers=_decision_headers(decision, context))
 
 
 @bp.get("/healthz")

@@ -1,8 +1,20 @@
-"""One request's model decision: session lookup -> route -> pin (SPEC §4 steps 2-4, §6).
+"""One request's model decision: session lookup -> route -> pin (SPEC §4 steps 2-4, §6, §16).
 
 Plain arguments in, a :class:`Decision` out; no Flask, no HTTP. Affinity is an optimisation,
 so nothing here fails a request because the session cache or the router failed: both degrade
 to "route without affinity" (``affinity = "unavailable"``), are logged and counted.
+
+Affinity modes (SPEC §16) on the same path:
+
+* ``session_ttl_mode: sliding``: a lookup that finds a pin (or a turn record) renews its TTL
+  in the same round trip (``SessionCache.get_renewing``).
+* Implicit sessions: the caller passes the id derived from the conversation
+  (:mod:`app.affinity`) with ``implicit=True``; it is pinned only with
+  ``implicit_affinity: true``, but always names the session's turn record.
+* ``route_on_user_only``: with a session id and something to route between, a request that
+  does not start a user turn reuses the model recorded for the session's current turn (key
+  ``turn:<logical key>``, the session TTL) without calling the router; every routed request
+  of such a session records its turn (last writer wins). A pin still wins over all of it.
 """
 
 from __future__ import annotations
@@ -23,6 +35,9 @@ from app.session_cache.base import SessionBinding, SessionCache
 
 log = logging.getLogger(__name__)
 
+#: Turn records live next to the pins: ``key_prefix + "turn:" + logical key``.
+TURN_KEY_PREFIX = "turn:"
+
 AFFINITY_NEW = "new"
 AFFINITY_PINNED = "pinned"
 AFFINITY_UNAVAILABLE = "unavailable"
@@ -34,13 +49,15 @@ class Decision:
 
     ``pinned``: the model came from the session cache (a hit, or another writer's pin that
     won a race). ``affinity``: ``None`` without a session id, else ``new`` / ``pinned`` /
-    ``unavailable``.
+    ``unavailable``. ``routing_skipped``: turn-level routing reused the model of the
+    session's current turn instead of calling the router.
     """
 
     endpoint: ModelEndpoint
     route_name: str | None
     pinned: bool
     affinity: str | None
+    routing_skipped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +65,7 @@ class _RouteOutcome:
     endpoint: ModelEndpoint
     route_name: str | None
     failed: bool
+    skipped: bool = False
 
 
 def session_key(session_id: str, tenant: str | None) -> str:
@@ -73,23 +91,37 @@ class Gateway:
         self._router = router
         self._metrics = metrics or Metrics()
         self._routing_span = routing_span or contextlib.nullcontext
-        self._ttl = config.routing.session_ttl_seconds
+        routing = config.routing
+        self._ttl = routing.session_ttl_seconds
+        self._sliding = routing.sliding_ttl
+        self._implicit_affinity = routing.implicit_affinity
+        self._turns = routing.route_on_user_only
         self._routes = config.routes_by_name
 
     def decide(self, request: ChatRequest, session_id: str | None = None,
-               tenant: str | None = None) -> Decision:
-        """The model for ``request``; raises ``ModelNotFoundError`` for an unknown model."""
+               tenant: str | None = None, *, implicit: bool = False,
+               user_turn: bool = True) -> Decision:
+        """The model for ``request``; raises ``ModelNotFoundError`` for an unknown model.
+
+        ``session_id`` is the ``X-Model-Affinity`` value, or with ``implicit`` the id
+        derived from the conversation; ``user_turn`` says whether the request starts a user
+        turn (only consulted with ``route_on_user_only``).
+        """
         fallback = self._fallback_endpoint(request.model)
-        if session_id is None:
-            outcome = self._route(request, fallback)
+        turn_key = None
+        if self._turns and session_id is not None:
+            turn_key = TURN_KEY_PREFIX + session_key(session_id, tenant)
+        if session_id is None or (implicit and not self._implicit_affinity):
+            outcome = self._choose(request, fallback, turn_key, user_turn)
             return self._unpinned(outcome, affinity=None)
 
         key = session_key(session_id, tenant)
         try:
-            binding = self._cache.get(key)
+            binding = self._lookup(key)
         except SessionCacheError as error:
             self._cache_event(error.outcome, error)
-            return self._unpinned(self._route(request, fallback),
+            # The cache just failed: do not ask it for a turn record as well.
+            return self._unpinned(self._choose(request, fallback, None, user_turn),
                                   AFFINITY_UNAVAILABLE)
 
         stale_model = None
@@ -103,12 +135,62 @@ class Gateway:
             stale_model = binding.model_name
         self._cache_event("miss")
 
-        outcome = self._route(request, fallback)
+        outcome = self._choose(request, fallback, turn_key, user_turn)
         if outcome.failed:
             # Routing failed: serve the fallback but do not pin it, so the next request of
             # this session gets a real decision.
             return self._unpinned(outcome, AFFINITY_UNAVAILABLE)
         return self._pin(key, outcome, stale_model)
+
+    def _lookup(self, key: str) -> SessionBinding | None:
+        """One read of ``key``; in sliding mode it renews the TTL in the same round trip."""
+        if self._sliding:
+            return self._cache.get_renewing(key, self._ttl)
+        return self._cache.get(key)
+
+    def _choose(self, request: ChatRequest, fallback: ModelEndpoint, turn_key: str | None,
+                user_turn: bool) -> _RouteOutcome:
+        """Route, or (turn-level routing, a continuation) reuse the current turn's model.
+
+        Nothing to route between (no routes): the fallback, and no turn record is read or
+        written. The router is made here, never before a pinned hit: a request's own
+        ``routing_preferences`` are ignored (not even checked) on a hit.
+        """
+        router = self._router_for(request)
+        if router is None:
+            return _RouteOutcome(fallback, None, failed=False)
+        if turn_key is not None and not user_turn:
+            reused = self._current_turn(turn_key)
+            if reused is not None:
+                self._metrics.router_skip(reused.route_name, reused.endpoint.name)
+                return reused
+        outcome = self._route(request, router, fallback)
+        if turn_key is not None and not outcome.failed:
+            self._record_turn(turn_key, outcome)
+        return outcome
+
+    def _current_turn(self, turn_key: str) -> _RouteOutcome | None:
+        """The model recorded for the session's current turn; ``None`` when there is none
+        usable (never recorded, expired, unreadable, a model no longer configured, or the
+        cache failed: then the continuation is routed)."""
+        try:
+            record = self._lookup(turn_key)
+        except SessionCacheError as error:
+            self._cache_event(error.outcome, error)
+            return None
+        endpoint = self._config.endpoint(record.model_name) if record is not None else None
+        if endpoint is None:
+            return None
+        return _RouteOutcome(endpoint, record.route_name, failed=False, skipped=True)
+
+    def _record_turn(self, turn_key: str, outcome: _RouteOutcome) -> None:
+        """Remember the model this turn started on, for its continuations."""
+        try:
+            self._cache.put(turn_key, SessionBinding(outcome.endpoint.name, outcome.route_name),
+                            self._ttl)
+        except SessionCacheError as error:
+            self._cache_event("store_error" if error.outcome == "error" else error.outcome,
+                              error)
 
     def _pin(self, key: str, outcome: _RouteOutcome, stale_model: str | None) -> Decision:
         chosen = SessionBinding(outcome.endpoint.name, outcome.route_name)
@@ -131,7 +213,8 @@ class Gateway:
         if endpoint is None:
             # Another writer pinned a model this replica does not know (config skew).
             return self._unpinned(outcome, AFFINITY_UNAVAILABLE)
-        return Decision(endpoint, winner.route_name, pinned=True, affinity=AFFINITY_PINNED)
+        return Decision(endpoint, winner.route_name, pinned=True, affinity=AFFINITY_PINNED,
+                        routing_skipped=outcome.skipped)
 
     def _router_for(self, request: ChatRequest) -> Router | None:
         """The configured router, or one over the request's own routes (their models
@@ -151,10 +234,8 @@ class Gateway:
             routes.append(RouteConfig(route.name, route.description, tuple(models)))
         return (self._router or EmbeddedRouter(())).for_routes(routes)
 
-    def _route(self, request: ChatRequest, fallback: ModelEndpoint) -> _RouteOutcome:
-        router = self._router_for(request)
-        if router is None:
-            return _RouteOutcome(fallback, None, failed=False)
+    def _route(self, request: ChatRequest, router: Router,
+               fallback: ModelEndpoint) -> _RouteOutcome:
         started = time.perf_counter()
         with self._routing_span() as span:
             try:
@@ -187,7 +268,8 @@ class Gateway:
 
     @staticmethod
     def _unpinned(outcome: _RouteOutcome, affinity: str | None) -> Decision:
-        return Decision(outcome.endpoint, outcome.route_name, pinned=False, affinity=affinity)
+        return Decision(outcome.endpoint, outcome.route_name, pinned=False, affinity=affinity,
+                        routing_skipped=outcome.skipped)
 
     def _cache_event(self, outcome: str, error: Exception | None = None) -> None:
         self._metrics.session_cache_event(self._backend, outcome)

@@ -20,6 +20,10 @@ class Metrics:
         """One router run: the route chosen (``None``: no match), the model it gave, whether
         the fallback model was used because routing failed, and how long it took."""
 
+    def router_skip(self, route: str | None, model: str) -> None:
+        """One request served without calling the router: turn-level routing reused the
+        model (and route) recorded for the session's current turn."""
+
     def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
         """One answered request."""
 

@@ -5,6 +5,7 @@ Names and labels (SPEC §10)::
     plano_session_cache_events_total{backend,outcome}      counter
     plano_router_decisions_total{route,model,fallback}     counter (route "other": no match)
     plano_router_decision_duration_seconds                 histogram
+    plano_router_skips_total{route,model}                  counter (turn-level routing)
     plano_requests_total{endpoint,status,pinned}           counter
     plano_upstream_duration_seconds{model}                 histogram
     plano_admin_requests_total{action,status}              counter
@@ -130,6 +131,15 @@ class PrometheusMetrics(Metrics):
             "plano_router_decision_duration_seconds", "Time the router took to decide.",
             buckets=ROUTER_BUCKETS, registry=registry)
 
+        self._router_skips = _Children(Counter(
+            "plano_router_skips_total",
+            "Requests served without a router call: a continuation reused the model of its "
+            "session's current turn (routing.route_on_user_only).", ("route", "model"),
+            registry=registry), _label)
+        if config.routing.route_on_user_only:
+            self._router_skips.prepare((route, model) for route, model, failed
+                                       in _known_decisions(config) if not failed)
+
         self._requests = _Children(Counter(
             "plano_requests_total", "Answered requests by endpoint, status and pinned.",
             ("endpoint", "status", "pinned"), registry=registry), _label)
@@ -153,6 +163,9 @@ class PrometheusMetrics(Metrics):
                         seconds: float) -> None:
         self._router_decisions.get((route, model, fallback)).inc()
         self._router_duration.observe(seconds)
+
+    def router_skip(self, route: str | None, model: str) -> None:
+        self._router_skips.get((route, model)).inc()
 
     def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
         self._requests.get((endpoint, status, pinned)).inc()

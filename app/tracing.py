@@ -84,6 +84,8 @@ ATTR_AFFINITY = "plano.affinity"
 ATTR_ROUTE = "plano.route.name"
 ATTR_MODEL = "llm.model"
 ATTR_MODEL_REQUESTED = "llm.model.requested"
+ATTR_SESSION_IMPLICIT = "plano.session.implicit"
+ATTR_ROUTING_SKIPPED = "plano.routing.skipped"
 ATTR_ROUTING_MS = "routing.determination_ms"
 ATTR_ROUTING_FAILED = "routing.failed"
 ATTR_STREAM = "plano.stream"
@@ -202,8 +204,15 @@ class Tracing:
 
     @staticmethod
     def annotate_request(*, session_id: str | None, pinned: bool, affinity: str | None,
-                         route: str | None, model: str, requested: str | None) -> None:
-        """Set the decision attributes on the current server span."""
+                         route: str | None, model: str, requested: str | None,
+                         implicit_session: bool = False,
+                         routing_skipped: bool | None = None) -> None:
+        """Set the decision attributes on the current server span.
+
+        ``implicit_session``: ``session_id`` was derived from the conversation (SPEC §16);
+        ``routing_skipped`` (``None``: turn-level routing is off): whether a continuation
+        reused its turn's model instead of calling the router.
+        """
         span = trace.get_current_span()
         if not span.is_recording():
             return
@@ -216,6 +225,10 @@ class Tracing:
             attributes[ATTR_ROUTE] = route
         if requested is not None:
             attributes[ATTR_MODEL_REQUESTED] = requested
+        if implicit_session:
+            attributes[ATTR_SESSION_IMPLICIT] = True
+        if routing_skipped is not None:
+            attributes[ATTR_ROUTING_SKIPPED] = routing_skipped
         span.set_attributes(attributes)
 
     @staticmethod

@@ -122,6 +122,17 @@ class RoutingConfig:
     session_cache: SessionCacheConfig = SessionCacheConfig()
     #: Plano's turn-level routing (SPEC §16): route only when a request starts a user turn.
     route_on_user_only: bool = False
+    #: ``fixed``: a pin lives ``session_ttl_seconds`` from pinning (the seed); ``sliding``:
+    #: every hit renews it (SPEC §16).
+    session_ttl_mode: str = "fixed"
+    #: Pin sessions derived from the conversation (no ``X-Model-Affinity``) like explicit
+    #: ones (SPEC §16).
+    implicit_affinity: bool = False
+
+    @property
+    def sliding_ttl(self) -> bool:
+        """Whether a hit renews the session TTL."""
+        return self.session_ttl_mode == "sliding"
 
 
 @dataclass(frozen=True)

@@ -259,6 +259,9 @@ class RoutingSchema(_Strict):
     session_max_entries = fields.Integer(load_default=10000, validate=validate.Range(min=1))
     session_cache = fields.Nested(SessionCacheSchema, load_default=SessionCacheConfig)
     route_on_user_only = fields.Boolean(load_default=False)
+    session_ttl_mode = fields.String(load_default="fixed",
+                                     validate=validate.OneOf(("fixed", "sliding")))
+    implicit_affinity = fields.Boolean(load_default=False)
 
     @post_load
     def build(self, data, **kwargs):

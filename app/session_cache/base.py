@@ -11,13 +11,20 @@ semantics, and one behaviour suite (``tests/contract``) runs against every backe
   ``winner is binding`` tells the caller whether it created the pin even when both writers
   chose the same model. Concurrent first writes of one key, from
   any greenlet, worker or replica sharing the backend, therefore all see the same winner.
-  The TTL runs from this moment and is never extended by reads.
+  The TTL runs from this moment and is never extended by ``get``.
 * ``replace_stale(key, stale_model, binding, ttl_seconds)`` replaces a *stale* pin (one
   naming ``stale_model``, a model no longer configured) atomically, in one round trip:
   ``binding`` is stored when the key is absent or still names ``stale_model``, and the
   winner is returned as for ``put_if_absent``. Two requests replacing the same stale pin
   therefore end on one model: the second sees the first one's fresh pin and keeps it
   (a DEL followed by SET NX would let it delete that fresh pin).
+* ``get_renewing(key, ttl_seconds)`` is ``get`` that also restarts the binding's TTL at
+  ``ttl_seconds`` when one is stored (``routing.session_ttl_mode: sliding``), in the same
+  single round trip (Redis ``GETEX key EX ttl``). A stored value that is not a binding
+  raises :class:`app.errors.InvalidBindingError` as for ``get``; its bytes are untouched.
+* ``put(key, binding, ttl_seconds)`` stores ``binding`` whatever is stored (last writer
+  wins), with a fresh TTL. Only for the gateway's own records (the turn records of
+  ``routing.route_on_user_only``), never for pins, which are first-writer-wins.
 * ``delete(key)`` removes the binding; returns whether a live one was stored (an expired
   binding is not stored: ``False``, as Redis answers).
 * ``ttl(key)`` returns the whole seconds left, or ``None`` when nothing is stored.
@@ -52,6 +59,14 @@ class SessionCache(ABC):
     @abstractmethod
     def get(self, key: str) -> SessionBinding | None:
         """The live binding under ``key``, or ``None``."""
+
+    @abstractmethod
+    def get_renewing(self, key: str, ttl_seconds: int) -> SessionBinding | None:
+        """The live binding under ``key`` with its TTL restarted at ``ttl_seconds``."""
+
+    @abstractmethod
+    def put(self, key: str, binding: SessionBinding, ttl_seconds: int) -> None:
+        """Store ``binding`` under ``key`` whatever is stored there (last writer wins)."""
 
     @abstractmethod
     def put_if_absent(self, key: str, binding: SessionBinding,

@@ -1,4 +1,4 @@
-"""Per-process session cache: an LRU dict with a fixed TTL per entry (SPEC §6).
+"""Per-process session cache: an LRU dict with a TTL per entry (SPEC §6, §16).
 
 Each gunicorn worker has its own map, so with several workers or replicas a session pinned
 in one process is unknown to the others; the demo shows exactly that failure.
@@ -24,7 +24,7 @@ from app.session_cache.base import SessionBinding, SessionCache
 
 
 class MemorySessionCache(SessionCache):
-    """LRU bounded by ``max_entries``; TTL fixed at pinning, never extended by reads."""
+    """LRU bounded by ``max_entries``; TTL set at pinning, renewed only by ``get_renewing``."""
 
     backend_name = "memory"
 
@@ -47,6 +47,19 @@ class MemorySessionCache(SessionCache):
                 return None
             self._entries.move_to_end(key)
             return entry[1]
+
+    def get_renewing(self, key: str, ttl_seconds: int) -> SessionBinding | None:
+        with self._lock:
+            entry = self._live_entry(key)
+            if entry is None:
+                return None
+            self._entries[key] = (self._clock() + ttl_seconds, entry[1])
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: str, binding: SessionBinding, ttl_seconds: int) -> None:
+        with self._lock:
+            self._store(key, binding, ttl_seconds)
 
     def put_if_absent(self, key: str, binding: SessionBinding,
                       ttl_seconds: int) -> SessionBinding:

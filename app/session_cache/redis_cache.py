@@ -2,8 +2,9 @@
 
 Plano's layout: key ``key_prefix + logical key``, value compact JSON
 ``{"model_name":"openai/gpt-5.2","route_name":"deep_reasoning"}``, TTL set once by
-``SET key value NX EX ttl`` and never extended. A hit is one round trip (GET), a miss two
-(GET, SET NX; a lost race adds the winner's GET). Single-key commands only, no MULTI or
+``SET key value NX EX ttl`` and never extended, unless ``session_ttl_mode`` is ``sliding``:
+then a hit is ``GETEX key EX ttl``, which renews it. A hit is one round trip (GET or GETEX),
+a miss two (GET, SET NX; a lost race adds the winner's GET). Single-key commands only, no MULTI or
 pipelines, so Redis Cluster works unchanged.
 
 Replacing a stale pin (one naming a model no longer configured) is a compare-and-set in
@@ -128,7 +129,7 @@ def is_pool_wait(exc: BaseException) -> bool:
 class RedisSessionCache(SessionCache):
     """Session pins in Redis behind a fail-open circuit breaker.
 
-    ``client`` is anything with redis-py's ``get/set/delete/ttl/ping/close`` (a
+    ``client`` is anything with redis-py's ``get/getex/set/delete/ttl/ping/close`` (a
     ``redis.Redis``, a ``RedisCluster``, a ``fakeredis.FakeRedis``); tests inject one, and
     :func:`create_redis_session_cache` builds one from the configuration. ``address`` names
     the server in messages and must not hold credentials. ``also_close`` are further
@@ -151,6 +152,27 @@ class RedisSessionCache(SessionCache):
         full_key = self.key_prefix + key
         raw = self._call("GET", full_key, self.client.get, full_key)
         return None if raw is None else _decode(raw, full_key)
+
+    def get_renewing(self, key: str, ttl_seconds: int) -> SessionBinding | None:
+        """One ``GETEX key EX ttl`` (Redis >= 6.2): the sliding-TTL hit, still one round trip.
+
+        A single-key command, so it runs on Redis Cluster unchanged. Redis renews the TTL of
+        whatever string is stored; a value that is not a binding keeps its bytes and raises
+        :class:`InvalidBindingError` as ``get`` does.
+        """
+        if int(ttl_seconds) < 1:
+            raise ValueError("ttl_seconds must be at least 1")
+        full_key = self.key_prefix + key
+        raw = self._call("GETEX", full_key, self.client.getex, full_key, ex=int(ttl_seconds))
+        return None if raw is None else _decode(raw, full_key)
+
+    def put(self, key: str, binding: SessionBinding, ttl_seconds: int) -> None:
+        """One ``SET key value EX ttl``: last writer wins (turn records, never pins)."""
+        if int(ttl_seconds) < 1:
+            raise ValueError("ttl_seconds must be at least 1")
+        full_key = self.key_prefix + key
+        self._call("SET", full_key, self.client.set, full_key, _encode(binding),
+                   ex=int(ttl_seconds))
 
     def put_if_absent(self, key: str, binding: SessionBinding,
                       ttl_seconds: int) -> SessionBinding:
@@ -334,6 +356,9 @@ class _LazyClient:
     # RedisSessionCache translates its failure, not when the bound method is looked up.
     def get(self, *args: Any) -> Any:
         return self._get_client().get(*args)
+
+    def getex(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get_client().getex(*args, **kwargs)
 
     def set(self, *args: Any, **kwargs: Any) -> Any:
         return self._get_client().set(*args, **kwargs)

@@ -81,8 +81,7 @@ class Bench:
         if self.args.warmup > 0:
             self.generator.run(self.spec(scenario, server.port, f"w{concurrency}"),
                                concurrency, self.args.warmup)
-        uses_redis = scenario.target in (sc.GATEWAY_REDIS, sc.GATEWAY_LLM, sc.GATEWAY_TRACED,
-                                         sc.GATEWAY_TRACED_10)
+        uses_redis = "redis" in self.servers.NEEDS[scenario.target]
         redis_before = self.servers.redis_commands() if uses_redis else {}
         cpu_before = self.servers.cpu_snapshot()
         result = self.generator.run(self.spec(scenario, server.port, f"m{concurrency}"),

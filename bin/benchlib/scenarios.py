@@ -17,6 +17,8 @@ MOCK = "mock"
 PASSTHROUGH_APP = "passthrough"
 GATEWAY_MEMORY = "gateway-memory"
 GATEWAY_REDIS = "gateway-redis"
+# Issue 15: the Redis gateway with routing.session_ttl_mode: sliding (a hit is GETEX).
+GATEWAY_REDIS_SLIDING = "gateway-redis-sliding"
 GATEWAY_LLM = "gateway-llm-router"
 GATEWAY_TRACED = "gateway-redis-traced"
 # Issue 16: the passthrough instrumented like the gateway, and both at 10% sampling.
@@ -105,6 +107,11 @@ EXTRA_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("pinned_redis_traced", "gateway, pinned hit, Redis, tracing 100% to an OTLP "
              "sink", GATEWAY_TRACED, sessions="pool", expect=PINNED, check="pinned"),
     *TRACING_SCENARIOS,
+    # Issue 15: a sliding hit renews the TTL and is still one round trip (GETEX); compare
+    # with ``--scenarios pinned_redis,pinned_redis_sliding``.
+    Scenario("pinned_redis_sliding", "gateway, pinned hit renewing the TTL (session_ttl_mode "
+             "sliding: GETEX), Redis", GATEWAY_REDIS_SLIDING, sessions="pool", expect=PINNED,
+             check="pinned"),
 )
 
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS + EXTRA_SCENARIOS}

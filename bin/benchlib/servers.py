@@ -58,9 +58,11 @@ class BenchRedis:
 
 def bench_config(mock_url: str, *, cache: str, redis_url: str | None = None,
                  routing_url: str | None = None, otlp_url: str | None = None,
-                 key_prefix: str = "plano:affinity:", sampling: float = 100) -> dict:
+                 key_prefix: str = "plano:affinity:", sampling: float = 100,
+                 ttl_mode: str = "fixed") -> dict:
     """A gateway config for the bench: providers on the mock (``.../v1``); tracing off
-    unless ``otlp_url`` is given (then ``sampling`` percent, exported there)."""
+    unless ``otlp_url`` is given (then ``sampling`` percent, exported there);
+    ``ttl_mode`` is ``routing.session_ttl_mode``."""
     session_cache: dict = {"type": cache, "key_prefix": key_prefix}
     if cache == "redis":
         session_cache.update({"url": redis_url, "timeout_ms": 200})
@@ -72,6 +74,8 @@ def bench_config(mock_url: str, *, cache: str, redis_url: str | None = None,
         tracing={"random_sampling": sampling,
                  **({"otlp_endpoint": otlp_url} if otlp_url else {})})
     config["listeners"][0]["timeout"] = "30s"
+    if ttl_mode != "fixed":
+        config["routing"]["session_ttl_mode"] = ttl_mode
     if routing_url:
         config["model_providers"].append({"model": ROUTER_PROVIDER, "base_url": routing_url})
         config["routing"].update({"model": ROUTER_PROVIDER, "timeout_ms": 5000})
@@ -108,6 +112,7 @@ class Servers:
     #: What each target needs running besides itself.
     NEEDS = {sc.MOCK: (), sc.PASSTHROUGH_APP: ("mock",), sc.GATEWAY_MEMORY: ("mock",),
              sc.GATEWAY_REDIS: ("mock", "redis"),
+             sc.GATEWAY_REDIS_SLIDING: ("mock", "redis"),
              sc.GATEWAY_LLM: ("mock", "redis", "routing-mock"),
              sc.GATEWAY_TRACED: ("mock", "redis", "otlp-sink"),
              sc.GATEWAY_TRACED_10: ("mock", "redis", "otlp-sink"),
@@ -161,6 +166,9 @@ class Servers:
         elif name == sc.GATEWAY_REDIS:
             config = bench_config(mock.base_url, cache="redis", key_prefix=prefix,
                                   redis_url=redis_url)
+        elif name == sc.GATEWAY_REDIS_SLIDING:
+            config = bench_config(mock.base_url, cache="redis", key_prefix=prefix,
+                                  redis_url=redis_url, ttl_mode="sliding")
         elif name == sc.GATEWAY_LLM:
             config = bench_config(mock.base_url, cache="redis", key_prefix=prefix,
                                   redis_url=redis_url,

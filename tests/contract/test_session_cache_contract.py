@@ -182,6 +182,58 @@ class GenericSessionCacheTests:
         assert cache.put_if_absent("s1", FAST, ttl_seconds=60) == DEEP
         assert cache.ttl("s1") <= 30
 
+    # -- sliding TTL (routing.session_ttl_mode: sliding) and turn records
+
+    def test_get_renewing_restarts_the_ttl(self, cache):
+        cache.put_if_absent("s1", DEEP, ttl_seconds=60)
+        self.age("s1", 50)
+        assert cache.ttl("s1") <= 10
+        assert cache.get_renewing("s1", ttl_seconds=60) == DEEP
+        assert cache.ttl("s1") > 50
+        # Renewed again and again, the binding outlives its first TTL.
+        self.age("s1", 55)
+        assert cache.get_renewing("s1", ttl_seconds=60) == DEEP
+        self.age("s1", 55)
+        assert cache.get("s1") == DEEP
+
+    def test_get_renewing_misses_without_storing(self, cache):
+        assert cache.get_renewing("never-pinned", ttl_seconds=60) is None
+        assert cache.ttl("never-pinned") is None
+        assert cache.put_if_absent("never-pinned", FAST, ttl_seconds=60) == FAST
+
+    def test_get_renewing_does_not_revive_an_expired_binding(self, cache):
+        cache.put_if_absent("s1", DEEP, ttl_seconds=60)
+        self.expire_now("s1")
+        assert cache.get_renewing("s1", ttl_seconds=60) is None
+        assert cache.get("s1") is None
+
+    def test_get_still_never_renews(self, cache):
+        cache.put_if_absent("s1", DEEP, ttl_seconds=60)
+        cache.get_renewing("s1", ttl_seconds=60)
+        self.age("s1", 30)
+        assert cache.get("s1") == DEEP
+        assert cache.ttl("s1") <= 30
+
+    def test_put_overwrites_with_a_fresh_ttl(self, cache):
+        cache.put("turn:s1", DEEP, ttl_seconds=60)
+        assert cache.get("turn:s1") == DEEP
+        self.age("turn:s1", 30)
+        cache.put("turn:s1", FAST, ttl_seconds=60)
+        assert cache.get("turn:s1") == FAST
+        assert cache.ttl("turn:s1") > 30
+
+    def test_get_renewing_leaves_an_undecodable_value_as_it_is(self, cache):
+        raw = self.raw_client()
+        raw.set(PREFIX + "s1", b"not json", ex=60)
+        with pytest.raises(InvalidBindingError):
+            cache.get_renewing("s1", ttl_seconds=60)
+        assert raw.get(PREFIX + "s1") == b"not json"
+        raw.delete(PREFIX + "s1")
+        raw.rpush(PREFIX + "s1", b"a")
+        with pytest.raises(InvalidBindingError):
+            cache.get_renewing("s1", ttl_seconds=60)
+        assert raw.lrange(PREFIX + "s1", 0, -1) == [b"a"]
+
     # -- exact Redis layout and foreign values (Redis backends only)
 
     def test_exact_key_and_value_layout(self, cache):
@@ -323,7 +375,8 @@ class TestRedisClusterSessionCache(GenericSessionCacheTests):
 
 @pytest.mark.integration
 def test_hit_costs_one_command_and_miss_two(shared_redis):
-    """Counted by the server (INFO commandstats): hit = GET; miss = GET + SET; nothing else."""
+    """Counted by the server (INFO commandstats): hit = GET (sliding: GETEX); miss = GET +
+    SET; a turn record = SET; nothing else."""
     shared_redis.flushall()
     admin = shared_redis.client()
     # The creation PING opens the pooled connection, so no handshake lands in the counts.
@@ -352,6 +405,11 @@ def test_hit_costs_one_command_and_miss_two(shared_redis):
         assert commands_during(fresh.ping) == {"cmdstat_ping": 1}
         assert commands_during(miss) == {"cmdstat_get": 1, "cmdstat_set": 1}
         assert commands_during(lambda: cache.get("s1")) == {"cmdstat_get": 1}
+        # A sliding hit renews the TTL in the same single command.
+        sliding_hit = lambda: cache.get_renewing("s1", ttl_seconds=60)  # noqa: E731
+        assert commands_during(sliding_hit) == {"cmdstat_getex": 1}
+        turn_record = lambda: cache.put("turn:s1", DEEP, ttl_seconds=60)  # noqa: E731
+        assert commands_during(turn_record) == {"cmdstat_set": 1}
         lost_race = lambda: cache.put_if_absent("s1", FAST, ttl_seconds=60)  # noqa: E731
         assert commands_during(lost_race) == {"cmdstat_set": 1, "cmdstat_get": 1}
         # The first replacement loads the script (EVALSHA answers NOSCRIPT, EVAL caches

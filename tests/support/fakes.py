@@ -16,11 +16,11 @@ class FailingCache(SessionCache):
         self.backend_name = backend_name
         self.calls = 0
 
-    def get(self, key):
+    def get(self, key, *args):
         self.calls += 1
         raise self.error
 
-    put_if_absent = replace_stale = delete = ttl = get
+    get_renewing = put = put_if_absent = replace_stale = delete = ttl = get
 
     def ping(self):
         return False

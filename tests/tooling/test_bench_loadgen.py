@@ -81,3 +81,16 @@ def test_session_pool_ids_are_unique_per_run_and_valid_affinity_values():
 def test_stream_scenario_body_asks_for_a_stream():
     assert json.loads(sc.BY_NAME["stream_redis"].body)["stream"] is True
     assert "stream" not in json.loads(sc.BY_NAME["pinned_redis"].body)
+
+
+def test_sliding_scenario_runs_a_valid_sliding_redis_gateway():
+    from app.config import config_from_dict
+    from benchlib import servers
+    scenario = sc.select("pinned_redis_sliding")[0]
+    assert scenario.target == sc.GATEWAY_REDIS_SLIDING and scenario.sessions == "pool"
+    assert "redis" in servers.Servers.NEEDS[scenario.target]
+    raw = servers.bench_config("http://127.0.0.1:9/v1", cache="redis",
+                               redis_url="redis://127.0.0.1:6379", ttl_mode="sliding")
+    assert config_from_dict(raw).routing.session_ttl_mode == "sliding"
+    fixed = servers.bench_config("http://127.0.0.1:9/v1", cache="memory")
+    assert config_from_dict(fixed).routing.session_ttl_mode == "fixed"

@@ -1,0 +1,46 @@
+"""Turn detection for ``routing.route_on_user_only`` (SPEC §16, Plano's semantics).
+
+An agent loop (Claude Code, Codex) sends many requests per user turn: the user's message,
+then one request per tool round trip carrying the tool's output. A router that sees those
+continuations judges the tool output (code, logs, diffs), not what the user asked, so it may
+switch models in the middle of a turn. With turn-level routing the router runs only when a
+request *starts a user turn*; continuations reuse the model the turn started on.
+
+A request starts a user turn when its last message is a user message that says something:
+text that is not only harness envelopes, or a non-text part the user supplied (a pasted
+screenshot without a caption is still the user speaking). Not a user turn: a trailing tool
+result (Chat ``role: tool``; an Anthropic user message holding only ``tool_result`` blocks;
+a Responses ``function_call_output`` / ``custom_tool_call_output`` item), a trailing
+assistant message or function call, and a user message made only of the envelopes Claude
+Code injects next to tool results (``<system-reminder>``, ``<user-prompt-submit-hook>``).
+Anthropic user text sent alongside ``tool_result`` blocks is the user speaking: a new turn.
+"""
+
+from __future__ import annotations
+
+from app.affinity.shapes import last_user_content
+
+#: Harness-written envelopes (opening, closing tag): text inside them is not the user's.
+INJECTED_ENVELOPES = (("<system-reminder>", "</system-reminder>"),
+                      ("<user-prompt-submit-hook>", "</user-prompt-submit-hook>"))
+
+
+def strip_envelopes(text: str) -> str:
+    """``text`` without any injected envelope; an unterminated opening tag swallows the rest
+    (a truncated envelope is still harness output)."""
+    for opening, closing in INJECTED_ENVELOPES:
+        start = text.find(opening)
+        while start != -1:
+            end = text.find(closing, start + len(opening))
+            end = len(text) if end == -1 else end + len(closing)
+            text = text[:start] + text[end:]
+            start = text.find(opening, start)
+    return text
+
+
+def starts_user_turn(body: dict, shape: str) -> bool:
+    """Whether the request (raw JSON body of the ``shape`` API) starts a user turn."""
+    content = last_user_content(body, shape)
+    if content is None:
+        return False
+    return bool(content.attachments) or bool(strip_envelopes(content.text).strip())
