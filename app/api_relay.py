@@ -36,8 +36,9 @@ class ApiRelay:
         self._relay = relay
 
     def forward(self, api: str, provider_name: str, call: UpstreamCall, *,
-                pinned: bool) -> Answer:
-        """Send ``call`` to ``provider_name`` and shape the answer for client API ``api``.
+                pinned: bool, read_timeout: float | None = None) -> Answer:
+        """Send ``call`` to ``provider_name`` and shape the answer for client API ``api``
+        (``read_timeout`` as in :meth:`app.relay.Relay.forward`).
 
         Raises :class:`UpstreamError` (502/504) when the provider cannot be reached or does
         not answer in time; an HTTP error status from the provider is an :class:`Answer`.
@@ -49,7 +50,8 @@ class ApiRelay:
             span = relay.start_span(provider_name, call.stream, headers)
             headers = dict(span.headers)
         try:
-            answer = self._forward(api, provider_name, call, pinned, headers, span)
+            answer = self._forward(api, provider_name, call, pinned, headers, span,
+                                   read_timeout)
         except UpstreamError as error:
             if span is not None:
                 span.end(error=error)
@@ -59,11 +61,12 @@ class ApiRelay:
         return answer
 
     def _forward(self, api: str, provider_name: str, call: UpstreamCall, pinned: bool,
-                 headers: dict, span: ClientSpan | None) -> Answer:
+                 headers: dict, span: ClientSpan | None, read_timeout: float | None) -> Answer:
         client: ProviderClient = self._relay.clients[provider_name]
         started = time.perf_counter()
-        deadline = time.monotonic() + client.read_timeout_seconds
-        response = client.post(call.body, headers=headers, path=call.path)
+        deadline = time.monotonic() + (read_timeout or client.read_timeout_seconds)
+        response = client.post(call.body, headers=headers, path=call.path,
+                               read_timeout_seconds=read_timeout)
         content_type = response.headers.get("Content-Type", "")
         extra = relayed_headers(response.headers)
         if (call.stream and response.status_code < 400

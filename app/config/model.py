@@ -112,6 +112,23 @@ class SessionCacheConfig:
 
 
 @dataclass(frozen=True)
+class FailoverConfig:
+    """Failover inside a route (SPEC §15).
+
+    ``max_attempts``: how many of a route's ranked models one request may try (``None``:
+    every one; same-model retries from the listener's ``max_retries`` come on top).
+    ``repin``: a success on another model moves the session's pin there.
+    ``failure_threshold`` consecutive failures mark a model down in the worker for
+    ``cooldown_seconds``; then one request probes it.
+    """
+
+    max_attempts: int | None = None
+    repin: bool = False
+    failure_threshold: int = 3
+    cooldown_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class RoutingConfig:
     """Router choice and session-affinity settings."""
 
@@ -122,6 +139,7 @@ class RoutingConfig:
     session_cache: SessionCacheConfig = SessionCacheConfig()
     #: Plano's turn-level routing (SPEC §16): route only when a request starts a user turn.
     route_on_user_only: bool = False
+    failover: FailoverConfig = FailoverConfig()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,71 @@
+"""One request's trip upstream, through the attempt chain (SPEC §4 steps 5-6, §12, §15).
+
+:func:`attempt_for` builds the ``attempt(endpoint, read_timeout)`` callable the chain
+(:mod:`app.failover`) calls per try: chat to an ``openai``-interface model stays the
+byte-level :class:`~app.relay.Relay` pass-through; everything else (Messages, Responses,
+any API to another interface) is planned by :func:`app.translation.plan_call` for *that*
+model and sent by :class:`~app.api_relay.ApiRelay` — so an OpenAI model failing over to an
+Anthropic one is translated. :func:`failover_headers` says what the client is told. No Flask.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from app.api_relay import ApiRelay
+from app.config import ModelEndpoint
+from app.failover import Attempt, FailoverResult
+from app.gateway import AFFINITY_FAILOVER, AFFINITY_NEW, AFFINITY_PINNED, Decision
+from app.relay import Answer, Relay
+from app.translation import Target, plan_call
+
+FAILOVER_FROM_HEADER = "x-plano-failover-from"
+#: The affinities under which the session's pin names the decided model.
+_PINNED_AFFINITIES = frozenset({AFFINITY_NEW, AFFINITY_PINNED})
+
+
+def attempt_for(api: str, body: dict, stream: bool, decision: Decision, relay: Relay,
+                api_relay: ApiRelay, client_headers: Mapping[str, str] | None) -> Attempt:
+    """The per-try call for one request of client API ``api`` (``chat``, ``messages``,
+    ``responses``); the body's ``model`` is set to each candidate's provider id."""
+    decided = decision.endpoint
+    pinned = decision.pinned
+
+    def attempt(endpoint: ModelEndpoint, read_timeout: float) -> Answer:
+        served_pin = pinned and endpoint.name == decided.name
+        if api == "chat" and endpoint.interface == "openai":
+            forwarded = dict(body)
+            forwarded["model"] = endpoint.model_id
+            return relay.forward(endpoint.name, forwarded, stream=stream, pinned=served_pin,
+                                 read_timeout=read_timeout)
+        target = Target(endpoint.name, endpoint.model_id, endpoint.interface,
+                        endpoint.vendor, endpoint.responses_native, endpoint.max_tokens)
+        call = plan_call(api, body, target, client_headers=client_headers)
+        return api_relay.forward(api, endpoint.name, call, pinned=served_pin,
+                                 read_timeout=read_timeout)
+
+    return attempt
+
+
+def answered(result: FailoverResult) -> bool:
+    """Whether the chain ended with a successful answer (not a relayed failure)."""
+    return result.answer is not None and result.answer.status < 400
+
+
+def failover_headers(decision: Decision, result: FailoverResult) -> dict:
+    """The headers that tell the client a fallback served it (SPEC §15): the first model
+    that failed or was skipped, on any answer from a fallback; ``x-plano-affinity:
+    failover`` when it was a session's model and another one answered."""
+    if result.failed_from is None:
+        return {}
+    headers = {FAILOVER_FROM_HEADER: result.failed_from}
+    if decision.affinity in _PINNED_AFFINITIES and answered(result):
+        headers["x-plano-affinity"] = AFFINITY_FAILOVER
+    return headers
+
+
+def should_repin(decision: Decision, result: FailoverResult, repin: bool) -> bool:
+    """Whether the session's pin is to move to the model that answered (``repin: true``
+    and a fallback of the pinned model succeeded)."""
+    return (repin and decision.affinity in _PINNED_AFFINITIES and answered(result)
+            and result.served.name != decision.endpoint.name)
