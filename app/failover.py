@@ -184,12 +184,12 @@ class Failover:
             if wait is not None:
                 self.health.mark_down(endpoint.name, wait)
                 reason = "retry_after"
-            else:
-                self.health.record_failure(endpoint.name)
+            elif self.health.record_failure(endpoint.name):
+                wait = 0.0  # just marked down: not retried either
             log.info("model %s failed (%s)", endpoint.name, reason,
                      extra={"event": "model_failed", "model": endpoint.name,
                             "cause": reason})
             if wait is not None or self._clock() >= deadline:
                 break
-        pending.append((endpoint.name, result.reasons[-1] if wait is None else "retry_after"))
+        pending.append((endpoint.name, reason))
         return result
