@@ -28,7 +28,7 @@ from app.session_cache.base import SessionBinding
 from app.session_cache.memory import MemorySessionCache
 from tests.support.configs import DEEP_PROMPT, chat_body, make_config_dict
 from tests.support.fake_provider import FakeProviderClient, fake_providers
-from tests.support.fakes import FakeClock
+from tests.support.fakes import FailingCache, FakeClock
 
 A, B, C = (ModelEndpoint(f"openai/{name}", "openai", name, "http://x/v1")
            for name in ("a", "b", "c"))
@@ -270,6 +270,13 @@ def test_repin_is_a_compare_and_set():
     # The pin no longer names the failed model: left alone.
     assert not gateway.repin("s", "openai/gpt-5.2", "deep_reasoning", "openai/other")
     assert cache.get("s").model_name == "openai/gpt-4o-mini"
+
+
+def test_repin_on_a_failing_cache_is_skipped_not_raised():
+    cache = FailingCache()
+    assert not Gateway(routed_config(), cache, None).repin(
+        "s", "openai/gpt-5.2", "deep_reasoning", "openai/gpt-4o-mini")
+    assert cache.calls == 1
 
 
 def test_failover_keys_and_their_defaults():
