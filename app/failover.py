@@ -40,6 +40,9 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 #: Statuses whose ``Retry-After`` marks the model down instead of retrying it.
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
+#: A try is not started with less than this left of the listener timeout.
+MIN_ATTEMPT_SECONDS = 0.05
+
 Attempt = Callable[[ModelEndpoint, float], Answer]
 
 
@@ -130,14 +133,16 @@ class Failover:
                 failed_from = failed_from or endpoint.name
                 continue
             tried += 1
-            result = self._try_model(endpoint, attempt, deadline, pending, first=tried == 1)
-            if result is None:  # could not be planned for this model: the next one
+            outcome = self._try_model(endpoint, attempt, deadline, pending,
+                                      first=endpoint.name == candidates[0].name)
+            if outcome is None:  # the request cannot go to this fallback: the next one
                 continue
+            result = outcome
             if result.reasons:
                 failed_from = failed_from or endpoint.name
             if not result.reasons:  # an answer (or an error) to relay as it is
                 break
-            if self._clock() >= deadline:
+            if deadline - self._clock() < MIN_ATTEMPT_SECONDS:
                 break
         if result is None:
             # Every candidate is marked down (or none could be planned): try the decided
@@ -162,7 +167,7 @@ class Failover:
             remaining = deadline - self._clock()
             answer = error = None
             try:
-                answer = attempt(endpoint, max(remaining, 0.001))
+                answer = attempt(endpoint, max(remaining, MIN_ATTEMPT_SECONDS))
             except UpstreamError as raised:
                 error = raised
             except GatewayError:
@@ -189,7 +194,7 @@ class Failover:
             log.info("model %s failed (%s)", endpoint.name, reason,
                      extra={"event": "model_failed", "model": endpoint.name,
                             "cause": reason})
-            if wait is not None or self._clock() >= deadline:
+            if wait is not None or deadline - self._clock() < MIN_ATTEMPT_SECONDS:
                 break
         pending.append((endpoint.name, reason))
         return result

@@ -180,6 +180,18 @@ def test_a_fallback_that_cannot_take_the_request_is_skipped():
     assert chain().run((A, B, C), attempt).served is C
 
 
+def test_a_fallback_that_cannot_take_the_request_keeps_the_last_failure():
+    def attempt(endpoint, read_timeout):
+        attempt.calls.append(endpoint.name)
+        if endpoint is A:
+            return failing(503)
+        raise GatewayError("untranslatable for B")
+    attempt.calls = []
+    result = chain().run((A, B), attempt)
+    assert result.answer.status == 503 and result.served is A
+    assert attempt.calls == [A.name, B.name]
+
+
 def test_the_decided_model_refusing_the_request_raises():
     def attempt(endpoint, read_timeout):
         raise GatewayError("untranslatable")
