@@ -185,7 +185,10 @@ def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
         return error_response(error, headers, anthropic=api == "messages")
     if result.failed_from is not None:
         headers.update(failover_headers(decision, result))
-        g.plano_record.model = result.served.name
+        record: RequestRecord = g.plano_record
+        record.model = result.served.name
+        record.failover_from = result.failed_from
+        record.affinity = headers.get("x-plano-affinity", record.affinity)
         if should_repin(decision, result, svc.config.routing.failover.repin):
             tenant = _session_and_tenant(svc)[1]
             svc.gateway.repin(session_key(session_id, tenant), decision.endpoint.name,

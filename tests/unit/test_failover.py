@@ -323,3 +323,22 @@ def test_one_provider_span_per_attempt():
                     if span.kind is SpanKind.CLIENT]
     assert [span.name for span in client_spans] == ["chat gpt-5.2", "chat gpt-4o-mini"]
     tracer_provider.shutdown()
+
+
+def test_the_access_line_names_the_model_that_served_and_the_one_that_failed(caplog):
+    import logging
+
+    from app.request_log import ACCESS_LOGGER
+
+    config = routed_config()
+    providers = fake_providers(config)
+    providers["openai/gpt-5.2"] = FakeProviderClient("gpt-5.2", fail=True)
+    client = create_app(config, providers=providers).test_client()
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    response = client.post("/v1/chat/completions", json=chat_body(DEEP_PROMPT),
+                           headers={"X-Model-Affinity": "log-failover"})
+    response.close()
+    assert response.headers["x-plano-affinity"] == "failover"
+    (line,) = [record.plano for record in caplog.records if record.name == ACCESS_LOGGER]
+    assert line["model"] == "openai/gpt-4o-mini" and line["affinity"] == "failover"
+    assert line["failover_from"] == "openai/gpt-5.2"
