@@ -106,7 +106,7 @@ class ApiRelay:
                 yield tail
         except UpstreamError as error:
             # Headers are gone already: tell the client in-band, in its API's own form.
-            failure = error
+            failure = answer.failure = error
             log.warning("stream from %s broke off: %s", model_name, error,
                         extra={"event": "stream_error", "cause": str(error)})
             yield translator.fail(Failure(error.message, error.error_type, error.code), api)

@@ -3,8 +3,9 @@
 :meth:`Failover.run` calls an ``attempt(endpoint, read_timeout)`` callable per try and
 decides after each whether to relay its answer or try again. No byte has reached the
 client while the chain runs (the caller sends nothing until it returns), so trying again is
-safe; a stream whose head came back with a success status is relayed as it is and never
-retried, whatever happens to it later.
+safe; a stream whose first event arrived is relayed as it is and never retried, whatever
+happens to it later (the attempt reads that first event before it returns:
+:func:`app.forwarding.first_bytes_read`).
 
 A try *fails* (and the next is made) on: connection refused or reset, a timeout, HTTP 429,
 500, 502, 503, 504 or 529. The listener's ``max_retries`` retries the same model first;

@@ -36,15 +36,52 @@ def attempt_for(api: str, body: dict, stream: bool, decision: Decision, relay: R
         if api == "chat" and endpoint.interface == "openai":
             forwarded = dict(body)
             forwarded["model"] = endpoint.model_id
-            return relay.forward(endpoint.name, forwarded, stream=stream, pinned=served_pin,
-                                 read_timeout=read_timeout)
-        target = Target(endpoint.name, endpoint.model_id, endpoint.interface,
-                        endpoint.vendor, endpoint.responses_native, endpoint.max_tokens)
-        call = plan_call(api, body, target, client_headers=client_headers)
-        return api_relay.forward(api, endpoint.name, call, pinned=served_pin,
-                                 read_timeout=read_timeout)
+            answer = relay.forward(endpoint.name, forwarded, stream=stream, pinned=served_pin,
+                                   read_timeout=read_timeout)
+        else:
+            target = Target(endpoint.name, endpoint.model_id, endpoint.interface,
+                            endpoint.vendor, endpoint.responses_native, endpoint.max_tokens)
+            call = plan_call(api, body, target, client_headers=client_headers)
+            answer = api_relay.forward(api, endpoint.name, call, pinned=served_pin,
+                                       read_timeout=read_timeout)
+        if answer.mimetype == "text/event-stream":
+            answer.body = first_bytes_read(answer)
+        return answer
 
     return attempt
+
+
+class PrefetchedStream:
+    """A stream body whose first output was read already; ``close`` reaches the stream."""
+
+    __slots__ = ("_first", "_rest", "_stream")
+
+    def __init__(self, first: bytes, rest, stream):
+        self._first = first
+        self._rest = rest
+        self._stream = stream
+
+    def __iter__(self):
+        if self._first:
+            yield self._first
+        yield from self._rest
+
+    def close(self) -> None:
+        """Release the upstream (idempotent, as the stream's own ``close``)."""
+        self._stream.close()
+
+
+def first_bytes_read(answer: Answer) -> PrefetchedStream:
+    """Read a stream's first output before anything is sent to the client: a stream that
+    breaks off before its first event has sent the client nothing, so its failure is raised
+    (the chain tries the next model) instead of being relayed in-band."""
+    stream = answer.body
+    rest = iter(stream)
+    first = next(rest, b"")
+    if answer.failure is not None:
+        stream.close()
+        raise answer.failure
+    return PrefetchedStream(first, rest, stream)
 
 
 def answered(result: FailoverResult) -> bool:

@@ -63,6 +63,8 @@ class Answer:
     mimetype: str = "application/json"
     #: How long the provider call took; for a stream, set when the stream has ended.
     upstream_seconds: float | None = None
+    #: A stream's upstream failure, once it broke off (told to the client in-band).
+    failure: UpstreamError | None = None
 
 
 def _dumps(value) -> bytes:
@@ -405,7 +407,7 @@ class UpstreamStream:
                 yield tail
         except UpstreamError as error:
             # Headers are gone already: tell the client in-band, as OpenAI does.
-            self._failure = error
+            self._failure = self._answer.failure = error
             log.warning("stream from %s broke off: %s", model_name, error,
                         extra={"event": "stream_error", "cause": str(error)})
             envelope = {"error": {"message": error.message, "type": error.error_type,

@@ -252,7 +252,8 @@ def test_messages_and_responses_fail_over(gateway, mock, path):
 # --------------------------------------------------------------------------- streams
 
 
-@pytest.mark.parametrize("fault", [{"status": 503}, {"drop": 1}])
+@pytest.mark.parametrize("fault", [{"status": 503}, {"drop": 1}, {"break_after": 0}],
+                         ids=["status", "no-head", "head-then-cut"])
 def test_stream_failing_before_its_first_byte_fails_over(gateway, mock, fault):
     session = pinned_session(gateway, "stream-before")
     body = faulty(**{DEEP_ID: fault}) | {"stream": True}
@@ -370,3 +371,18 @@ def test_repin_moves_the_pin_to_the_model_that_answered(repinning_gateway, share
     after = post(repinning_gateway, chat_body(DEEP_PROMPT), session)
     assert after.json()["model"] == FAST_MODEL
     assert after.headers["x-plano-affinity"] == "pinned"
+
+
+def test_messages_stream_cut_before_its_first_event_fails_over(gateway, mock):
+    hold_fault(mock, DEEP_ID, break_after=0)
+    body = {"model": DEEP_MODEL, "max_tokens": 64, "stream": True,
+            "messages": [{"role": "user", "content": DEEP_PROMPT}]}
+    with post(gateway, body, f"messages-stream-{time.time_ns()}", path="/v1/messages",
+              stream=True) as answer:
+        text = answer.text
+    assert answer.status_code == 200
+    assert answer.headers["x-plano-affinity"] == "failover"
+    assert answer.headers["x-plano-failover-from"] == DEEP_MODEL
+    assert "event: message_start" in text and "event: message_stop" in text
+    assert f'"model":"{FAST_MODEL}"' in text.replace(" ", "")
+    assert "event: error" not in text
