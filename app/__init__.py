@@ -49,6 +49,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     from app.auth import KeySet
     from app.config import load_config
     from app.errors import register_error_handlers
+    from app.failover import Failover
     from app.gateway import Gateway
     from app.prometheus_metrics import PrometheusMetrics
     from app.providers.registry import create_provider_clients
@@ -84,7 +85,10 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
         if config.server.expose_worker_header else None,
         tracing=tracing, client_keys=KeySet(config.server.api_keys),
         admin_keys=KeySet([config.admin.token] if config.admin.token else []),
-        gevent_sockets=gevent_is_serving(), api_relay=ApiRelay(relay)))
+        gevent_sockets=gevent_is_serving(), api_relay=ApiRelay(relay),
+        failover=Failover(config.routing.failover,
+                          timeout_seconds=config.model_listener.timeout_seconds,
+                          max_retries=config.model_listener.max_retries, metrics=metrics)))
     app.register_blueprint(bp)
     if config.admin.token:
         from app.admin import admin_bp

@@ -35,14 +35,13 @@ from app.errors import (
     AuthenticationError,
     GatewayError,
     RequestTimeoutError,
-    UpstreamError,
     error_response,
 )
-from app.gateway import Decision
+from app.forwarding import attempt_for, failover_headers, should_repin
+from app.gateway import Decision, session_key
 from app.request_body import read_within
 from app.request_log import REQUEST_ID, REQUEST_ID_HEADER, RequestRecord, request_id_from
 from app.services import Services, current_services
-from app.translation import Target, plan_call
 
 AFFINITY_HEADER = "X-Model-Affinity"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -161,18 +160,7 @@ def chat_completions():
     """Route, pin and forward one chat-completions request."""
     svc = current_services()
     chat, _, decision, context = _decide(svc)
-    if decision.endpoint.interface != "openai":
-        return _translated("chat", svc, chat, decision, context)
-    headers = _decision_headers(decision, context)
-    body = dict(chat.body)
-    body["model"] = decision.endpoint.model_id
-    try:
-        answer = svc.relay.forward(decision.endpoint.name, body, stream=chat.stream,
-                                   pinned=decision.pinned,
-                                   headers=_passthrough_auth(decision.endpoint))
-    except UpstreamError as error:
-        return error_response(error, headers)
-    return _answer_response(answer, headers)
+    return _forward("chat", svc, chat, decision, context)
 
 
 def _passthrough_auth(endpoint: ModelEndpoint) -> dict | None:
@@ -207,7 +195,7 @@ def messages():
     """Route, pin and forward one Anthropic Messages request (SPEC §12)."""
     svc = current_services()
     parsed, _, decision, context = _decide(svc, "messages")
-    return _translated("messages", svc, parsed, decision, context)
+    return _forward("messages", svc, parsed, decision, context)
 
 
 @bp.post("/v1/responses")
@@ -215,28 +203,37 @@ def responses():
     """Route, pin and forward one OpenAI Responses request (SPEC §12)."""
     svc = current_services()
     parsed, _, decision, context = _decide(svc, "responses")
-    return _translated("responses", svc, parsed, decision, context)
+    return _forward("responses", svc, parsed, decision, context)
 
 
-def _translated(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
-                context: SessionContext) -> Response:
-    """Forward through the client-API relay: a same-shape pass-through (Messages to an
-    Anthropic model, Responses to a native Responses model) or a translation."""
+def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
+             context: SessionContext) -> Response:
+    """Send the request through the attempt chain (SPEC §15): the decided model, then the
+    other models of its route while they fail before answering; relay what answered."""
     headers = _decision_headers(decision, context)
-    endpoint = decision.endpoint
-    target = Target(endpoint.name, endpoint.model_id, endpoint.interface, endpoint.vendor,
-                    endpoint.responses_native, endpoint.max_tokens)
     client_headers = None
     if api == "messages":
         client_headers = {name: value for name in ("anthropic-version", "anthropic-beta")
                           if (value := request.headers.get(name))}
+    attempt = attempt_for(api, parsed.body, parsed.stream, decision, svc.relay,
+                          svc.api_relay, client_headers, auth_for=_passthrough_auth)
     try:
-        call = plan_call(api, parsed.body, target, client_headers=client_headers)
-        answer = svc.api_relay.forward(api, endpoint.name, call, pinned=decision.pinned,
-                                       auth_headers=_passthrough_auth(endpoint))
-    except GatewayError as error:   # untranslatable content (400), unreachable upstream
+        result = svc.failover.run(svc.gateway.candidates(decision), attempt)
+    except GatewayError as error:   # untranslatable content (400)
         return error_response(error, headers, anthropic=api == "messages")
-    return _answer_response(answer, headers)
+    if result.failed_from is not None:
+        headers.update(failover_headers(decision, result))
+        record: RequestRecord = g.plano_record
+        record.model = result.served.name
+        record.failover_from = result.failed_from
+        record.affinity = headers.get("x-plano-affinity", record.affinity)
+        if should_repin(decision, result, svc.config.routing.failover.repin):
+            tenant = _session_and_tenant(svc)[1]
+            svc.gateway.repin(session_key(context.session_id, tenant), decision.endpoint.name,
+                              decision.route_name, result.served.name)
+    if result.error is not None:
+        return error_response(result.error, headers, anthropic=api == "messages")
+    return _answer_response(result.answer, headers)
 
 
 @bp.post("/routing/v1/chat/completions")
@@ -261,7 +258,8 @@ def _routing_answer(api: str) -> Response:
     svc = current_services()
     _, session_id, decision, context = _decide(svc, api)
     trace_id = svc.tracing.current_trace_id() if svc.tracing is not None else None
-    payload = {"models": [decision.endpoint.name], "route": decision.route_name,
+    models = [endpoint.name for endpoint in svc.gateway.candidates(decision)]
+    payload = {"models": models, "route": decision.route_name,
                "trace_id": trace_id or _trace_id(), "pinned": decision.pinned}
     if session_id is not None:
         payload["session_id"] = session_id

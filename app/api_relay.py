@@ -36,9 +36,11 @@ class ApiRelay:
         self._relay = relay
 
     def forward(self, api: str, provider_name: str, call: UpstreamCall, *,
-                pinned: bool, auth_headers: Mapping[str, str] | None = None) -> Answer:
+                pinned: bool, read_timeout: float | None = None,
+                auth_headers: Mapping[str, str] | None = None) -> Answer:
         """Send ``call`` to ``provider_name`` and shape the answer for client API ``api``
-        (``auth_headers``: the client's own key for a ``passthrough_auth`` provider).
+        (``read_timeout`` as in :meth:`app.relay.Relay.forward`; ``auth_headers``: the
+        client's own key for a ``passthrough_auth`` provider).
 
         Raises :class:`UpstreamError` (502/504) when the provider cannot be reached or does
         not answer in time; an HTTP error status from the provider is an :class:`Answer`.
@@ -50,7 +52,8 @@ class ApiRelay:
             span = relay.start_span(provider_name, call.stream, headers)
             headers = dict(span.headers)
         try:
-            answer = self._forward(api, provider_name, call, pinned, headers, span)
+            answer = self._forward(api, provider_name, call, pinned, headers, span,
+                                   read_timeout)
         except UpstreamError as error:
             if span is not None:
                 span.end(error=error)
@@ -60,11 +63,12 @@ class ApiRelay:
         return answer
 
     def _forward(self, api: str, provider_name: str, call: UpstreamCall, pinned: bool,
-                 headers: dict, span: ClientSpan | None) -> Answer:
+                 headers: dict, span: ClientSpan | None, read_timeout: float | None) -> Answer:
         client: ProviderClient = self._relay.clients[provider_name]
         started = time.perf_counter()
-        deadline = time.monotonic() + client.read_timeout_seconds
-        response = client.post(call.body, headers=headers, path=call.path)
+        deadline = time.monotonic() + (read_timeout or client.read_timeout_seconds)
+        response = client.post(call.body, headers=headers, path=call.path,
+                               read_timeout_seconds=read_timeout)
         content_type = response.headers.get("Content-Type", "")
         extra = relayed_headers(response.headers)
         if (call.stream and response.status_code < 400
@@ -104,7 +108,7 @@ class ApiRelay:
                 yield tail
         except UpstreamError as error:
             # Headers are gone already: tell the client in-band, in its API's own form.
-            failure = error
+            failure = answer.failure = error
             log.warning("stream from %s broke off: %s", model_name, error,
                         extra={"event": "stream_error", "cause": str(error)})
             yield translator.fail(Failure(error.message, error.error_type, error.code), api)

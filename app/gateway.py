@@ -41,6 +41,9 @@ TURN_KEY_PREFIX = "turn:"
 AFFINITY_NEW = "new"
 AFFINITY_PINNED = "pinned"
 AFFINITY_UNAVAILABLE = "unavailable"
+AFFINITY_FAILOVER = "failover"
+#: Ranked candidate lists kept per (model, route); wildcard models make the keys open-ended.
+_MAX_RANKED = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,40 @@ class Gateway:
         self._implicit_affinity = routing.implicit_affinity
         self._turns = routing.route_on_user_only
         self._routes = config.routes_by_name
+        self._ranked: dict[tuple[str, str | None], tuple[ModelEndpoint, ...]] = {}
+
+    def candidates(self, decision: Decision) -> tuple[ModelEndpoint, ...]:
+        """The models that may serve ``decision``, ranked (SPEC §15): the decided model
+        first, then the other models of its route in their configured order (a route given
+        in the request body, or none: the decided model alone)."""
+        key = (decision.endpoint.name, decision.route_name)
+        ranked = self._ranked.get(key)
+        if ranked is None:
+            ranked = (decision.endpoint,)
+            route = self._routes.get(decision.route_name) if decision.route_name else None
+            for name in route.models if route is not None else ():
+                endpoint = self._config.endpoint(name)
+                if endpoint is not None and all(e.name != endpoint.name for e in ranked):
+                    ranked += (endpoint,)
+            if len(self._ranked) < _MAX_RANKED:
+                self._ranked[key] = ranked
+        return ranked
+
+    def repin(self, key: str, failed_model: str, route_name: str | None,
+              served_model: str) -> bool:
+        """Move the pin under ``key`` to ``served_model`` if it still names
+        ``failed_model`` (compare-and-set, one round trip); ``True`` when moved. A cache
+        failure is logged and counted, never raised."""
+        binding = SessionBinding(served_model, route_name)
+        try:
+            winner = self._cache.replace_stale(key, failed_model, binding, self._ttl)
+        except SessionCacheError as error:
+            self._cache_event("store_error" if error.outcome == "error" else error.outcome,
+                              error)
+            return False
+        moved = winner is binding
+        self._cache_event("store" if moved else "conflict")
+        return moved
 
     def decide(self, request: ChatRequest, session_id: str | None = None,
                tenant: str | None = None, *, implicit: bool = False,

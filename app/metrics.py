@@ -33,6 +33,11 @@ class Metrics:
     def admin_request(self, action: str, status: int) -> None:
         """One admin API call."""
 
+    def failover(self, from_model: str, to_model: str, reason: str) -> None:
+        """A request moved from ``from_model`` (failed or skipped as down) to ``to_model``
+        of its route (SPEC §15); ``reason``: connection, timeout, http_<status>,
+        retry_after or down."""
+
     def exposition(self) -> tuple[bytes, str] | None:
         """The ``/metrics`` body and its content type; ``None``: nothing to expose."""
         return None

@@ -9,6 +9,7 @@ Names and labels (SPEC §10)::
     plano_requests_total{endpoint,status,pinned}           counter
     plano_upstream_duration_seconds{model}                 histogram
     plano_admin_requests_total{action,status}              counter
+    plano_failovers_total{from_model,to_model,reason}      counter (SPEC §15)
 
 Under gunicorn the numbers of all workers are added up: ``config/gunicorn.conf.py`` points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory in the master before any worker starts,
@@ -152,6 +153,10 @@ class PrometheusMetrics(Metrics):
             ("model",), buckets=UPSTREAM_BUCKETS, registry=registry), _label)
         self._upstream.prepare((provider.name,) for provider in config.model_providers)
 
+        self._failovers = _Children(Counter(
+            "plano_failovers_total", "Moves to the next model of a route: from the model "
+            "that failed or was skipped as down, to the one tried next, and why.",
+            ("from_model", "to_model", "reason"), registry=registry))
         self._admin = _Children(Counter(
             "plano_admin_requests_total", "Admin API calls by action and status.",
             ("action", "status"), registry=registry), _label)
@@ -175,6 +180,9 @@ class PrometheusMetrics(Metrics):
 
     def admin_request(self, action: str, status: int) -> None:
         self._admin.get((action, status)).inc()
+
+    def failover(self, from_model: str, to_model: str, reason: str) -> None:
+        self._failovers.get((from_model, to_model, reason)).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text of every worker (multiprocess) or of this instance."""

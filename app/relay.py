@@ -63,6 +63,8 @@ class Answer:
     mimetype: str = "application/json"
     #: How long the provider call took; for a stream, set when the stream has ended.
     upstream_seconds: float | None = None
+    #: A stream's upstream failure, once it broke off (told to the client in-band).
+    failure: UpstreamError | None = None
 
 
 def _dumps(value) -> bytes:
@@ -289,8 +291,13 @@ class Relay:
         return self._tracing
 
     def forward(self, provider_name: str, body: dict, *, stream: bool, pinned: bool,
-                headers: Mapping[str, str] | None = None) -> Answer:
+                headers: Mapping[str, str] | None = None,
+                read_timeout: float | None = None) -> Answer:
         """Send ``body`` (its ``model`` already the provider's id) and shape the answer.
+
+        ``read_timeout`` (default: the client's, the listener timeout) bounds the wait for
+        the answer's head and, without a stream, the whole answer: what an attempt chain
+        has left of the listener timeout (:mod:`app.failover`).
 
         Raises :class:`UpstreamError` (502/504) when the provider cannot be reached or does
         not answer in time; an HTTP error status from the provider is an :class:`Answer`.
@@ -300,18 +307,21 @@ class Relay:
             span = self.start_span(provider_name, stream, headers)
             headers = span.headers
         try:
-            return self._forward(provider_name, body, stream, pinned, headers, span)
+            return self._forward(provider_name, body, stream, pinned, headers, span,
+                                 read_timeout)
         except UpstreamError as error:
             if span is not None:
                 span.end(error=error)
             raise
 
     def _forward(self, provider_name: str, body: dict, stream: bool, pinned: bool,
-                 headers: Mapping[str, str] | None, span: ClientSpan | None) -> Answer:
+                 headers: Mapping[str, str] | None, span: ClientSpan | None,
+                 read_timeout: float | None) -> Answer:
         client = self._clients[provider_name]
         started = time.perf_counter()
-        deadline = time.monotonic() + client.read_timeout_seconds
-        response = client.post(_dumps(body), headers=headers)
+        deadline = time.monotonic() + (read_timeout or client.read_timeout_seconds)
+        response = client.post(_dumps(body), headers=headers,
+                               read_timeout_seconds=read_timeout)
         content_type = response.headers.get("Content-Type", "")
         extra = relayed_headers(response.headers)
         if stream and response.status_code < 400 and content_type.startswith(
@@ -397,7 +407,7 @@ class UpstreamStream:
                 yield tail
         except UpstreamError as error:
             # Headers are gone already: tell the client in-band, as OpenAI does.
-            self._failure = error
+            self._failure = self._answer.failure = error
             log.warning("stream from %s broke off: %s", model_name, error,
                         extra={"event": "stream_error", "cause": str(error)})
             envelope = {"error": {"message": error.message, "type": error.error_type,

@@ -62,7 +62,8 @@ class RequestRecord:
     """What one request's log line says, filled in as the request goes."""
 
     __slots__ = ("request_id", "method", "path", "started", "status", "session_id",
-                 "tenant", "pinned", "affinity", "route", "model", "answer", "trace_id")
+                 "tenant", "pinned", "affinity", "route", "model", "answer", "trace_id",
+                 "failover_from")
 
     def __init__(self, request_id: str, method: str, path: str):
         self.request_id = request_id
@@ -80,17 +81,23 @@ class RequestRecord:
         #: (a stream sets it at its end).
         self.answer = None
         self.trace_id: str | None = None
+        #: The model that failed (or was skipped as down) when a fallback answered.
+        self.failover_from: str | None = None
 
     def fields(self) -> dict:
         """The log line's fields, durations in milliseconds."""
         upstream = getattr(self.answer, "upstream_seconds", None)
-        return {"request_id": self.request_id, "method": self.method, "path": self.path,
-                "status": self.status,
-                "duration_ms": round((time.perf_counter() - self.started) * 1000.0, 3),
-                "upstream_ms": None if upstream is None else round(upstream * 1000.0, 3),
-                "session_id": self.session_id, "tenant": self.tenant, "pinned": self.pinned,
-                "affinity": self.affinity, "route": self.route, "model": self.model,
-                "trace_id": self.trace_id}
+        fields = {"request_id": self.request_id, "method": self.method, "path": self.path,
+                  "status": self.status,
+                  "duration_ms": round((time.perf_counter() - self.started) * 1000.0, 3),
+                  "upstream_ms": None if upstream is None else round(upstream * 1000.0, 3),
+                  "session_id": self.session_id, "tenant": self.tenant,
+                  "pinned": self.pinned,
+                  "affinity": self.affinity, "route": self.route, "model": self.model,
+                  "trace_id": self.trace_id}
+        if self.failover_from is not None:
+            fields["failover_from"] = self.failover_from
+        return fields
 
     def write(self) -> None:
         """Log the line (called once, when the response is closed)."""

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from app.api_relay import ApiRelay
     from app.config import Config
+    from app.failover import Failover
     from app.gateway import Gateway
     from app.metrics import Metrics
     from app.relay import Relay
@@ -49,6 +50,8 @@ class Services:
     gevent_sockets: bool = False
     #: Messages, Responses and translated requests (SPEC §12-13); chat -> openai uses relay.
     api_relay: ApiRelay | None = None
+    #: The attempt chain and this worker's model health marks (SPEC §15).
+    failover: Failover | None = None
 
 
 def install_services(app: Flask, services: Services) -> None:

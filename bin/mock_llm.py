@@ -38,9 +38,21 @@ Fault injection, per request, through headers (so one process serves every test)
                             headers)
   x-mock-content: TEXT   -> assistant content is exactly TEXT
   x-mock-chunk-delay-ms: N -> (Messages, Responses) gap between streamed events
+  x-mock-retry-after: N  -> with a fault status: a "retry-after: N" header on the answer
+  x-mock-drop: 1         -> close the connection without answering (after any latency)
+  x-mock-break-after: N  -> a stream sends N events, then the connection is cut mid-body
 The same faults can be asked for in the request body, which a gateway forwards untouched:
   "mock_fault": {"status": 429, "raw_status": 500, "latency_ms": 3000, "route": "x",
-                 "content": "..."}
+                 "content": "...", "retry_after": 5, "drop": 1, "break_after": 2}
+Per model (the body's ``model``, i.e. the id a gateway sends upstream), so the models of
+one route can fail differently:
+  "mock_fault": {"models": {"gpt-5.2": {"status": 503}, "gpt-4o-mini": {"drop": 1}}}
+and, held by the mock until lifted (faults a client cannot put in the body, e.g. the demo's
+"the deep model is down"):
+  POST /_mock/faults {"model": "gpt-5.2", "status": 503, "count": 2}
+                                 -> that model's requests get the fault (the next ``count``
+                                    ones; without count, until DELETE)
+  GET /_mock/faults, DELETE /_mock/faults (all) or DELETE /_mock/faults?model=ID
 
 On start it prints one line to stdout:
   mock_llm listening on http://HOST:PORT (MOCK upstream: answers are canned, not from a real model)
@@ -59,6 +71,7 @@ import re
 import signal
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 #: The API a path asks for, by its last segments: any provider's path prefix works
@@ -89,8 +102,7 @@ class Request:
     headers: dict
     body: bytes
     keep_alive: bool
-    #: The query string (without ``?``); recorded, so callers can check e.g. api-version.
-    query: str = ""
+    query: dict | None = None
 
 
 @dataclass(slots=True)
@@ -103,6 +115,12 @@ class Reply:
     events: list | None = None
     #: Gap between streamed events for this reply (``None``: ``--chunk-delay-ms``).
     chunk_delay: float | None = None
+    #: Extra header lines (``"name: value\r\n"``).
+    extra_headers: str = ""
+    #: Close the connection instead of answering (a MOCK connection failure).
+    drop: bool = False
+    #: Cut a stream after this many events (a MOCK failure mid-stream).
+    break_after: int | None = None
 
 
 class State:
@@ -120,6 +138,19 @@ class State:
         # How streams ended: lets tests see that a gateway closes its upstream when its
         # own client goes away mid-stream.
         self.streams = {"started": 0, "completed": 0, "aborted": 0}
+        #: Held per-model faults (POST /_mock/faults): model id -> {"fault", "count"}.
+        self.faults: dict[str, dict] = {}
+
+    def take_fault(self, model) -> dict | None:
+        """The held fault of ``model``, counting one use of it."""
+        held = self.faults.get(model) if isinstance(model, str) else None
+        if held is None:
+            return None
+        if held["count"] is not None:
+            held["count"] -= 1
+            if held["count"] <= 0:
+                del self.faults[model]
+        return held["fault"]
 
 
 def reason(status: int) -> str:
@@ -172,19 +203,71 @@ def recordable(record: dict) -> dict:
     return record
 
 
-def with_body_faults(headers: dict, body) -> dict:
-    """Headers plus the faults named in the body's ``mock_fault`` object.
+def with_body_faults(headers: dict, body, state: State | None = None) -> dict:
+    """Headers plus the faults named in the body's ``mock_fault`` object (its ``models``
+    entry for the body's model included) and the fault held for that model.
 
     A gateway forwards the body's unknown fields untouched but not the client's headers, so
     tests that go through a gateway ask for faults in the body:
     ``"mock_fault": {"status": 429, "latency_ms": 3000, "raw_status": 500, "route": "x",
     "content": "..."}`` means the same as the ``x-mock-*`` headers.
     """
-    faults = body.get("mock_fault") if isinstance(body, dict) else None
-    if not isinstance(faults, dict):
+    if not isinstance(body, dict):
+        return headers
+    faults = body.get("mock_fault")
+    faults = dict(faults) if isinstance(faults, dict) else {}
+    per_model = faults.pop("models", None)
+    model = body.get("model")
+    if isinstance(per_model, dict) and isinstance(per_model.get(model), dict):
+        faults.update(per_model[model])
+    held = state.take_fault(model) if state is not None else None
+    if held:
+        faults.update(held)
+    if not faults:
         return headers
     extra = {f"x-mock-{name.replace('_', '-')}": str(value) for name, value in faults.items()}
     return {**headers, **extra}
+
+
+def fault_reply(h: dict, delay: float) -> Reply | None:
+    """A dropped connection when asked for (``x-mock-drop``), else ``None``."""
+    if h.get("x-mock-drop", "0") not in ("", "0", "false", "False"):
+        return Reply(0, delay=delay, drop=True)
+    return None
+
+
+def with_fault_extras(reply: Reply, h: dict) -> Reply:
+    """``reply`` with the asked-for ``retry-after`` header (error answers) and stream cut."""
+    if reply.status >= 400 and "x-mock-retry-after" in h:
+        reply.extra_headers += f"retry-after: {int(h['x-mock-retry-after'])}\r\n"
+    if reply.events is not None and "x-mock-break-after" in h:
+        reply.break_after = max(0, int(h["x-mock-break-after"]))
+    return reply
+
+
+def manage_faults(state: State, req: Request) -> Reply:
+    """GET/POST/DELETE /_mock/faults: the faults held per model."""
+    if req.method == "GET":
+        return Reply(200, json.dumps(state.faults).encode())
+    if req.method == "DELETE":
+        model = (req.query or {}).get("model")
+        cleared = [model] if model else list(state.faults)
+        for name in cleared:
+            state.faults.pop(name, None)
+        return Reply(200, json.dumps({"cleared": cleared}).encode())
+    if req.method != "POST":
+        return error_reply(405, f"mock: {req.method} not allowed", "method_not_allowed")
+    try:
+        spec = json.loads(req.body)
+    except (ValueError, UnicodeDecodeError):
+        spec = None
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
+        return error_reply(400, "mock: a JSON object with a model id is required",
+                           "invalid_body")
+    model = spec.pop("model")
+    count = spec.pop("count", None)
+    state.faults[model] = {"fault": spec, "count": count if isinstance(count, int) else None}
+    return Reply(200, json.dumps({"model": model, **state.faults[model]}).encode())
 
 
 def chat(state: State, req: Request) -> Reply:
@@ -196,14 +279,23 @@ def chat(state: State, req: Request) -> Reply:
         body = ValueError
     state.recorded.append({"path": req.path, "query": req.query, "headers": h,
                            "body": None if body is ValueError else body})
-    h = with_body_faults(h, body)
+    h = with_body_faults(h, body, state)
     try:
         latency = header_int(h, "x-mock-latency-ms")
         raw_status = header_int(h, "x-mock-raw-status")
         status = header_int(h, "x-mock-status")
+        header_int(h, "x-mock-retry-after")
+        header_int(h, "x-mock-break-after")
     except ValueError:
         return error_reply(400, "mock: x-mock-* headers must be integers", "mock_bad_header")
     delay = state.latency if latency is None else max(latency, 0) / 1000.0
+    return with_fault_extras(fault_reply(h, delay) or chat_reply(state, h, body, delay,
+                                                                   raw_status, status), h)
+
+
+def chat_reply(state: State, h: dict, body, delay: float, raw_status: int | None,
+               status: int | None) -> Reply:
+    """The chat-completions answer once the request's faults are known."""
     for fault in (raw_status, status):
         if fault is not None and not 200 <= fault <= 599:
             return error_reply(400, "mock: fault status must be 200..599", "mock_bad_header")
@@ -551,14 +643,23 @@ def api_request(state: State, req: Request, api: str) -> Reply:
         body = ValueError
     state.recorded.append({"path": req.path, "query": req.query, "headers": h,
                            "body": None if body is ValueError else body})
-    h = with_body_faults(h, body)
+    h = with_body_faults(h, body, state)
     try:
         latency = header_int(h, "x-mock-latency-ms")
         status = header_int(h, "x-mock-status")
         chunk_delay = header_int(h, "x-mock-chunk-delay-ms")
+        header_int(h, "x-mock-retry-after")
+        header_int(h, "x-mock-break-after")
     except ValueError:
         return error_reply(400, "mock: x-mock-* headers must be integers", "mock_bad_header")
     delay = state.latency if latency is None else max(latency, 0) / 1000.0
+    return with_fault_extras(fault_reply(h, delay) or api_answer(state, api, h, body, delay,
+                                                                   status, chunk_delay), h)
+
+
+def api_answer(state: State, api: str, h: dict, body, delay: float, status: int | None,
+               chunk_delay: int | None) -> Reply:
+    """The Messages or Responses answer once the request's faults are known."""
     if status is not None:
         if api == "messages":
             err = {"type": "error", "error": {"type": "api_error" if status >= 500
@@ -591,6 +692,8 @@ def dispatch(state: State, req: Request) -> Reply:
         return Reply(200, b"", "application/x-protobuf")
     if path == "/health" and method in ("GET", "HEAD"):
         return Reply(200, b'{"status":"ok","mock":true}')
+    if path == "/_mock/faults":
+        return manage_faults(state, req)
     if path == "/_mock/streams" and method == "GET":
         return Reply(200, json.dumps(state.streams).encode())
     if path == "/_mock/requests":
@@ -639,6 +742,9 @@ class MockHTTP(asyncio.Protocol):
             if req is None:
                 return
             reply = dispatch(self.state, req)
+            if reply.drop and reply.delay <= 0:
+                self.hang_up(req)
+                return
             if reply.delay > 0 or reply.events is not None:
                 self.busy = True
                 self.task = asyncio.get_running_loop().create_task(self.deliver(req, reply))
@@ -686,13 +792,21 @@ class MockHTTP(asyncio.Protocol):
         conn = headers.get("connection", "").lower()
         keep = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
         path, _, query = target.partition("?")
-        return Request(method, path, version, headers, body, keep, query)
+        return Request(method, path, version, headers, body, keep,
+                       dict(urllib.parse.parse_qsl(query)))
 
     def refuse(self, status: int, message: str) -> None:
         """Answer an unparseable request with an error and close the connection."""
         reply = error_reply(status, f"mock: {message}", "bad_request")
         self.send(Request("-", "-", "HTTP/1.1", {}, b"", False), reply)
         return None
+
+    def hang_up(self, req: Request) -> None:
+        """Close the connection without answering (a MOCK connection failure)."""
+        if not self.state.quiet:
+            sys.stderr.write(f"mock_llm {req.method} {req.path} dropped\n")
+        self.closing = True
+        self.transport.close()
 
     def head(self, req: Request, status: int, extra: str) -> bytes:
         """Status line and headers (``extra`` carries type and length/framing)."""
@@ -703,7 +817,8 @@ class MockHTTP(asyncio.Protocol):
 
     def send(self, req: Request, reply: Reply):
         """Write a complete (non-streamed) answer."""
-        extra = f"content-type: {reply.content_type}\r\ncontent-length: {len(reply.body)}\r\n"
+        extra = (f"content-type: {reply.content_type}\r\ncontent-length: {len(reply.body)}"
+                 f"\r\n{reply.extra_headers}")
         body = b"" if req.method == "HEAD" else reply.body
         self.transport.write(self.head(req, reply.status, extra) + body)
         self.finish(req, reply.status)
@@ -722,6 +837,9 @@ class MockHTTP(asyncio.Protocol):
             if reply.delay > 0:
                 await asyncio.sleep(reply.delay)
             if self.closing:
+                return
+            if reply.drop:
+                self.hang_up(req)
                 return
             if reply.events is None:
                 self.send(req, reply)
@@ -752,6 +870,10 @@ class MockHTTP(asyncio.Protocol):
                     raise
             if self.closing:
                 streams["aborted"] += 1
+                return
+            if reply.break_after is not None and i >= reply.break_after:
+                streams["aborted"] += 1
+                self.hang_up(req)
                 return
             if isinstance(event, tuple):      # a named event (Messages, Responses)
                 data = b"event: " + event[0].encode() + b"\ndata: " + event[1] + b"\n\n"

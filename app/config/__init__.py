@@ -13,6 +13,7 @@ from app.config.loader import CONFIG_ENV_VAR, config_from_dict, expand_env, load
 from app.config.model import (
                               AdminConfig,
                               Config,
+                              FailoverConfig,
                               ListenerConfig,
                               ModelEndpoint,
                               RouteConfig,
@@ -22,6 +23,6 @@ from app.config.model import (
                               TracingConfig,
 )
 
-__all__ = ["CONFIG_ENV_VAR", "AdminConfig", "Config", "ListenerConfig", "ModelEndpoint",
-           "RouteConfig", "RoutingConfig", "ServerConfig", "SessionCacheConfig",
+__all__ = ["CONFIG_ENV_VAR", "AdminConfig", "Config", "FailoverConfig", "ListenerConfig",
+           "ModelEndpoint", "RouteConfig", "RoutingConfig", "ServerConfig", "SessionCacheConfig",
            "TracingConfig", "config_from_dict", "expand_env", "load_config"]

@@ -112,6 +112,23 @@ class SessionCacheConfig:
 
 
 @dataclass(frozen=True)
+class FailoverConfig:
+    """Failover inside a route (SPEC §15).
+
+    ``max_attempts``: how many of a route's ranked models one request may try (``None``:
+    every one; same-model retries from the listener's ``max_retries`` come on top).
+    ``repin``: a success on another model moves the session's pin there.
+    ``failure_threshold`` consecutive failures mark a model down in the worker for
+    ``cooldown_seconds``; then one request probes it.
+    """
+
+    max_attempts: int | None = None
+    repin: bool = False
+    failure_threshold: int = 3
+    cooldown_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class RoutingConfig:
     """Router choice and session-affinity settings."""
 
@@ -128,6 +145,8 @@ class RoutingConfig:
     #: Pin sessions derived from the conversation (no ``X-Model-Affinity``) like explicit
     #: ones (SPEC §16).
     implicit_affinity: bool = False
+    #: Failover inside a route (SPEC §15).
+    failover: FailoverConfig = FailoverConfig()
 
     @property
     def sliding_ttl(self) -> bool:

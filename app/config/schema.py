@@ -29,6 +29,7 @@ from app.config.model import (
     WILDCARD,
     AdminConfig,
     Config,
+    FailoverConfig,
     ListenerConfig,
     ModelDirectory,
     ModelEndpoint,
@@ -252,6 +253,18 @@ class SessionCacheSchema(_Strict):
         return SessionCacheConfig(**data)
 
 
+class FailoverSchema(_Strict):
+    max_attempts = fields.Integer(load_default=None, allow_none=True,
+                                  validate=validate.Range(min=1, max=100))
+    repin = fields.Boolean(load_default=False)
+    failure_threshold = fields.Integer(load_default=3, validate=validate.Range(1, 1000))
+    cooldown_seconds = fields.Float(load_default=10.0, validate=validate.Range(0, 3600))
+
+    @post_load
+    def build(self, data, **kwargs):
+        return FailoverConfig(**data)
+
+
 class RoutingSchema(_Strict):
     model = OptionalString(load_default=None, allow_none=True)
     timeout_ms = fields.Integer(load_default=5000, validate=validate.Range(1, 600000))
@@ -262,6 +275,7 @@ class RoutingSchema(_Strict):
     session_ttl_mode = fields.String(load_default="fixed",
                                      validate=validate.OneOf(("fixed", "sliding")))
     implicit_affinity = fields.Boolean(load_default=False)
+    failover = fields.Nested(FailoverSchema, load_default=FailoverConfig)
 
     @post_load
     def build(self, data, **kwargs):

@@ -126,8 +126,8 @@ class ProviderClient:
             request.headers.update(headers)
         request.headers["Content-Length"] = str(len(body))
         request.body = body
-        timeout = (connect_timeout_seconds or self.connect_timeout_seconds,
-                   read_timeout_seconds or self.read_timeout_seconds)
+        read = read_timeout_seconds or self.read_timeout_seconds
+        timeout = (connect_timeout_seconds or min(self.connect_timeout_seconds, read), read)
         try:
             return self._adapter.send(request, stream=True, timeout=timeout)
         except requests.exceptions.ConnectTimeout:

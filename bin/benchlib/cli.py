@@ -74,6 +74,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "backend)")
     parser.add_argument("--sessions", type=int, default=1_000_000,
                         help="sessions for the memory-backend measurement (default 1000000)")
+    parser.add_argument("--failover-cost", action="store_true",
+                        help="CPU us per pinned chat request with and without the failover "
+                        "attempt chain, in-process (no servers started)")
+    parser.add_argument("--requests", type=int, default=2000,
+                        help="--failover-cost: requests per round (default 2000)")
     streams.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -221,6 +226,10 @@ def print_report(rows: list[report.Row], top_concurrency: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bin/bench``; exit 1 when a row is flagged, 2 when a server failed."""
     args = parse_args(argv)
+    if args.failover_cost:
+        from benchlib import failover_cost
+
+        return failover_cost.main(args.requests, max(args.repeat, 7))
     _terminate_on_sigterm()
     processes.DIE_WITH_PARENT = True  # a killed bench leaves no servers behind
     log_dir = Path(tempfile.mkdtemp(prefix="plano-bench-"))

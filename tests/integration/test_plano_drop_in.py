@@ -91,7 +91,7 @@ def test_host_only_base_url_reaches_the_vendors_documented_path(catalogue_gatewa
     headers = {name.lower(): value for name, value in call["headers"].items()}
     assert headers[key_header] == (f"Bearer {KEY}" if key_header == "authorization" else KEY)
     if vendor == "azure_openai":
-        assert call["query"] == "api-version=2024-10-21"
+        assert call["query"] == {"api-version": "2024-10-21"}
     if vendor == "anthropic":
         assert headers["anthropic-version"] == "2023-06-01"
 
@@ -154,7 +154,8 @@ def test_plano_sample_config_starts_under_bin_serve_and_routes(name):
         generation = route(port, "Generate new boilerplate code for a REST handler function")
         if name == "model_routing_service.yaml":
             assert generation["route"] == "code_generation"
-            assert generation["models"] == ["anthropic/claude-sonnet-4-6"]
+            # Ranked: the route's first model, then its fallback (SPEC §15).
+            assert generation["models"] == ["anthropic/claude-sonnet-4-6", "openai/gpt-4o"]
         else:
             assert generation["route"] == "code generation"
         if name == "preference_based_routing.yaml":

@@ -16,7 +16,7 @@ class FailingCache(SessionCache):
         self.backend_name = backend_name
         self.calls = 0
 
-    def get(self, key, *args):
+    def get(self, key, *more):
         self.calls += 1
         raise self.error
 

@@ -46,3 +46,13 @@ def test_bench_measures_direct_passthrough_and_pinned_memory_and_its_ceiling(tmp
     assert doc["settings"]["workers"] == 2
     assert doc["generator"]["name"] == "python"
     assert doc["generator"]["ceiling_rps"] > 0
+
+
+def test_failover_cost_measures_both_paths():
+    from benchlib import failover_cost
+
+    result = failover_cost.run(requests_per_round=50, rounds=1)
+    figures = result["cpu_us_per_request"]
+    assert set(figures) == {"with_chain", "without_chain"}
+    assert all(value > 0 for value in figures.values())
+    assert result["ratio_with_over_without"] > 0 and result["chain_alone_cpu_us"] > 0

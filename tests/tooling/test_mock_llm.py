@@ -294,3 +294,40 @@ def test_messages_and_responses_are_answered_as_a_labelled_mock(mock_url):
         "model": "gpt-x", "input": "hi", "stream": True}).text)
     assert events[0][0] == "response.created" and events[-1][0] == "response.completed"
     assert "[mock-llm]" in events[-1][1]["response"]["output"][0]["content"][0]["text"]
+
+
+def _chat(url: str, model: str, **extra) -> requests.Response:
+    return requests.post(f"{url}/v1/chat/completions", timeout=5, json={
+        "model": model, "messages": [{"role": "user", "content": "one two three"}], **extra})
+
+
+def test_faults_per_model_in_the_body(mock_url):
+    """SPEC §15 tests: one body, different faults per model id (what a gateway sends each
+    candidate), with Retry-After."""
+    faults = {"mock_fault": {"models": {"m-down": {"status": 503, "retry_after": 7}}}}
+    down = _chat(mock_url, "m-down", **faults)
+    assert down.status_code == 503 and down.headers["retry-after"] == "7"
+    assert _chat(mock_url, "m-up", **faults).status_code == 200
+
+
+def test_held_faults_count_and_lift(mock_url):
+    held = requests.post(f"{mock_url}/_mock/faults", timeout=5,
+                         json={"model": "m-held", "status": 429, "count": 2})
+    assert held.status_code == 200
+    assert [_chat(mock_url, "m-held").status_code for _ in range(3)] == [429, 429, 200]
+    requests.post(f"{mock_url}/_mock/faults", timeout=5, json={"model": "m-held", "status": 500})
+    assert _chat(mock_url, "m-held").status_code == 500
+    assert _chat(mock_url, "m-other").status_code == 200
+    requests.delete(f"{mock_url}/_mock/faults", timeout=5)
+    assert _chat(mock_url, "m-held").status_code == 200
+
+
+def test_dropped_connection_and_cut_stream(mock_url):
+    with pytest.raises(requests.ConnectionError):
+        _chat(mock_url, "m", mock_fault={"drop": 1})
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        with requests.post(f"{mock_url}/v1/chat/completions", timeout=5, stream=True, json={
+                "model": "m", "stream": True, "messages": [{"role": "user", "content": "a b c"}],
+                "mock_fault": {"break_after": 1}}) as cut:
+            assert cut.status_code == 200
+            b"".join(cut.iter_content(None))

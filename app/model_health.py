@@ -1,0 +1,85 @@
+"""Per-worker health marks of the configured models (SPEC §15).
+
+Each gunicorn worker keeps its own marks (no shared state, no I/O): after
+``failure_threshold`` consecutive failures a model is *down* for ``cooldown`` seconds and
+the attempt chain skips it; when the cool-down is over, exactly one request is let through
+to probe it (the others keep skipping it for another cool-down while the probe runs). A
+success clears the mark; a failed probe marks it down again. A 429 or 503 with
+``Retry-After`` marks a model down at once, for min(Retry-After, cooldown).
+
+Safe under gevent: every method runs without yielding (plain dict operations).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(slots=True)
+class _Mark:
+    failures: int = 0
+    #: Monotonic time until which the model is skipped; ``None``: not down.
+    down_until: float | None = None
+
+
+class ModelHealth:
+    """Consecutive-failure counts and down marks per model name, for one worker."""
+
+    def __init__(self, failure_threshold: int = 3, cooldown_seconds: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self._threshold = failure_threshold
+        self._cooldown = cooldown_seconds
+        self._clock = clock
+        self._marks: dict[str, _Mark] = {}
+
+    @property
+    def cooldown_seconds(self) -> float:
+        """How long a model that reached the threshold is skipped."""
+        return self._cooldown
+
+    def available(self, model: str) -> bool:
+        """Whether a request may try ``model`` now.
+
+        A model whose cool-down is over answers ``True`` once (that request probes it) and
+        is skipped for another cool-down by the others until the probe reports back.
+        """
+        mark = self._marks.get(model)
+        if mark is None or mark.down_until is None:
+            return True
+        now = self._clock()
+        if now < mark.down_until:
+            return False
+        mark.down_until = now + self._cooldown  # the probe's lease
+        return True
+
+    def is_down(self, model: str) -> bool:
+        """Whether ``model`` is marked down right now (no probe lease taken)."""
+        mark = self._marks.get(model)
+        return (mark is not None and mark.down_until is not None
+                and self._clock() < mark.down_until)
+
+    def record_success(self, model: str) -> None:
+        """``model`` answered: clear its mark."""
+        if self._marks:
+            self._marks.pop(model, None)
+
+    def record_failure(self, model: str) -> bool:
+        """``model`` failed once more; ``True`` when this failure marked it down."""
+        mark = self._marks.get(model)
+        if mark is None:
+            mark = self._marks[model] = _Mark()
+        mark.failures += 1
+        if mark.failures >= self._threshold:
+            mark.down_until = self._clock() + self._cooldown
+            return True
+        return False
+
+    def mark_down(self, model: str, seconds: float) -> None:
+        """Skip ``model`` for min(``seconds``, cooldown) (a ``Retry-After``)."""
+        mark = self._marks.get(model)
+        if mark is None:
+            mark = self._marks[model] = _Mark()
+        mark.failures += 1
+        mark.down_until = self._clock() + max(0.0, min(seconds, self._cooldown))
