@@ -270,16 +270,22 @@ def manage_faults(state: State, req: Request) -> Reply:
     return Reply(200, json.dumps({"model": model, **state.faults[model]}).encode())
 
 
-def chat(state: State, req: Request) -> Reply:
-    """Plan the answer to a chat-completions request (faults, canned answer, stream)."""
-    h = req.headers
+def recorded_body(state: State, req: Request):
+    """The request's JSON body (``ValueError``, the class, when it is not JSON), recorded
+    for ``GET /_mock/requests`` with its path, query and headers."""
     try:
         body = json.loads(req.body) if req.body else None
     except (ValueError, UnicodeDecodeError, RecursionError):
         body = ValueError
-    state.recorded.append({"path": req.path, "query": req.query, "headers": h,
+    state.recorded.append({"path": req.path, "query": req.query, "headers": req.headers,
                            "body": None if body is ValueError else body})
-    h = with_body_faults(h, body, state)
+    return body
+
+
+def chat(state: State, req: Request) -> Reply:
+    """Plan the answer to a chat-completions request (faults, canned answer, stream)."""
+    body = recorded_body(state, req)
+    h = with_body_faults(req.headers, body, state)
     try:
         latency = header_int(h, "x-mock-latency-ms")
         raw_status = header_int(h, "x-mock-raw-status")
@@ -636,14 +642,8 @@ def responses_sse(n, model, text, call, usage, body):
 
 def api_request(state: State, req: Request, api: str) -> Reply:
     """Plan the answer to a Messages or Responses request (faults as for chat)."""
-    h = req.headers
-    try:
-        body = json.loads(req.body) if req.body else None
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        body = ValueError
-    state.recorded.append({"path": req.path, "query": req.query, "headers": h,
-                           "body": None if body is ValueError else body})
-    h = with_body_faults(h, body, state)
+    body = recorded_body(state, req)
+    h = with_body_faults(req.headers, body, state)
     try:
         latency = header_int(h, "x-mock-latency-ms")
         status = header_int(h, "x-mock-status")
