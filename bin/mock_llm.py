@@ -270,6 +270,22 @@ def manage_faults(state: State, req: Request) -> Reply:
     return Reply(200, json.dumps({"model": model, **state.faults[model]}).encode())
 
 
+#: The integer fault headers (``x-mock-<name>``); any that is not an integer is a 400.
+_MOCK_INTS = ("latency-ms", "raw-status", "status", "chunk-delay-ms", "retry-after",
+              "break-after")
+
+
+def mock_ints(h: dict) -> dict:
+    """Every integer ``x-mock-*`` header (``None`` when absent); ValueError on a bad one."""
+    return {name: header_int(h, f"x-mock-{name}") for name in _MOCK_INTS}
+
+
+def answer_delay(state: State, ints: dict) -> float:
+    """Seconds before answering: ``x-mock-latency-ms``, else ``--latency-ms``."""
+    latency = ints["latency-ms"]
+    return state.latency if latency is None else max(latency, 0) / 1000.0
+
+
 def recorded_body(state: State, req: Request):
     """The request's JSON body (``ValueError``, the class, when it is not JSON), recorded
     for ``GET /_mock/requests`` with its path, query and headers."""
@@ -282,21 +298,22 @@ def recorded_body(state: State, req: Request):
     return body
 
 
-def chat(state: State, req: Request) -> Reply:
-    """Plan the answer to a chat-completions request (faults, canned answer, stream)."""
+def planned(state: State, req: Request, answer) -> Reply:
+    """Record the request, apply its faults, else ``answer(h, body, delay, ints)``."""
     body = recorded_body(state, req)
     h = with_body_faults(req.headers, body, state)
     try:
-        latency = header_int(h, "x-mock-latency-ms")
-        raw_status = header_int(h, "x-mock-raw-status")
-        status = header_int(h, "x-mock-status")
-        header_int(h, "x-mock-retry-after")
-        header_int(h, "x-mock-break-after")
+        ints = mock_ints(h)
     except ValueError:
         return error_reply(400, "mock: x-mock-* headers must be integers", "mock_bad_header")
-    delay = state.latency if latency is None else max(latency, 0) / 1000.0
-    return with_fault_extras(fault_reply(h, delay) or chat_reply(state, h, body, delay,
-                                                                   raw_status, status), h)
+    delay = answer_delay(state, ints)
+    return with_fault_extras(fault_reply(h, delay) or answer(h, body, delay, ints), h)
+
+
+def chat(state: State, req: Request) -> Reply:
+    """Plan the answer to a chat-completions request (faults, canned answer, stream)."""
+    return planned(state, req, lambda h, body, delay, ints: chat_reply(
+        state, h, body, delay, ints["raw-status"], ints["status"]))
 
 
 def chat_reply(state: State, h: dict, body, delay: float, raw_status: int | None,
@@ -642,19 +659,8 @@ def responses_sse(n, model, text, call, usage, body):
 
 def api_request(state: State, req: Request, api: str) -> Reply:
     """Plan the answer to a Messages or Responses request (faults as for chat)."""
-    body = recorded_body(state, req)
-    h = with_body_faults(req.headers, body, state)
-    try:
-        latency = header_int(h, "x-mock-latency-ms")
-        status = header_int(h, "x-mock-status")
-        chunk_delay = header_int(h, "x-mock-chunk-delay-ms")
-        header_int(h, "x-mock-retry-after")
-        header_int(h, "x-mock-break-after")
-    except ValueError:
-        return error_reply(400, "mock: x-mock-* headers must be integers", "mock_bad_header")
-    delay = state.latency if latency is None else max(latency, 0) / 1000.0
-    return with_fault_extras(fault_reply(h, delay) or api_answer(state, api, h, body, delay,
-                                                                   status, chunk_delay), h)
+    return planned(state, req, lambda h, body, delay, ints: api_answer(
+        state, api, h, body, delay, ints["status"], ints["chunk-delay-ms"]))
 
 
 def api_answer(state: State, api: str, h: dict, body, delay: float, status: int | None,
