@@ -164,21 +164,10 @@ class _ChatReader:
                 + _named_tools(body.get("functions"), lambda f: f.get("name")))
 
 
-class _MessagesReader:
+class _MessagesReader(_ChatReader):
     """Anthropic Messages: ``system`` string or text blocks, ``messages`` of ``user`` /
-    ``assistant`` turns whose blocks include ``tool_result`` (harness, not user)."""
-
-    @staticmethod
-    def messages(body: dict) -> list[dict]:
-        return _dicts(body.get("messages"))
-
-    @staticmethod
-    def is_user(message: dict) -> bool:
-        return message.get("role") == "user"
-
-    @staticmethod
-    def user_content(message: dict) -> UserContent:
-        return _parts_content(message.get("content"))
+    ``assistant`` turns whose blocks include ``tool_result`` (harness, not user); messages
+    and user content are read as in Chat Completions."""
 
     @staticmethod
     def system_text(body: dict) -> str:

@@ -98,10 +98,7 @@ def _check_listeners(config: dict, problems: list[str]) -> None:
             problems.append(f"listeners.{index}.type: '{listener['type']}' listeners are "
                             f"{NOT_SUPPORTED}")
             listener["type"] = "model"
-        for key in _UNSUPPORTED_LISTENER_KEYS:
-            if key in listener:
-                problems.append(f"listeners.{index}.{key}: {NOT_SUPPORTED}")
-                del listener[key]
+        _refuse_keys(listener, _UNSUPPORTED_LISTENER_KEYS, f"listeners.{index}", problems)
 
 
 def _migrate_provider_routes(config: dict, warnings: list[str]) -> None:
@@ -142,10 +139,8 @@ def _drop_provider_keys(config: dict, problems: list[str]) -> None:
     for index, provider in enumerate(providers):
         if not isinstance(provider, dict):
             continue
-        for key in _UNSUPPORTED_PROVIDER_KEYS:
-            if key in provider:
-                problems.append(f"model_providers.{index}.{key}: {NOT_SUPPORTED}")
-                del provider[key]
+        _refuse_keys(provider, _UNSUPPORTED_PROVIDER_KEYS, f"model_providers.{index}",
+                     problems)
 
 
 def _apply_overrides(config: dict, problems: list[str]) -> None:
@@ -173,9 +168,15 @@ def _apply_overrides(config: dict, problems: list[str]) -> None:
 def _check_section(config: dict, section: str, keys: tuple[str, ...],
                    problems: list[str]) -> None:
     block = config.get(section)
-    if not isinstance(block, dict):
-        return
+    if isinstance(block, dict):
+        _refuse_keys(block, keys, section, problems)
+
+
+def _refuse_keys(block: dict, keys: tuple[str, ...], path: str,
+                 problems: list[str]) -> None:
+    """Each of ``keys`` present in ``block`` is a ``path.key: not supported`` problem and is
+    removed, so the schema reports only what is left."""
     for key in keys:
         if key in block:
-            problems.append(f"{section}.{key}: {NOT_SUPPORTED}")
+            problems.append(f"{path}.{key}: {NOT_SUPPORTED}")
             del block[key]
