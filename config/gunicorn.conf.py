@@ -26,6 +26,10 @@ exits, those of masters killed with SIGKILL swept at the next start; or the oper
 ``PROMETHEUS_MULTIPROC_DIR``, emptied of old ``*.db`` files at start. Dead workers are
 marked as such (``child_exit``).
 
+Listening: one socket opened by the master and shared by the workers; with
+``PLANO_REUSE_PORT=1`` one ``SO_REUSEPORT`` socket per worker instead (see ``reuse_port``
+below and docs/configuration.md).
+
 Logs: one JSON object per line on stderr for the app and gunicorn alike (formatter
 ``app.request_log.JsonFormatter``), level ``PLANO_LOG_LEVEL`` (default info); the app writes
 one ``plano.access`` line per request. gunicorn's own access log is off unless
@@ -239,6 +243,14 @@ worker_connections = int(os.environ.get("PLANO_WORKER_CONNECTIONS", "1000"))
 # Exported so that workers (and the pools above) see the value gunicorn uses.
 os.environ["PLANO_WORKER_CONNECTIONS"] = str(worker_connections)
 preload_app = False
+# PLANO_REUSE_PORT=1: every worker opens its own SO_REUSEPORT listener and the kernel spreads
+# new connections over them by address hash. With the default shared listener, whichever
+# worker wakes first accepts, and a burst of kept-alive connections (a client pool opening
+# at once) can all land on one worker while the others idle. The price: a worker retired
+# by a reload or restart drops the connections still queued on its own listener (clients
+# see a reset) unless the kernel migrates them (Linux >= 5.14, sysctl
+# net.ipv4.tcp_migrate_req=1). Off by default, so a SIGHUP never fails a request.
+reuse_port = os.environ.get("PLANO_REUSE_PORT") == "1"
 # gunicorn 27's control socket (for gunicornc) is not used by the gateway; left on, every
 # gunicorn of this user shares ~/.gunicorn/gunicorn.ctl, so two gateways on one machine (the
 # demo's processes, the tests' replicas) would fight over it.

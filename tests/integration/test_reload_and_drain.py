@@ -243,3 +243,30 @@ def test_config_snapshots_outlive_the_reload_that_replaced_them(slow_mock, tmp_p
     # The active snapshot and the three before it are still there; older ones are gone.
     assert outcome["left"] == sorted(os.path.basename(p) for p in list(dict.fromkeys(seen))[-4:])
     assert not any(tmp_path.glob("plano-config-*"))  # removed when the "master" exited
+
+
+def listening_sockets(port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on ``port`` on 127.0.0.1 (``/proc/net/tcp``)."""
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.split(":")[1], 16) == port:
+                inodes.add(inode)
+    return inodes
+
+
+@pytest.mark.parametrize(("reuse_port", "listeners"), [(None, 1), ("1", 2)])
+def test_reuse_port_gives_each_worker_its_own_listener(slow_mock, start_gateway, reuse_port,
+                                                       listeners):
+    env = {"PLANO_REUSE_PORT": reuse_port} if reuse_port else {}
+    gateway = start_gateway(gateway_config(slow_mock), workers=2, env=env)
+    wait_until(lambda: len(gateway.worker_pids()) == 2, 30, "two workers")
+    # Default: the master's one socket, shared by the workers; PLANO_REUSE_PORT=1: one per
+    # worker, and the kernel spreads new connections over them.
+    wait_until(lambda: len(listening_sockets(gateway.port)) == listeners, 30,
+               f"{listeners} listening socket(s)")
+    for _ in range(8):  # fresh connections: all answered, whichever worker listens
+        assert routed_model(gateway, "openai/gpt-4o-mini").status_code == 200
