@@ -28,8 +28,9 @@ session.mount("http://", HTTPAdapter(
 #: With tracing: the client span of the upstream call, as the gateway makes for its
 #: provider call (name, attributes, W3C context sent upstream); ``None`` without tracing.
 _tracing = None
-_UPSTREAM_SPAN = ("chat passthrough", {"gen_ai.operation.name": "chat",
-                                       "http.request.method": "POST"})
+#: The bench body's model, as the gateway's provider span names it (see below).
+_UPSTREAM_MODEL = ("openai", "gpt-4o-mini")
+_UPSTREAM_SPAN: tuple = ()
 
 
 @app.post("/v1/chat/completions")
@@ -72,21 +73,29 @@ def _instrument_like_the_gateway(flask_app: Flask) -> None:
     same ``FlaskInstrumentor`` options and, like the gateway's provider call, a client span
     around the upstream call whose context goes upstream: the same spans per request, so
     the traced gateway is compared with the least that this tracing costs on this stack.
+    The client span carries the semantic-convention attributes the gateway's does.
     Runs in the worker (gunicorn does not preload).
     """
-    global _tracing
+    global _tracing, _UPSTREAM_SPAN
     endpoint = os.environ.get("BENCH_OTLP_ENDPOINT")
     if not endpoint:
         return
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     from app.config import TracingConfig
-    from app.tracing import Tracing, create_tracer_provider
+    from app.tracing import Tracing, create_tracer_provider, provider_attributes
 
     config = TracingConfig(random_sampling=float(os.environ.get("BENCH_SAMPLING", "100")),
                            otlp_endpoint=endpoint)
     tracing = Tracing(create_tracer_provider(config, service_version="bench"))
     FlaskInstrumentor.instrument_app(flask_app, **tracing.flask_instrumentation_options())
+    # The semantic-convention attributes of the gateway's provider span (GenAI and HTTP
+    # client: operation, provider, requested model, server address and port, method), from
+    # the same function; the gateway adds its own (llm.model, plano.stream) on top.
+    vendor, model_id = _UPSTREAM_MODEL
+    attributes = provider_attributes(model_id, UPSTREAM)
+    attributes["gen_ai.provider.name"] = vendor
+    _UPSTREAM_SPAN = (f"chat {model_id}", attributes)
     _tracing = tracing
 
 

@@ -83,10 +83,18 @@ def bench_config(mock_url: str, *, cache: str, redis_url: str | None = None,
 
 
 def start_gunicorn(name: str, config: dict | None, workers: int, log_dir: Path,
-                   **kwargs) -> Gateway:
+                   *, env: dict | None = None, **kwargs) -> Gateway:
     """A gateway (or, without config, the passthrough), waited for until every worker
-    serves; stopped again when that fails."""
-    gateway = Gateway(config, workers, name=name, log_dir=log_dir, **kwargs)
+    serves; stopped again when that fails.
+
+    Every server under test listens with one ``SO_REUSEPORT`` socket per worker (the
+    gateway's ``PLANO_REUSE_PORT=1``): the kernel then spreads a run's connections over the
+    workers by address hash. On one shared socket the worker that wakes first accepts, and
+    a run's connections, opened at once, were seen to land 29/3 and even 32/0 on two
+    workers, so a run measured that race rather than the server (docs/performance.md).
+    """
+    gateway = Gateway(config, workers, name=name, log_dir=log_dir,
+                      env={"PLANO_REUSE_PORT": "1", **(env or {})}, **kwargs)
     try:
         gateway.start(wait=False).wait_ready(all_workers=True)
     except BaseException:
@@ -103,7 +111,8 @@ def start_passthrough(name: str, mock: Stub, workers: int, log_dir: Path,
         "BENCH_UPSTREAM": f"{mock.base_url}/chat/completions", **(env or {})},
         gunicorn_args=("--worker-class", "gevent", "--workers", str(workers),
                        "--worker-connections", "1000", "--keep-alive", "5",
-                       "--log-level", "info"), app="benchlib.passthrough:app")
+                       "--reuse-port", "--log-level", "info"),
+        app="benchlib.passthrough:app")
 
 
 class Servers:
