@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 
 import pytest
-import requests
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from app import create_app
 from app.config import config_from_dict
+from app.errors import UpstreamConnectionError, UpstreamTimeoutError
 from app.providers.openai_compat import (
     ProviderClient,
     UpstreamPool,
@@ -22,23 +32,23 @@ from tests.support.configs import chat_body, make_config_dict
 from tests.support.fake_provider import FakeProviderClient, FakeResponse
 
 
-class RecordingAdapter:
-    """Stands in for the pooled HTTPAdapter: records the timeout, answers a fixed body."""
+class RecordingPool:
+    """Stands in for the origin's urllib3 pool: records the timeout, answers a fixed body."""
 
     def __init__(self, body: dict):
         self.body = body
         self.timeouts: list = []
 
-    def send(self, request, stream, timeout):
-        self.timeouts.append(timeout)
-        response = requests.Response()
-        response.status_code = 200
-        response.headers["Content-Type"] = "application/json"
-        response.raw = _Raw(json.dumps(self.body).encode())
-        return response
+    def urlopen(self, method, url, *, timeout, **options):
+        self.timeouts.append((timeout.connect_timeout, timeout.read_timeout))
+        return _Raw(json.dumps(self.body).encode())
 
 
 class _Raw:
+    status = 200
+    reason = "OK"
+    headers = {"Content-Type": "application/json"}
+
     def __init__(self, data: bytes):
         self.data = data
 
@@ -52,11 +62,114 @@ class _Raw:
 def test_routing_call_connect_timeout_is_bounded_by_its_budget(config):
     provider = config.endpoints_by_name["openai/gpt-4o-mini"]
     client = ProviderClient(provider, read_timeout_seconds=30.0, connect_timeout_seconds=5.0)
-    adapter = client._adapter = RecordingAdapter({"route": "x"})
+    pool = client.pool.connections = RecordingPool({"route": "x"})
     assert client.complete_json({"messages": []}, timeout=0.25) == {"route": "x"}
-    assert adapter.timeouts == [(0.25, 0.25)]
+    assert pool.timeouts == [(0.25, 0.25)]
     client.post(b"{}")  # a chat call keeps the provider connect timeout
-    assert adapter.timeouts[-1] == (5.0, 30.0)
+    assert pool.timeouts[-1] == (5.0, 30.0)
+
+
+class _RaisingPool:
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def urlopen(self, *args, **kwargs):
+        raise self.error
+
+
+@pytest.mark.parametrize(("raised", "expected", "message"), [
+    (NewConnectionError(None, "refused"), UpstreamConnectionError, "could not be reached"),
+    (NameResolutionError("nowhere", None, "no such host"), UpstreamConnectionError,
+     "could not be reached"),
+    (ConnectTimeoutError(None, "slow connect"), UpstreamTimeoutError, "connect timed out"),
+    (ReadTimeoutError(None, "/v1", "slow answer"), UpstreamTimeoutError, "timed out"),
+    (ProtocolError("Connection aborted.", ConnectionResetError()), UpstreamConnectionError,
+     "could not be reached"),
+    (SSLError("certificate verify failed"), UpstreamConnectionError, "could not be reached"),
+])
+def test_transport_failures_become_gateway_errors(config, raised, expected, message):
+    client = ProviderClient(config.endpoints_by_name["openai/gpt-4o-mini"], 30.0)
+    client.pool.connections = _RaisingPool(raised)
+    with pytest.raises(expected) as caught:
+        client.post(b"{}")
+    assert type(caught.value) is expected
+    assert str(caught.value) == f"provider openai/gpt-4o-mini {message}"
+
+
+def _one_shot_server(answer) -> tuple[int, list[bytes]]:
+    """A loopback server: for each connection, ``answer(connection)``; returns its port and
+    what it received."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve():
+        with listener:
+            listener.settimeout(5)
+            for _ in range(4):
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    return
+                with connection:
+                    answer(connection, received)
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], received
+
+
+def _client_for(port: int, config) -> ProviderClient:
+    provider = config.endpoints_by_name["openai/gpt-4o-mini"]
+    endpoint = type(provider)(provider.name, provider.vendor, provider.model_id,
+                              f"http://127.0.0.1:{port}/v1")
+    return ProviderClient(endpoint, read_timeout_seconds=0.3)
+
+
+def test_a_pooled_call_sends_the_prepared_request_and_reads_the_answer(config):
+    def answer(connection, received):
+        for _ in range(2):  # two requests on one kept-alive connection
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"{}"):
+                chunk = connection.recv(65536)
+                if not chunk:  # the client hung up instead of reusing the connection
+                    return
+                data += chunk
+            received.append(data)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                               b"X-Upstream: yes\r\nContent-Length: 12\r\n\r\n{\"ok\": true}")
+    port, received = _one_shot_server(answer)
+    client = _client_for(port, config)
+    for _ in range(2):
+        response = client.post(b"{}", headers={"traceparent": "00-abc"})
+        assert response.status_code == 200
+        assert response.headers["x-upstream"] == "yes"  # case-insensitive
+        assert client.read_body(response, deadline=float("inf")) == b'{"ok": true}'
+    client.close()
+    request = received[0].decode()
+    assert request.startswith("POST /v1/chat/completions HTTP/1.1\r\n")
+    assert "content-length: 2\r\n" in request.lower()
+    assert "traceparent: 00-abc\r\n" in request
+    assert len(received) == 2  # the second call reused the first connection
+
+
+def _never_answers(connection, received):
+    while data := connection.recv(65536):  # until the client gives up and closes
+        received.append(data)
+
+
+def _hangs_up(connection, received):
+    received.append(connection.recv(65536))
+
+
+@pytest.mark.parametrize(("upstream", "expected", "message"), [
+    (_never_answers, UpstreamTimeoutError, "timed out"),
+    (_hangs_up, UpstreamConnectionError, "could not be reached"),
+])
+def test_an_upstream_that_fails_the_call_gives_the_gateway_error(config, upstream, expected,
+                                                                 message):
+    port, _ = _one_shot_server(upstream)
+    client = _client_for(port, config)
+    with pytest.raises(expected, match=message):
+        client.post(b"{}")
+    client.close()
 
 
 def test_one_pool_per_origin_sized_from_worker_connections(monkeypatch):
@@ -74,7 +187,7 @@ def test_one_pool_per_origin_sized_from_worker_connections(monkeypatch):
     assert len({id(pool) for pool in pools.values()}) == 3
     assert pools["openai/d"].origin == "https://127.0.0.1:443"
     assert all(pool.size == 321 for pool in pools.values())
-    assert pools["openai/a"].adapter._pool_maxsize == 321
+    assert pools["openai/a"].connections.pool.maxsize == 321
     for client in clients.values():
         client.close()
 
