@@ -16,6 +16,7 @@ key-like strings scrubbed (:func:`app.providers.openai_compat.scrub_secrets`).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -80,7 +81,16 @@ def rewrite_completion(body: bytes, model_name: str, pinned: bool) -> bytes | No
     """The completion JSON with ``model`` set to ``model_name`` (and the pinned marker).
 
     ``None`` when ``body`` is not a JSON object (the caller reports a bad upstream answer).
+    A body that ends with ``}`` and has its ``model`` member where
+    :func:`set_top_level_model_bytes` proves it to be is rewritten in bytes, the marker
+    appended before the closing brace: no decode and encode of the whole answer, and the
+    provider's own bytes (formatting, escapes) are kept. Anything else is parsed.
     """
+    trimmed = body.rstrip()
+    if trimmed.endswith(b"}") and b'"x_plano_pinned"' not in trimmed:
+        rewritten = set_top_level_model_bytes(trimmed, model_json_bytes(model_name))
+        if rewritten is not None:
+            return rewritten[:-1] + b',"x_plano_pinned":true}' if pinned else rewritten
     try:
         parsed = json.loads(body)
     except ValueError:
@@ -91,6 +101,12 @@ def rewrite_completion(body: bytes, model_name: str, pinned: bool) -> bytes | No
     if pinned:
         parsed["x_plano_pinned"] = True
     return _dumps(parsed)
+
+
+@functools.lru_cache(maxsize=1024)
+def model_json_bytes(model_name: str) -> bytes:
+    """``model_name`` as a JSON string, UTF-8 (one per configured model, kept)."""
+    return _dumps(model_name)
 
 
 _MODEL_MEMBER = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')

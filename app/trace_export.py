@@ -99,9 +99,16 @@ class AttributeEncoder:
 
     def encode_spans(self, spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
         """The export request for ``spans``, grouped by resource and scope as the SDK does."""
+        # Grouped by identity first: a worker's spans share one Resource object, whose
+        # hash is a JSON dump of its attributes (the SDK hashes it for every span). Equal
+        # resources that are distinct objects still end up in one group.
         grouped: dict[Any, dict[Any, list]] = {}
+        by_identity: dict[int, dict[Any, list]] = {}
         for span in spans:
-            by_scope = grouped.setdefault(span.resource, {})
+            resource = span.resource
+            by_scope = by_identity.get(id(resource))
+            if by_scope is None:
+                by_scope = by_identity[id(resource)] = grouped.setdefault(resource, {})
             by_scope.setdefault(span.instrumentation_scope or None, []).append(
                 self._encode_span(span))
         resource_spans = []

@@ -65,6 +65,9 @@ class CircuitBreaker:
         must then report the outcome. ``False`` during the cool-down and while another
         caller's probe is in flight.
         """
+        if self._state == CLOSED:  # the common case, read without the lock (a read racing
+            return True            # an opening lets one more call through, as a slower
+                                   # caller would)
         with self._lock:
             if self._state == CLOSED:
                 return True
@@ -85,6 +88,8 @@ class CircuitBreaker:
         that started before the breaker opened closes it too. Returns ``True`` when this
         closed an open or half-open breaker (worth a log line).
         """
+        if self._state == CLOSED and not self._failures:
+            return False  # nothing to change: the common case takes no lock
         with self._lock:
             reopened = self._state != CLOSED
             self._state = CLOSED

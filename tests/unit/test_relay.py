@@ -17,9 +17,29 @@ def test_completion_model_is_rewritten_and_pinned_marker_added():
     assert "x_plano_pinned" not in json.loads(rewrite_completion(body, "m", pinned=False))
 
 
+def test_completion_is_rewritten_in_bytes_keeping_the_providers_formatting():
+    body = b'{\n  "id": "x",\n  "model": "gpt-5.2",\n  "usage": {"total_tokens": 3}\n}\n'
+    assert rewrite_completion(body, "openai/gpt-5.2", pinned=True) == (
+        b'{\n  "id": "x",\n  "model":"openai/gpt-5.2",\n  "usage": {"total_tokens": 3}\n'
+        b',"x_plano_pinned":true}')
+    assert rewrite_completion(body, "m", pinned=False) == (
+        b'{\n  "id": "x",\n  "model":"m",\n  "usage": {"total_tokens": 3}\n}')
+
+
+@pytest.mark.parametrize("body", [
+    b'{"choices":[{"model":"inner"}],"model":"outer"}',  # first member nested
+    b'{"model":"a","x_plano_pinned":false}',            # marker already there
+    b'{"id":"x","choices":[]}',                          # no model at all
+])
+def test_completions_the_byte_rewrite_cannot_prove_are_parsed(body):
+    rewritten = json.loads(rewrite_completion(body, "m", pinned=True))
+    assert rewritten == {**json.loads(body), "model": "m", "x_plano_pinned": True}
+
+
 def test_non_object_completion_is_refused():
     assert rewrite_completion(b"[1]", "m", False) is None
     assert rewrite_completion(b"not json", "m", False) is None
+    assert rewrite_completion(b'{"model":"a"', "m", False) is None  # cut short
 
 
 def test_chunk_model_is_rewritten_and_other_events_pass_unchanged():
