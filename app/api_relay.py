@@ -77,21 +77,11 @@ class ApiRelay:
             answer.body = self._stream(api, client, response, provider_name, call, started,
                                        answer, span)
             return answer
-        try:
-            raw = client.read_body(response, deadline)
-        finally:
-            seconds = time.perf_counter() - started
-            self._relay.metrics.upstream_finished(provider_name, seconds)
-        if response.status_code >= 400:
-            body = call.error(response.status_code, raw, client.secrets)
-        else:
-            body = call.reply(raw, pinned)
-            if body is None:
-                raise UpstreamError(f"provider {provider_name} answered with a body that is "
-                                    "not a JSON object")
-        if span is not None:
-            span.end(response.status_code)
-        return Answer(response.status_code, extra, body, upstream_seconds=seconds)
+        return self._relay.whole_answer(
+            client, response, provider_name, started=started, deadline=deadline,
+            extra=extra, span=span,
+            shape_error=lambda status, raw: call.error(status, raw, client.secrets),
+            shape_reply=lambda raw: call.reply(raw, pinned))
 
     def _stream(self, api: str, client: ProviderClient, response: requests.Response,
                 model_name: str, call: UpstreamCall, started: float, answer: Answer,

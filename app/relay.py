@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import requests
 
@@ -346,15 +346,30 @@ class Relay:
             answer.body = UpstreamStream(self._metrics, client, response, provider_name,
                                          started, answer, span)
             return answer
+        return self.whole_answer(
+            client, response, provider_name, started=started, deadline=deadline,
+            extra=extra, span=span,
+            shape_error=lambda status, raw: _dumps(upstream_error_body(status, raw,
+                                                                       client.secrets)),
+            shape_reply=lambda raw: rewrite_completion(raw, provider_name, pinned))
+
+    def whole_answer(self, client: ProviderClient, response: requests.Response,
+                     provider_name: str, *, started: float, deadline: float, extra: dict,
+                     span: ClientSpan | None, shape_error: Callable[[int, bytes], bytes],
+                     shape_reply: Callable[[bytes], bytes | None]) -> Answer:
+        """Read a non-streamed answer to the end (by ``deadline``), record its duration and
+        end its span; the body is ``shape_error(status, raw)`` for an HTTP error status,
+        else ``shape_reply(raw)``, whose ``None`` (not a JSON object) is an
+        :class:`UpstreamError`. Shared by this relay and :class:`app.api_relay.ApiRelay`."""
         try:
             raw = client.read_body(response, deadline)
         finally:
             seconds = time.perf_counter() - started
             self._metrics.upstream_finished(provider_name, seconds)
         if response.status_code >= 400:
-            body = _dumps(upstream_error_body(response.status_code, raw, client.secrets))
+            body = shape_error(response.status_code, raw)
         else:
-            body = rewrite_completion(raw, provider_name, pinned)
+            body = shape_reply(raw)
             if body is None:
                 raise UpstreamError(f"provider {provider_name} answered with a body that is "
                                     "not a JSON object")

@@ -35,9 +35,10 @@ and its SQL commenter is off, both per-request work for nothing here; everything
 attribute at all; and the exporter reuses the encoded form of repeated attribute values
 (:mod:`app.trace_export`), the largest cost of a sampled span.
 
-Outbound ``requests`` calls are not instrumented with opentelemetry-instrumentation-requests:
-it patches ``requests.Session`` process-wide (the OTLP exporter's own session included), so
-the two client spans above are made here and the trace context is injected explicitly.
+Outbound calls (urllib3's pool, :mod:`app.providers.openai_compat`) are not instrumented
+with opentelemetry-instrumentation-urllib3 or -requests: they patch process-wide (the OTLP
+exporter's own session included), so the two client spans above are made here and the trace
+context is injected explicitly.
 Redis commands get no spans of their own: a span per ``GET`` would add a third of the spans
 of a pinned request for a sub-millisecond call. The cache outcome is on the request span
 (``plano.affinity``, ``plano.pinned``) and in the metrics.
