@@ -45,7 +45,6 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     from flask import Flask
 
     from app.api import bp
-    from app.api_relay import ApiRelay
     from app.auth import KeySet
     from app.config import load_config
     from app.errors import register_error_handlers
@@ -54,6 +53,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     from app.prometheus_metrics import PrometheusMetrics
     from app.providers.registry import create_provider_clients
     from app.relay import Relay
+    from app.relay_observers import create_relay_observers
     from app.request_body import gevent_is_serving
     from app.router import create_router
     from app.services import Services, install_services
@@ -75,8 +75,8 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
                      if router is _FROM_CONFIG else router)
     gateway = Gateway(config, cache, chosen_router, metrics=metrics,
                       routing_span=tracing.routing_span if tracing else None)
-    relay = Relay(clients, metrics, tracing=tracing,
-                  span_specs=provider_span_specs(config) if tracing else None)
+    relay = Relay(clients, create_relay_observers(
+        metrics, tracing, provider_span_specs(config) if tracing else None))
 
     install_services(app, Services(
         config=config, gateway=gateway, relay=relay, session_cache=cache,
@@ -85,7 +85,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
         if config.server.expose_worker_header else None,
         tracing=tracing, client_keys=KeySet(config.server.api_keys),
         admin_keys=KeySet([config.admin.token] if config.admin.token else []),
-        gevent_sockets=gevent_is_serving(), api_relay=ApiRelay(relay),
+        gevent_sockets=gevent_is_serving(),
         failover=Failover(config.routing.failover,
                           timeout_seconds=config.model_listener.timeout_seconds,
                           max_retries=config.model_listener.max_retries, metrics=metrics)))

@@ -215,8 +215,8 @@ def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
     if api == "messages":
         client_headers = {name: value for name in ("anthropic-version", "anthropic-beta")
                           if (value := request.headers.get(name))}
-    attempt = attempt_for(api, parsed.body, parsed.stream, decision, svc.relay,
-                          svc.api_relay, client_headers, auth_for=_passthrough_auth)
+    attempt = attempt_for(api, parsed.body, decision, svc.relay, client_headers,
+                          auth_for=_passthrough_auth)
     try:
         result = svc.failover.run(svc.gateway.candidates(decision), attempt)
     except GatewayError as error:   # untranslatable content (400)

@@ -167,6 +167,19 @@ class UpstreamTimeoutError(UpstreamError):
     code = "upstream_timeout"
 
 
+class UpstreamStreamError(UpstreamError):
+    """An upstream stream that did not end as an answer (SPEC §18): it ended without its
+    terminal event, or carried an in-band error. Before the first event reached the client
+    it is a failover-able failure (SPEC §15), after it an in-band error. ``reason``: the
+    ``plano_upstream_stream_errors_total`` label."""
+
+    code = "upstream_stream_error"
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def error_envelope(message: str, error_type: str, param: str | None = None,
                    code: str | None = None) -> dict:
     """Build the SPEC §8 envelope."""

@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from app.config import FailoverConfig, ModelEndpoint
-from app.errors import GatewayError, UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
+from app.errors import (
+    GatewayError,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamStreamError,
+    UpstreamTimeoutError,
+)
 from app.metrics import Metrics
 from app.model_health import ModelHealth
 from app.relay import Answer
@@ -91,11 +97,15 @@ def retry_after_seconds(headers: dict) -> float | None:
 
 
 def failure_reason(answer: Answer | None, error: GatewayError | None) -> str | None:
-    """Why a try counts as failed (``connection``, ``timeout``, ``http_<status>``), or
-    ``None`` when its outcome is to be relayed as it is."""
+    """Why a try counts as failed (``connection``, ``timeout``, ``stream``,
+    ``http_<status>``), or ``None`` when its outcome is to be relayed as it is. ``stream``:
+    a stream that ended, or reported an error, before its first event reached the client
+    (SPEC §18)."""
     if error is not None:
         if isinstance(error, UpstreamTimeoutError):
             return "timeout"
+        if isinstance(error, UpstreamStreamError):
+            return "stream"
         if isinstance(error, UpstreamConnectionError):
             return "connection"
         return None

@@ -1,18 +1,19 @@
-"""One request's trip upstream, through the attempt chain (SPEC §4 steps 5-6, §12, §15).
+"""Attempt: one request's trip upstream, through the attempt chain (SPEC §4 steps 5-6,
+§12, §15).
 
 :func:`attempt_for` builds the ``attempt(endpoint, read_timeout)`` callable the chain
-(:mod:`app.failover`) calls per try: chat to an ``openai``-interface model stays the
-byte-level :class:`~app.relay.Relay` pass-through; everything else (Messages, Responses,
-any API to another interface) is planned by :func:`app.translation.plan_call` for *that*
-model and sent by :class:`~app.api_relay.ApiRelay` — so an OpenAI model failing over to an
-Anthropic one is translated. :func:`failover_headers` says what the client is told. No Flask.
+(:mod:`app.failover`) calls per try: plan the call for *that* model
+(:func:`app.translation.plan_call`: the byte-level chat pass-through, a same-shape
+pass-through or a translation — so an OpenAI model failing over to an Anthropic one is
+translated), send it with the one :class:`~app.relay.Relay`, and read a stream's first
+output before anything reaches the client. :func:`failover_headers` says what the client
+is told. No Flask.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Mapping
 
-from app.api_relay import ApiRelay
 from app.config import ModelEndpoint
 from app.failover import Attempt, FailoverResult
 from app.gateway import AFFINITY_FAILOVER, AFFINITY_NEW, AFFINITY_PINNED, Decision
@@ -24,8 +25,8 @@ FAILOVER_FROM_HEADER = "x-plano-failover-from"
 _PINNED_AFFINITIES = frozenset({AFFINITY_NEW, AFFINITY_PINNED})
 
 
-def attempt_for(api: str, body: dict, stream: bool, decision: Decision, relay: Relay,
-                api_relay: ApiRelay, client_headers: Mapping[str, str] | None,
+def attempt_for(api: str, body: dict, decision: Decision, relay: Relay,
+                client_headers: Mapping[str, str] | None,
                 auth_for: Callable[[ModelEndpoint], Mapping[str, str] | None] = lambda _: None,
                 ) -> Attempt:
     """The per-try call for one request of client API ``api`` (``chat``, ``messages``,
@@ -35,19 +36,12 @@ def attempt_for(api: str, body: dict, stream: bool, decision: Decision, relay: R
     pinned = decision.pinned
 
     def attempt(endpoint: ModelEndpoint, read_timeout: float) -> Answer:
-        served_pin = pinned and endpoint.name == decided.name
-        if api == "chat" and endpoint.interface == "openai":
-            forwarded = dict(body)
-            forwarded["model"] = endpoint.model_id
-            answer = relay.forward(endpoint.name, forwarded, stream=stream, pinned=served_pin,
-                                   read_timeout=read_timeout, headers=auth_for(endpoint))
-        else:
-            target = Target(endpoint.name, endpoint.model_id, endpoint.interface,
-                            endpoint.vendor, endpoint.responses_native, endpoint.max_tokens)
-            call = plan_call(api, body, target, client_headers=client_headers)
-            answer = api_relay.forward(api, endpoint.name, call, pinned=served_pin,
-                                       read_timeout=read_timeout,
-                                       auth_headers=auth_for(endpoint))
+        target = Target(endpoint.name, endpoint.model_id, endpoint.interface,
+                        endpoint.vendor, endpoint.responses_native, endpoint.max_tokens)
+        call = plan_call(api, body, target, client_headers=client_headers)
+        answer = relay.send(endpoint.name, call,
+                            pinned=pinned and endpoint.name == decided.name,
+                            read_timeout=read_timeout, auth_headers=auth_for(endpoint))
         if answer.mimetype == "text/event-stream":
             answer.body = first_bytes_read(answer)
         return answer

@@ -30,12 +30,16 @@ class Metrics:
     def upstream_finished(self, model: str, seconds: float) -> None:
         """One provider call, from sending to the last byte received."""
 
+    def upstream_stream_error(self, model: str, reason: str) -> None:
+        """One upstream stream that did not end as an answer (SPEC §18): ``reason`` is
+        incomplete, error_event, finish_reason_error or broken."""
+
     def admin_request(self, action: str, status: int) -> None:
         """One admin API call."""
 
     def failover(self, from_model: str, to_model: str, reason: str) -> None:
         """A request moved from ``from_model`` (failed or skipped as down) to ``to_model``
-        of its route (SPEC §15); ``reason``: connection, timeout, http_<status>,
+        of its route (SPEC §15); ``reason``: connection, timeout, stream, http_<status>,
         retry_after or down."""
 
     def exposition(self) -> tuple[bytes, str] | None:

@@ -153,6 +153,12 @@ class PrometheusMetrics(Metrics):
             ("model",), buckets=UPSTREAM_BUCKETS, registry=registry), _label)
         self._upstream.prepare((provider.name,) for provider in config.model_providers)
 
+        self._stream_errors = _Children(Counter(
+            "plano_upstream_stream_errors_total",
+            "Upstream streams that did not end as an answer (SPEC §18), by model and reason: "
+            "incomplete, error_event, finish_reason_error, broken.",
+            ("model", "reason"), registry=registry), _label)
+
         self._failovers = _Children(Counter(
             "plano_failovers_total", "Moves to the next model of a route: from the model "
             "that failed or was skipped as down, to the one tried next, and why.",
@@ -177,6 +183,9 @@ class PrometheusMetrics(Metrics):
 
     def upstream_finished(self, model: str, seconds: float) -> None:
         self._upstream.get((model,)).observe(seconds)
+
+    def upstream_stream_error(self, model: str, reason: str) -> None:
+        self._stream_errors.get((model, reason)).inc()
 
     def admin_request(self, action: str, status: int) -> None:
         self._admin.get((action, status)).inc()

@@ -15,7 +15,6 @@ from app.auth import KeySet
 if TYPE_CHECKING:
     from flask import Flask
 
-    from app.api_relay import ApiRelay
     from app.config import Config
     from app.failover import Failover
     from app.gateway import Gateway
@@ -48,8 +47,6 @@ class Services:
     admin_keys: KeySet = KeySet(())
     #: Sockets are gevent's (gunicorn worker): the body-read deadline can be enforced.
     gevent_sockets: bool = False
-    #: Messages, Responses and translated requests (SPEC §12-13); chat -> openai uses relay.
-    api_relay: ApiRelay | None = None
     #: The attempt chain and this worker's model health marks (SPEC §15).
     failover: Failover | None = None
 

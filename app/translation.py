@@ -5,20 +5,31 @@ and the provider's interface (SPEC §13), builds the body, and returns the funct
 turn the upstream's answer, stream and errors into the client API's shapes. Same shape in
 and out (Messages -> Anthropic, Responses -> native Responses) is a pass-through with
 ``model`` rewritten; everything else meets in :mod:`app.conversation` (one adapter per
-client API, one per upstream interface). Chat -> OpenAI chat never comes here: it is the
-byte-level hot path of :class:`app.relay.Relay`.
+client API, one per upstream interface). Chat -> an OpenAI-interface model is the
+byte-level pass-through plan (:mod:`app.passthrough`): ``model`` rewritten in bytes, the
+pinned path's speed. Every plan is sent by the one :class:`app.relay.Relay`.
+
+Every stream shaper (:class:`app.passthrough.ChatPassthroughStream`,
+:class:`PassthroughStream`, :class:`StreamTranslator`) has the same surface: ``feed(raw)``
+and ``finish()`` give the bytes to send, ``fail(StreamFailure)`` the in-band error for a
+stream that broke off, and ``failure`` says why the stream is not an answer (SPEC §18,
+checked by :mod:`app.stream_integrity` event by event).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 from app.client_apis import chat_completions, messages, messages_stream, responses, responses_stream
 from app.client_apis.common import dumps
 from app.conversation import Conversation, Failure, UnsupportedParameterError
+from app.passthrough import ChatPassthroughStream, rewrite_completion
+from app.providers.openai_compat import upstream_error_body
 from app.providers.sse import ServerSentEvent, SSEDecoder, encode_event
+from app.stream_integrity import REASON_ERROR_EVENT, StreamFailure, check_for
 from app.upstreams import anthropic_messages, openai_chat, openai_responses
 from app.upstreams.custom_tools import custom_tool_names
 from app.upstreams.errors import parse_upstream_error
@@ -46,9 +57,10 @@ class Target:
 
 @dataclass(slots=True)
 class UpstreamCall:
-    """What to send upstream and how to read its answer for the client."""
+    """What to send upstream and how to read its answer for the client (a *plan*)."""
 
-    path: str
+    #: The provider's path for this call; ``None``: its interface's own (chat completions).
+    path: str | None
     body: bytes
     headers: dict
     stream: bool
@@ -56,7 +68,7 @@ class UpstreamCall:
     dropped: list = field(default_factory=list)
     #: upstream JSON answer -> client JSON answer (``None``: not a JSON object)
     reply: Callable[[bytes, bool], bytes | None] = None
-    #: a fresh incremental stream translator
+    #: a fresh stream shaper (feed / finish / fail / failure, see the module docstring)
     stream_translator: Callable[[], "StreamTranslator"] = None
     #: upstream HTTP error (status, body, provider secrets to scrub) -> client error JSON
     error: Callable[..., bytes] = None
@@ -80,6 +92,8 @@ def plan_call(api: str, body: dict, target: Target, *,
     """
     path = interface_path(api, target)
     stream = body.get("stream") is True
+    if api == "chat" and path == openai_chat.PATH:
+        return _chat_passthrough(body, target, stream)
     error = _error_renderer(api)
     if (api, path) in (("messages", anthropic_messages.PATH),
                        ("responses", openai_responses.PATH)):
@@ -87,7 +101,8 @@ def plan_call(api: str, body: dict, target: Target, *,
                    if api == "messages" else {})
         return UpstreamCall(path, dumps({**body, "model": target.model_id}), headers, stream,
                             True, reply=_passthrough_reply(target.model_name),
-                            stream_translator=lambda: PassthroughStream(target.model_name),
+                            stream_translator=lambda: PassthroughStream(target.model_name,
+                                                                        api),
                             error=error)
     conversation = _parse(api, body)
     if conversation.previous_response_id is not None:
@@ -126,10 +141,27 @@ def plan_call(api: str, body: dict, target: Target, *,
 
     def translator() -> StreamTranslator:
         return StreamTranslator(make_parser(),
-                                _renderer(api, target.model_name, include_usage))
+                                _renderer(api, target.model_name, include_usage),
+                                check_for(path, target.model_name))
 
     return UpstreamCall(path, dumps(upstream_body), headers, stream, False, dropped,
                         reply=reply, stream_translator=translator, error=error)
+
+
+def _chat_passthrough(body: dict, target: Target, stream: bool) -> UpstreamCall:
+    """The byte-level plan: the client's own body with ``model`` set to the provider's id,
+    to the interface's own path; the answer's ``model`` rewritten in bytes."""
+    model_name = target.model_name
+
+    def reply(raw: bytes, pinned: bool) -> bytes | None:
+        return rewrite_completion(raw, model_name, pinned)
+
+    def error(status: int, raw: bytes, secrets=()) -> bytes:
+        return dumps(upstream_error_body(status, raw, secrets))
+
+    return UpstreamCall(None, dumps({**body, "model": target.model_id}), {}, stream, True,
+                        reply=reply, stream_translator=lambda: ChatPassthroughStream(model_name),
+                        error=error)
 
 
 def _parse(api: str, body: dict) -> Conversation:
@@ -187,35 +219,95 @@ def _passthrough_reply(model_name: str) -> Callable[[bytes, bool], bytes | None]
 class PassthroughStream:
     """A same-shape Messages or Responses stream: events pass as they are, except the few
     that carry the model (``message_start``, ``response.*`` snapshots), whose ``model``
-    is rewritten to the configured name."""
+    is rewritten to the configured name.
 
-    def __init__(self, model_name: str):
+    Checked event by event (SPEC §18): the upstream's own in-band error (``error``,
+    ``response.failed``) is relayed as it is, and ends the stream; a stream that ends
+    without its terminal event gets the client API's in-band error, for Responses a
+    ``response.failed`` that keeps the upstream's response id, model and sequence numbers.
+    """
+
+    def __init__(self, model_name: str, api: str):
         self._model = model_name
+        self._api = api
         self._decoder = SSEDecoder()
+        self._check = check_for(f"/{api}", model_name)
+        self._response: dict | None = None   # the last response snapshot (Responses)
+        self._sequence = -1
+        self.failure: StreamFailure | None = None
 
     def _event(self, event: ServerSentEvent) -> bytes:
         holder = _NESTED_MODEL.get(event.event or "")
         if holder is None or event.data is None:
+            if self._api == "responses" and event.data is not None:
+                self._note_sequence(event.data)
             return encode_event(event)
         payload = _json_object(event.data.encode("utf-8"))
         inner = payload.get(holder) if payload is not None else None
         if not isinstance(inner, dict):
             return encode_event(event)
         inner["model"] = self._model
+        if self._api == "responses":
+            self._response = inner
+            sequence = payload.get("sequence_number")
+            if isinstance(sequence, int):
+                self._sequence = sequence
         event.data = dumps(payload).decode("utf-8")
         return encode_event(event)
 
+    def _note_sequence(self, data: str) -> None:
+        match = _SEQUENCE_NUMBER.search(data)
+        if match is not None:
+            self._sequence = int(match.group(1))
+
+    def _events(self, events) -> bytes:
+        out = []
+        for event in events:
+            failure = self._check.event(event.event, event.data)
+            out.append(self._event(event))
+            if failure is not None:  # the upstream's own in-band error: relayed, the end
+                self.failure = failure
+                break
+        return b"".join(out)
+
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to send for an upstream chunk."""
-        return b"".join(self._event(event) for event in self._decoder.feed(chunk))
+        if self.failure is not None:
+            return b""
+        return self._events(self._decoder.feed(chunk))
 
     def finish(self) -> bytes:
         """The bytes to send at the end of the upstream stream."""
-        return b"".join(self._event(event) for event in self._decoder.flush())
+        if self.failure is not None:
+            return b""
+        out = self._events(self._decoder.flush())
+        if self.failure is None:
+            failure = self._check.end()
+            if failure is not None:
+                out += self.fail(failure)
+        return out
 
-    def fail(self, failure: Failure, api: str) -> bytes:
-        """The in-band error for a stream that broke off."""
-        return render_failure(api, failure)
+    def fail(self, failure: StreamFailure) -> bytes:
+        """The in-band error for a stream that broke off or ended early."""
+        if self.failure is not None:
+            return b""
+        self.failure = failure
+        if self._api == "responses" and self._response is not None:
+            return _native_response_failed(self._response, self._sequence + 1, failure)
+        return render_failure(self._api, failure.failure())
+
+
+_SEQUENCE_NUMBER = re.compile(r'"sequence_number"\s*:\s*(\d+)')
+
+
+def _native_response_failed(snapshot: dict, sequence: int, failure: StreamFailure) -> bytes:
+    """``response.failed`` for a native Responses stream, continuing the upstream's own
+    response (id, model, creation time) and sequence numbers."""
+    response = {**snapshot, "status": "failed",
+                "error": {"code": failure.code, "message": failure.message}}
+    payload = {"type": "response.failed", "sequence_number": sequence, "response": response}
+    return encode_event(ServerSentEvent(event="response.failed",
+                                        data=dumps(payload).decode("utf-8")))
 
 
 def render_failure(api: str, failure: Failure) -> bytes:
@@ -254,40 +346,58 @@ class _AnthropicFeed:
 
 
 class StreamTranslator:
-    """Upstream SSE bytes in, client SSE bytes out, event by event (never buffered)."""
+    """Upstream SSE bytes in, client SSE bytes out, event by event (never buffered); each
+    upstream event is checked (:mod:`app.stream_integrity`) before it is translated."""
 
-    def __init__(self, parser, renderer):
+    def __init__(self, parser, renderer, check):
         self._decoder = SSEDecoder()
         self._parser = parser
         self._renderer = renderer
-        self._failed = False
+        self._check = check
+        self.failure: StreamFailure | None = None
 
     def _render(self, events) -> bytes:
         out = []
         for event in events:
             if isinstance(event, Failure):
-                self._failed = True
+                self.failure = StreamFailure(REASON_ERROR_EVENT, event.message,
+                                             event.error_type, event.code)
             out.append(self._renderer.render(event))
+        return b"".join(out)
+
+    def _events(self, events) -> bytes:
+        out = []
+        for event in events:
+            if self.failure is not None:
+                break
+            failure = self._check.event(event.event, event.data)
+            if failure is not None:
+                out.append(self.fail(failure))
+                break
+            out.append(self._render(self._parser.feed(event)))
         return b"".join(out)
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to send for an upstream chunk."""
-        if self._failed:
+        if self.failure is not None:
             return b""
-        return b"".join(self._render(self._parser.feed(event))
-                        for event in self._decoder.feed(chunk))
+        return self._events(self._decoder.feed(chunk))
 
     def finish(self) -> bytes:
         """The bytes to send at the end of the upstream stream."""
-        if self._failed:
+        if self.failure is not None:
             return b""
-        out = b"".join(self._render(self._parser.feed(event))
-                       for event in self._decoder.flush())
+        out = self._events(self._decoder.flush())
+        if self.failure is not None:
+            return out
+        failure = self._check.end()
+        if failure is not None:
+            return out + self.fail(failure)
         return out + self._render(self._parser.finish())
 
-    def fail(self, failure: Failure, api: str) -> bytes:
+    def fail(self, failure: StreamFailure) -> bytes:
         """The in-band error for a stream that broke off."""
-        if self._failed:
+        if self.failure is not None:
             return b""
-        self._failed = True
-        return self._renderer.render(failure)
+        self.failure = failure
+        return self._renderer.render(failure.failure())

@@ -41,9 +41,13 @@ Fault injection, per request, through headers (so one process serves every test)
   x-mock-retry-after: N  -> with a fault status: a "retry-after: N" header on the answer
   x-mock-drop: 1         -> close the connection without answering (after any latency)
   x-mock-break-after: N  -> a stream sends N events, then the connection is cut mid-body
+  x-mock-end-after: N    -> a stream sends N events, then ends cleanly (framing complete)
+                            without its terminal event ([DONE], message_stop,
+                            response.completed): an incomplete answer that looks finished
 The same faults can be asked for in the request body, which a gateway forwards untouched:
   "mock_fault": {"status": 429, "raw_status": 500, "latency_ms": 3000, "route": "x",
-                 "content": "...", "retry_after": 5, "drop": 1, "break_after": 2}
+                 "content": "...", "retry_after": 5, "drop": 1, "break_after": 2,
+                 "end_after": 2}
 Per model (the body's ``model``, i.e. the id a gateway sends upstream), so the models of
 one route can fail differently:
   "mock_fault": {"models": {"gpt-5.2": {"status": 503}, "gpt-4o-mini": {"drop": 1}}}
@@ -121,6 +125,9 @@ class Reply:
     drop: bool = False
     #: Cut a stream after this many events (a MOCK failure mid-stream).
     break_after: int | None = None
+    #: End a stream cleanly after this many events, without its terminal event (a MOCK
+    #: incomplete answer).
+    end_after: int | None = None
 
 
 class State:
@@ -242,6 +249,8 @@ def with_fault_extras(reply: Reply, h: dict) -> Reply:
         reply.extra_headers += f"retry-after: {int(h['x-mock-retry-after'])}\r\n"
     if reply.events is not None and "x-mock-break-after" in h:
         reply.break_after = max(0, int(h["x-mock-break-after"]))
+    if reply.events is not None and "x-mock-end-after" in h:
+        reply.end_after = max(0, int(h["x-mock-end-after"]))
     return reply
 
 
@@ -272,7 +281,7 @@ def manage_faults(state: State, req: Request) -> Reply:
 
 #: The integer fault headers (``x-mock-<name>``); any that is not an integer is a 400.
 _MOCK_INTS = ("latency-ms", "raw-status", "status", "chunk-delay-ms", "retry-after",
-              "break-after")
+              "break-after", "end-after")
 
 
 def mock_ints(h: dict) -> dict:
@@ -881,6 +890,8 @@ class MockHTTP(asyncio.Protocol):
                 streams["aborted"] += 1
                 self.hang_up(req)
                 return
+            if reply.end_after is not None and i >= reply.end_after:
+                break
             if isinstance(event, tuple):      # a named event (Messages, Responses)
                 data = b"event: " + event[0].encode() + b"\ndata: " + event[1] + b"\n\n"
             else:

@@ -50,11 +50,15 @@ class FakeProviderClient:
         if self.fail:
             raise UpstreamConnectionError("provider fake could not be reached")
         if payload.get("stream"):
+            # A whole Chat stream (SPEC §18): content deltas, a finish_reason, [DONE].
             chunks = b"".join(
                 b"data: " + json.dumps({"object": "chat.completion.chunk",
                                         "model": self.model_id,
-                                        "choices": [{"delta": {"content": word}}]}).encode()
-                + b"\n\n" for word in ("hello ", "world"))
+                                        "choices": [{"delta": delta,
+                                                     "finish_reason": finish}]}).encode()
+                + b"\n\n" for delta, finish in (({"content": "hello "}, None),
+                                                 ({"content": "world"}, None),
+                                                 ({}, "stop")))
             return FakeResponse(200, chunks + b"data: [DONE]\n\n", "text/event-stream",
                                 self.response_headers)
         answer = {"id": "chatcmpl-fake", "object": "chat.completion", "model": self.model_id,

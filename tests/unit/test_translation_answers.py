@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from app.conversation import Failure
 from app.providers.sse import SSEDecoder
+from app.stream_integrity import REASON_BROKEN, StreamFailure
 from app.translation import Target, plan_call
 
 ANTHROPIC = Target("anthropic/claude-x", "claude-x", "anthropic", "anthropic")
@@ -212,7 +212,9 @@ def test_pass_through_streams_rewrite_only_the_model(api):
         raw, target = (sse("response.created", {"type": "response.created", "response": {
             "id": "resp_1", "model": "gpt-x", "output": []}})
             + sse("response.output_text.delta", {"type": "response.output_text.delta",
-                                                 "delta": "hi"})), OPENAI
+                                                 "delta": "hi"})
+            + sse("response.completed", {"type": "response.completed", "response": {
+                "id": "resp_1", "model": "gpt-x", "status": "completed", "output": []}})), OPENAI
     call = plan_call(api, BODIES[api], target)
     assert call.passthrough
     whole = b""
@@ -225,6 +227,11 @@ def test_pass_through_streams_rewrite_only_the_model(api):
     first = found[0][1]
     holder = first["message"] if api == "messages" else first["response"]
     assert holder["model"] == target.model_name
+    last = found[-1][1]
+    holder = last.get("message") if api == "messages" else last["response"]
+    if holder is not None:  # a snapshot that carries the model has it rewritten too
+        assert holder["model"] == target.model_name
+        holder["model"] = events(raw)[-1][1]["response"]["model"]
     assert [payload for _, payload in found[1:]] == [payload for _, payload in events(raw)[1:]]
 
 
@@ -326,8 +333,8 @@ def test_a_broken_stream_ends_with_one_in_band_error_of_the_api_kind(api, name):
     target = OPENAI if api == "messages" else ANTHROPIC
     translator = plan_call(api, {**BODIES[api], "tools": None}, target).stream_translator()
     translator.feed(b"")
-    out = translator.fail(Failure("provider timed out", "upstream_error", "upstream_timeout"),
-                          api)
+    out = translator.fail(StreamFailure(REASON_BROKEN, "provider timed out", "upstream_error",
+                                        "upstream_timeout"))
     (event, payload), = events(out)
     assert event == name
     if api == "messages":
@@ -337,7 +344,7 @@ def test_a_broken_stream_ends_with_one_in_band_error_of_the_api_kind(api, name):
         assert payload["response"]["error"]["code"] == "upstream_timeout"
     else:
         assert payload["error"]["code"] == "upstream_timeout"
-    assert translator.fail(Failure("again"), api) == b""
+    assert translator.fail(StreamFailure(REASON_BROKEN, "again")) == b""
 
 
 def test_an_anthropic_error_event_mid_stream_becomes_the_client_kind():
