@@ -15,11 +15,11 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from app.config import Config
-    from app.metrics import Metrics
+    from app.observability.metrics import Metrics
+    from app.observability.tracing import Tracing
     from app.providers.openai_compat import ProviderClient
     from app.router import Router
     from app.session_cache import SessionCache
-    from app.tracing import Tracing
 
 __version__ = "0.1.0"
 
@@ -44,21 +44,21 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     # requests/urllib3/ssl before the gevent worker monkey-patches them.
     from flask import Flask
 
-    from app.api import bp
-    from app.auth import KeySet
     from app.config import load_config
     from app.errors import register_error_handlers
-    from app.failover import Failover
-    from app.gateway import Gateway
-    from app.prometheus_metrics import PrometheusMetrics
+    from app.http.api import bp
+    from app.http.auth import KeySet
+    from app.http.request_body import gevent_is_serving
+    from app.observability.prometheus_metrics import PrometheusMetrics
+    from app.observability.relay_observers import create_relay_observers
+    from app.observability.tracing import provider_span_specs
+    from app.pipeline.decide import Gateway
+    from app.pipeline.failover import Failover
+    from app.pipeline.relay import Relay
     from app.providers.registry import create_provider_clients
-    from app.relay import Relay
-    from app.relay_observers import create_relay_observers
-    from app.request_body import gevent_is_serving
     from app.router import create_router
     from app.services import Services, install_services
     from app.session_cache import create_session_cache
-    from app.tracing import provider_span_specs
 
     config = config or load_config()
     app = Flask(__name__)
@@ -91,7 +91,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
                           max_retries=config.model_listener.max_retries, metrics=metrics)))
     app.register_blueprint(bp)
     if config.admin.token:
-        from app.admin import admin_bp
+        from app.http.admin import admin_bp
         app.register_blueprint(admin_bp)
     register_error_handlers(app)
     if tracing is not None:
@@ -108,7 +108,7 @@ def _instrument_flask(app: Flask, tracing: Tracing) -> None:
     from flask import request
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-    from app.tracing import name_unmatched_span
+    from app.observability.tracing import name_unmatched_span
 
     def request_hook(span, environ) -> None:
         if request.url_rule is None:
@@ -120,7 +120,7 @@ def _instrument_flask(app: Flask, tracing: Tracing) -> None:
 
 def _create_tracing(config: Config, tracer_provider: object) -> Tracing | None:
     """Tracing around the given provider, or one built from config; ``None``: no tracing."""
-    from app.tracing import Tracing, create_tracer_provider
+    from app.observability.tracing import Tracing, create_tracer_provider
     if tracer_provider is _FROM_CONFIG:
         tracer_provider = create_tracer_provider(config.tracing, service_version=__version__)
     if tracer_provider is None:

@@ -4,7 +4,7 @@ Three client APIs (Chat Completions, Messages, Responses) and three upstream int
 (OpenAI chat, OpenAI Responses, Anthropic Messages) meet here: each has one adapter that
 parses its shape into these value objects and one that renders them back, so N + M
 adapters cover every pair instead of N x M translators. Same-shape traffic never comes
-here: it is a byte-level pass-through (``app.relay``).
+here: it is a byte-level pass-through (``app.pipeline.relay``).
 
 - :class:`Conversation`: a request (system prompt, messages of parts, tools, sampling).
 - :class:`Reply`: a whole answer (parts, stop reason, usage).

@@ -10,18 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app.auth import KeySet
+from app.http.auth import KeySet
 
 if TYPE_CHECKING:
     from flask import Flask
 
     from app.config import Config
-    from app.failover import Failover
-    from app.gateway import Gateway
-    from app.metrics import Metrics
-    from app.relay import Relay
+    from app.observability.metrics import Metrics
+    from app.observability.tracing import Tracing
+    from app.pipeline.decide import Gateway
+    from app.pipeline.failover import Failover
+    from app.pipeline.relay import Relay
     from app.session_cache.base import SessionCache
-    from app.tracing import Tracing
 
 #: The key under ``app.extensions``.
 EXTENSION_KEY = "plano"

@@ -31,7 +31,7 @@ Listening: one socket opened by the master and shared by the workers; with
 below and docs/configuration.md).
 
 Logs: one JSON object per line on stderr for the app and gunicorn alike (formatter
-``app.request_log.JsonFormatter``), level ``PLANO_LOG_LEVEL`` (default info); the app writes
+``app.http.request_log.JsonFormatter``), level ``PLANO_LOG_LEVEL`` (default info); the app writes
 one ``plano.access`` line per request. gunicorn's own access log is off unless
 ``PLANO_ACCESS_LOG=1``, and then costs nothing when off.
 """
@@ -282,7 +282,7 @@ _LOG_LEVEL = loglevel.upper()
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "app.request_log.JsonFormatter"}},
+    "formatters": {"json": {"()": "app.http.request_log.JsonFormatter"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
                             "stream": "ext://sys.stderr"}},
     "root": {"level": _LOG_LEVEL, "handlers": ["stderr"]},

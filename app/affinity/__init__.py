@@ -2,7 +2,7 @@
 
 Every endpoint (Chat Completions, Messages, Responses, and their routing-only twins) calls
 :func:`session_context` with its parsed body and its shape name, and hands the result to
-:meth:`app.gateway.Gateway.decide`: one decision path for all three APIs.
+:meth:`app.pipeline.decide.Gateway.decide`: one decision path for all three APIs.
 
 * :mod:`app.affinity.shapes` reads system prompt, tools and user messages of each shape,
 * :mod:`app.affinity.turns` says whether a request starts a user turn,

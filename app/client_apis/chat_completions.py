@@ -1,6 +1,6 @@
 """Client API: OpenAI Chat Completions (``POST /v1/chat/completions``, SPEC §4, §12).
 
-To an ``openai``-interface provider the body passes through untouched (``app.relay``);
+To an ``openai``-interface provider the body passes through untouched (``app.pipeline.relay``);
 this adapter is used when it goes elsewhere (an Anthropic model): :func:`parse` turns the
 body into a :class:`~app.conversation.Conversation`, :func:`render_reply` and
 :class:`ChatStreamRenderer` turn the internal answer back into a chat completion or
@@ -49,7 +49,7 @@ HINTS = ("metadata", "store", "reasoning_effort", "prompt_cache_key", "user", "s
 
 
 def parse(body: dict) -> Conversation:
-    """A chat-completions body (already validated by ``app.chat_request``) as a
+    """A chat-completions body (already validated by ``app.pipeline.parse``) as a
     Conversation; content another interface could not express is a 400."""
     conversation = Conversation(messages=[], model=parse_model(body),
                                 stream=parse_stream_flag(body))

@@ -7,7 +7,7 @@ test client to a canned in-process provider, in alternating rounds: *with the ch
 shipped) and *without* (the services' ``failover`` swapped for a direct call of the decided
 model: the pre-failover path). Each round counts ``time.process_time`` over ``--requests``
 requests; the best round of each variant is reported, and their ratio. The chain's own cost
-(:meth:`app.failover.Failover.run` around a do-nothing attempt) is measured alone as well.
+(:meth:`app.pipeline.failover.Failover.run` around a do-nothing attempt) is measured alone as well.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class _Direct:
         self._timeout = timeout
 
     def run(self, candidates, attempt):
-        from app.failover import FailoverResult
+        from app.pipeline.failover import FailoverResult
 
         return FailoverResult(candidates[0], answer=attempt(candidates[0], self._timeout))
 
@@ -59,7 +59,7 @@ class _Direct:
 def _app(with_chain: bool):
     from app import create_app
     from app.config import config_from_dict
-    from app.metrics import Metrics
+    from app.observability.metrics import Metrics
     from app.services import install_services, services_of
 
     raw = gateway_config()
@@ -86,8 +86,8 @@ def _round(client, count: int) -> float:
 
 def _chain_alone(count: int) -> float:
     from app.config import FailoverConfig, ModelEndpoint
-    from app.failover import Failover
-    from app.relay import Answer
+    from app.pipeline.failover import Failover
+    from app.pipeline.relay import Answer
 
     failover = Failover(FailoverConfig(), timeout_seconds=30.0)
     endpoint = ModelEndpoint(DEEP_MODEL, "openai", "gpt-5.2", "http://x/v1")

@@ -83,7 +83,7 @@ def _instrument_like_the_gateway(flask_app: Flask) -> None:
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     from app.config import TracingConfig
-    from app.tracing import Tracing, create_tracer_provider, provider_attributes
+    from app.observability.tracing import Tracing, create_tracer_provider, provider_attributes
 
     config = TracingConfig(random_sampling=float(os.environ.get("BENCH_SAMPLING", "100")),
                            otlp_endpoint=endpoint)

@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from app import create_app
 from app.config import config_from_dict
-from app.prometheus_metrics import MULTIPROC_ENV_VAR
+from app.observability.prometheus_metrics import MULTIPROC_ENV_VAR
 from devkit import ROOT, VENV_BIN
 from devkit.processes import wait_until
 from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, gateway_config

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.errors import SessionCacheError
-from app.metrics import Metrics
+from app.observability.metrics import Metrics
 from app.session_cache.base import SessionCache
 
 

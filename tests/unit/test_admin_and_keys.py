@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from app.auth import KeySet, bearer_token
 from app.config import config_from_dict
 from app.errors import InvalidBindingError
+from app.http.auth import KeySet, bearer_token
 from app.session_cache.base import SessionBinding
 from app.session_cache.memory import MemorySessionCache
 from tests.support.configs import DEEP_PROMPT, chat_body, make_config_dict

@@ -363,7 +363,7 @@ def test_without_routes_turn_level_routing_touches_no_cache(metrics):
 
 
 def test_prometheus_counts_router_skips_by_route_and_model():
-    from app.prometheus_metrics import PrometheusMetrics
+    from app.observability.prometheus_metrics import PrometheusMetrics
     config = config_from_dict(make_config_dict(routing={"route_on_user_only": True}))
     metrics = PrometheusMetrics(config, multiproc_dir="")
     metrics.router_skip("deep_reasoning", "openai/gpt-5.2")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.chat_request import parse_chat_request, validate_affinity_value
 from app.errors import InvalidAffinityIdError, InvalidRequestError
+from app.pipeline.parse import parse_chat_request, validate_affinity_value
 
 
 def test_valid_body_keeps_every_field():

@@ -19,11 +19,11 @@ from app.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from app.failover import Failover, retry_after_seconds
-from app.gateway import Decision, Gateway
-from app.metrics import Metrics
-from app.model_health import ModelHealth
-from app.relay import Answer
+from app.observability.metrics import Metrics
+from app.pipeline.decide import Decision, Gateway
+from app.pipeline.failover import Failover, retry_after_seconds
+from app.pipeline.model_health import ModelHealth
+from app.pipeline.relay import Answer
 from app.session_cache.base import SessionBinding
 from app.session_cache.memory import MemorySessionCache
 from tests.support.configs import DEEP_PROMPT, chat_body, make_config_dict
@@ -328,7 +328,7 @@ def test_one_provider_span_per_attempt():
 def test_the_access_line_names_the_model_that_served_and_the_one_that_failed(caplog):
     import logging
 
-    from app.request_log import ACCESS_LOGGER
+    from app.http.request_log import ACCESS_LOGGER
 
     config = routed_config()
     providers = fake_providers(config)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from app.chat_request import parse_chat_request
 from app.config import RouteConfig, config_from_dict
 from app.errors import InvalidBindingError, RouterError, SessionCacheError, SessionCacheSkippedError
-from app.gateway import Gateway, session_key
+from app.pipeline.decide import Gateway, session_key
+from app.pipeline.parse import parse_chat_request
 from app.router.base import Router
 from app.services import services_of
 from app.session_cache.base import SessionBinding

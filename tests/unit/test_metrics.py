@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import __version__, create_app
 from app.config import config_from_dict
-from app.metrics import Metrics
-from app.prometheus_metrics import CACHE_OUTCOMES, PrometheusMetrics
+from app.observability.metrics import Metrics
+from app.observability.prometheus_metrics import CACHE_OUTCOMES, PrometheusMetrics
 from app.session_cache.memory import MemorySessionCache
 from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
 from tests.support.fake_provider import fake_providers

@@ -19,6 +19,7 @@ from urllib3.exceptions import (
 from app import create_app
 from app.config import config_from_dict
 from app.errors import UpstreamConnectionError, UpstreamTimeoutError
+from app.pipeline.relay import relayed_headers
 from app.providers.openai_compat import (
     ProviderClient,
     UpstreamPool,
@@ -27,7 +28,6 @@ from app.providers.openai_compat import (
     upstream_error_body,
 )
 from app.providers.registry import create_provider_clients
-from app.relay import relayed_headers
 from tests.support.configs import chat_body, make_config_dict
 from tests.support.fake_provider import FakeProviderClient, FakeResponse
 

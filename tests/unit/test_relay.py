@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.passthrough import rewrite_chunk, rewrite_completion
+from app.pipeline.passthrough import rewrite_chunk, rewrite_completion
 from app.providers.sse import ServerSentEvent
 
 
@@ -59,7 +59,7 @@ def test_lone_surrogates_survive_as_escapes_and_unicode_stays_utf8():
 
 
 def test_top_level_model_is_rewritten_without_parsing():
-    from app.passthrough import set_top_level_model
+    from app.pipeline.passthrough import set_top_level_model
     text = '{"id":"c1","object":"chunk","model": "gpt-5.2","choices":[{"delta":{"content":"x"}}]}'
     assert set_top_level_model(text, '"openai/gpt-5.2"') == (
         '{"id":"c1","object":"chunk","model":"openai/gpt-5.2","choices":[{"delta":'
@@ -67,7 +67,7 @@ def test_top_level_model_is_rewritten_without_parsing():
 
 
 def test_nested_or_quoted_model_members_fall_back_to_parsing():
-    from app.passthrough import set_top_level_model
+    from app.pipeline.passthrough import set_top_level_model
     nested = '{"choices":[{"model":"inner"}],"model":"outer"}'
     assert set_top_level_model(nested, '"m"') is None
     in_string = '{"note":"{\\"model\\":\\"x\\"}","model":"outer"}'
@@ -102,7 +102,7 @@ def _slow_path(chunk: bytes, model: str) -> bytes:
     "data: {\"model\":\"a\",\"t\":\"caf\u00e9 \U0001f600\"}\n\n".encode(),
 ])
 def test_stream_fast_path_matches_the_decoder(chunk):
-    from app.passthrough import rewrite_simple_events
+    from app.pipeline.passthrough import rewrite_simple_events
     fast = rewrite_simple_events(chunk, b'"openai/x"')
     assert fast is not None
     assert fast == _slow_path(chunk, "openai/x")
@@ -115,7 +115,7 @@ def test_stream_fast_path_matches_the_decoder(chunk):
     b'data: {"choices":[{"model":"inner"}],"model":"outer"}\n\n',
 ])
 def test_anything_else_takes_the_decoder(chunk):
-    from app.passthrough import rewrite_simple_events
+    from app.pipeline.passthrough import rewrite_simple_events
     assert rewrite_simple_events(chunk, b'"m"') is None
 
 
@@ -127,7 +127,7 @@ def test_anything_else_takes_the_decoder(chunk):
     '["model":"x"]', '{"model":null}', '{"id":"\u00e9","model":"m\u00e9"}',
 ])
 def test_bytes_model_rewrite_agrees_with_the_text_one(text):
-    from app.passthrough import set_top_level_model, set_top_level_model_bytes
+    from app.pipeline.passthrough import set_top_level_model, set_top_level_model_bytes
     expected = set_top_level_model(text, '"new"')
     got = set_top_level_model_bytes(text.encode(), b'"new"')
     assert got == (None if expected is None else expected.encode())
@@ -135,7 +135,7 @@ def test_bytes_model_rewrite_agrees_with_the_text_one(text):
 
 def test_one_rewriter_over_a_whole_stream_matches_the_decoder():
     """The head cache: chunks sharing the first chunk's head, and chunks that do not."""
-    from app.passthrough import ChunkRewriter
+    from app.pipeline.passthrough import ChunkRewriter
     chunks = [
         b'data: {"id":"c1","object":"chunk","created":1,"model":"gpt-x","choices":[]}\n\n',
         b'data: {"id":"c1","object":"chunk","created":1,"model":"gpt-x","choices":[1]}\n\n',

@@ -10,8 +10,8 @@ import pytest
 
 from app import create_app
 from app.config import config_from_dict
-from app.relay import relayed_headers
-from app.request_log import ACCESS_LOGGER, REQUEST_ID, JsonFormatter, request_id_from
+from app.http.request_log import ACCESS_LOGGER, REQUEST_ID, JsonFormatter, request_id_from
+from app.pipeline.relay import relayed_headers
 from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
 from tests.support.fake_provider import fake_providers
 from tests.support.fakes import FailingCache
@@ -147,7 +147,7 @@ def test_secrets_never_reach_a_log_line(config, caplog):
 
 
 def test_formatter_writes_one_json_object_per_line():
-    record = logging.LogRecord("app.gateway", logging.WARNING, __file__, 1,
+    record = logging.LogRecord("app.pipeline.decide", logging.WARNING, __file__, 1,
                                "router %s failed:\n%s", ("llm", "timeout"), None)
     record.cause = "timeout"
     token = REQUEST_ID.set("req-f")
@@ -158,6 +158,6 @@ def test_formatter_writes_one_json_object_per_line():
     assert "\n" not in line
     parsed = json.loads(line)
     assert parsed["msg"] == "router llm failed:\ntimeout"
-    assert parsed["level"] == "WARNING" and parsed["logger"] == "app.gateway"
+    assert parsed["level"] == "WARNING" and parsed["logger"] == "app.pipeline.decide"
     assert parsed["request_id"] == "req-f" and parsed["cause"] == "timeout"
     assert parsed["ts"].endswith("Z")

@@ -11,14 +11,14 @@ import json
 
 import pytest
 
-from app.passthrough import ChatPassthroughStream
-from app.stream_integrity import (
+from app.pipeline.passthrough import ChatPassthroughStream
+from app.pipeline.plan import Target, plan_call
+from app.pipeline.stream_integrity import (
     REASON_ERROR_EVENT,
     REASON_FINISH_ERROR,
     REASON_INCOMPLETE,
     ChatStreamCheck,
 )
-from app.translation import Target, plan_call
 
 OPENAI = Target("openai/gpt-x", "gpt-x")
 OPENAI_NATIVE = Target("openai/gpt-x", "gpt-x", native_responses=True)

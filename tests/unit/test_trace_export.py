@@ -1,4 +1,4 @@
-"""app/trace_export.py: the caching encoder produces exactly the SDK encoder's bytes."""
+"""app/observability/trace_export.py: the caching encoder makes exactly the SDK encoder's bytes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from app.trace_export import AttributeEncoder, CachingOTLPSpanExporter
+from app.observability.trace_export import AttributeEncoder, CachingOTLPSpanExporter
 
 
 def finished_spans() -> list:

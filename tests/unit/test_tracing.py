@@ -24,8 +24,7 @@ from opentelemetry.util.http import parse_excluded_urls
 from app import create_app
 from app.config import TracingConfig, config_from_dict
 from app.errors import ConfigError
-from app.services import services_of
-from app.tracing import (
+from app.observability.tracing import (
     DEFAULT_EXCLUDED_URLS,
     ROUTING_SPAN,
     Tracing,
@@ -33,6 +32,7 @@ from app.tracing import (
     excluded_urls,
     traces_endpoint,
 )
+from app.services import services_of
 from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
 from tests.support.fake_provider import fake_providers
 

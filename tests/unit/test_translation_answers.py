@@ -9,9 +9,9 @@ import re
 
 import pytest
 
+from app.pipeline.plan import Target, plan_call
+from app.pipeline.stream_integrity import REASON_BROKEN, StreamFailure
 from app.providers.sse import SSEDecoder
-from app.stream_integrity import REASON_BROKEN, StreamFailure
-from app.translation import Target, plan_call
 
 ANTHROPIC = Target("anthropic/claude-x", "claude-x", "anthropic", "anthropic")
 OPENAI = Target("openai/gpt-x", "gpt-x", "openai", "openai", native_responses=True)

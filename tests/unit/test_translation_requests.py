@@ -8,7 +8,7 @@ import pytest
 
 from app.conversation import UnsupportedParameterError, UntranslatableError
 from app.errors import InvalidRequestError
-from app.translation import Target, plan_call
+from app.pipeline.plan import Target, plan_call
 
 ANTHROPIC = Target("anthropic/claude-sonnet-4-6", "claude-sonnet-4-6", "anthropic",
                    "anthropic", default_max_tokens=1234)

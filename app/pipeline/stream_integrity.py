@@ -11,7 +11,7 @@ failed:
 
 One checker per upstream interface sees each decoded event (name and data) and answers
 ``None`` or a :class:`StreamFailure`; :meth:`end` says whether the stream, having ended,
-was whole. The stream shapers (:mod:`app.passthrough`, :mod:`app.translation`) turn a
+was whole. The stream shapers (:mod:`app.pipeline.passthrough`, :mod:`app.pipeline.plan`) turn a
 failure into the client API's in-band error and the relay counts it
 (``plano_upstream_stream_errors_total{model,reason}``). Pure: no I/O.
 """

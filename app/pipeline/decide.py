@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, ContextManager
 
-from app.chat_request import ChatRequest
 from app.config import Config, ModelEndpoint, RouteConfig
 from app.errors import ModelNotFoundError, RouterError, SessionCacheError
-from app.metrics import Metrics
+from app.observability.metrics import Metrics
+from app.pipeline.parse import ChatRequest
 from app.router.base import Router
 from app.router.embedded import EmbeddedRouter
 from app.session_cache.base import SessionBinding, SessionCache
@@ -80,7 +80,7 @@ class Gateway:
     """Decides the model for each request from config, session cache and router.
 
     ``routing_span`` makes the context manager entered around each router run (and only
-    then: a pinned hit never enters it); tracing passes :meth:`app.tracing.Tracing.
+    then: a pinned hit never enters it); tracing passes :meth:`app.observability.tracing.Tracing.
     routing_span`. What it returns on entry, unless ``None``, is told the outcome with
     ``outcome(route_name, error=None)``.
     """

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, json, request
 
-from app.auth import bearer_token
-from app.chat_request import validate_affinity_value
 from app.errors import (
     AuthenticationError,
     GatewayError,
@@ -21,7 +19,9 @@ from app.errors import (
     SessionCacheError,
     SessionCacheUnreachableError,
 )
-from app.gateway import session_key
+from app.http.auth import bearer_token
+from app.pipeline.decide import session_key
+from app.pipeline.parse import validate_affinity_value
 from app.services import current_services
 
 admin_bp = Blueprint("admin", __name__, url_prefix="/admin")

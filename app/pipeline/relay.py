@@ -1,6 +1,6 @@
 """Send: the one relay for every plan (SPEC §4 steps 5-6, §12, §18).
 
-:meth:`Relay.send` posts a planned :class:`~app.translation.UpstreamCall` (the byte-level
+:meth:`Relay.send` posts a planned :class:`~app.pipeline.plan.UpstreamCall` (the byte-level
 chat pass-through, a same-shape Messages or Responses pass-through, or a translated call)
 and shapes what comes back with the plan's own functions: a non-streamed answer is read
 whole (bounded by the attempt's read timeout) and handed to the plan's ``reply`` (or
@@ -12,7 +12,7 @@ disconnect included), and when the answer is discarded before it was ever iterat
 (:meth:`UpstreamStream.close`).
 
 What else happens around a call (metrics, the client span, later usage and cost) is done by
-the relay's observers (:mod:`app.relay_observers`), not here.
+the relay's observers (:mod:`app.observability.relay_observers`), not here.
 
 Only a reviewed allow-list of upstream headers reaches the client (rate limits, retry
 hints, the provider's request id): never the provider's account identity
@@ -30,10 +30,10 @@ from typing import Iterable, Iterator, Mapping
 import requests
 
 from app.errors import UpstreamError
+from app.observability.relay_observers import Call, RelayObserver
+from app.pipeline.plan import UpstreamCall
+from app.pipeline.stream_integrity import StreamFailure
 from app.providers.openai_compat import ProviderClient
-from app.relay_observers import Call, RelayObserver
-from app.stream_integrity import StreamFailure
-from app.translation import UpstreamCall
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def relayed_headers(upstream: Mapping[str, str]) -> dict:
 
 class Relay:
     """Sends planned calls to providers and turns their answers into :class:`Answer`
-    objects, telling its ``observers`` (:mod:`app.relay_observers`) each call's events."""
+    objects, telling its ``observers`` (:mod:`app.observability.relay_observers`) each
+    call's events."""
 
     def __init__(self, clients: Mapping[str, ProviderClient],
                  observers: Iterable[RelayObserver] = ()):
@@ -102,7 +103,7 @@ class Relay:
 
         ``read_timeout`` (default: the client's, the listener timeout) bounds the wait for
         the answer's head and, without a stream, the whole answer: what an attempt chain
-        has left of the listener timeout (:mod:`app.failover`). ``auth_headers``: the
+        has left of the listener timeout (:mod:`app.pipeline.failover`). ``auth_headers``: the
         client's own key for a ``passthrough_auth`` provider.
 
         Raises :class:`UpstreamError` (502/504) when the provider cannot be reached or does

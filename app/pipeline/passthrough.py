@@ -5,7 +5,7 @@ name (and ``x_plano_pinned`` when pinned) in bytes where the member is provably 
 else parsed; a stream's events are rewritten read by read, the common read (whole one-line
 data events) in bytes without the SSE decoder. Every other field of an event (``id``,
 ``retry``, ``event``, comments) is kept. :class:`ChatPassthroughStream` is this plan's
-stream shaper for :class:`app.relay.Relay`, with the stream's integrity check (SPEC §18):
+stream shaper for :class:`app.pipeline.relay.Relay`, with the stream's integrity check (SPEC §18):
 a Chat stream is whole only when a ``finish_reason`` (not ``error``) came before
 ``[DONE]``, and carries no in-band error object.
 """
@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from app.client_apis.chat_completions import render_stream_error
 from app.client_apis.common import dumps
+from app.pipeline.stream_integrity import ChatStreamCheck, StreamFailure
 from app.providers.sse import (
     ServerSentEvent,
     SSEDecoder,
@@ -26,7 +27,6 @@ from app.providers.sse import (
     encode_event,
     simple_data_events,
 )
-from app.stream_integrity import ChatStreamCheck, StreamFailure
 
 
 def rewrite_completion(body: bytes, model_name: str, pinned: bool) -> bytes | None:

@@ -33,7 +33,7 @@ and its SQL commenter is off, both per-request work for nothing here; everything
 (tracers, provider span names and attributes) is prepared once; every annotation checks
 ``is_recording()`` first, so an unsampled request (``random_sampling`` below 100) sets no
 attribute at all; and the exporter reuses the encoded form of repeated attribute values
-(:mod:`app.trace_export`), the largest cost of a sampled span.
+(:mod:`app.observability.trace_export`), the largest cost of a sampled span.
 
 Outbound calls (urllib3's pool, :mod:`app.providers.openai_compat`) are not instrumented
 with opentelemetry-instrumentation-urllib3 or -requests: they patch process-wide (the OTLP
@@ -150,7 +150,7 @@ def create_tracer_provider(config: TracingConfig, *, service_version: str,
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-    from app.trace_export import CachingOTLPSpanExporter
+    from app.observability.trace_export import CachingOTLPSpanExporter
 
     resource = Resource.create({"service.name": SERVICE_NAME,
                                 "service.version": service_version,

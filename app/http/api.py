@@ -19,15 +19,6 @@ from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import NotFound
 
 from app.affinity import CHAT_COMPLETIONS, MESSAGES, RESPONSES, SessionContext, session_context
-from app.auth import bearer_token
-from app.chat_request import (
-    ROUTES_FIELD,
-    ChatRequest,
-    parse_chat_request,
-    parse_json_object,
-    parse_request_routes,
-    validate_affinity_value,
-)
 from app.client_apis import messages as messages_api
 from app.client_apis import responses as responses_api
 from app.config import ModelEndpoint
@@ -37,10 +28,19 @@ from app.errors import (
     RequestTimeoutError,
     error_response,
 )
-from app.forwarding import attempt_for, failover_headers, should_repin
-from app.gateway import Decision, session_key
-from app.request_body import read_within
-from app.request_log import REQUEST_ID, REQUEST_ID_HEADER, RequestRecord, request_id_from
+from app.http.auth import bearer_token
+from app.http.request_body import read_within
+from app.http.request_log import REQUEST_ID, REQUEST_ID_HEADER, RequestRecord, request_id_from
+from app.pipeline.attempt import attempt_for, failover_headers, should_repin
+from app.pipeline.decide import Decision, session_key
+from app.pipeline.parse import (
+    ROUTES_FIELD,
+    ChatRequest,
+    parse_chat_request,
+    parse_json_object,
+    parse_request_routes,
+    validate_affinity_value,
+)
 from app.services import Services, current_services
 
 AFFINITY_HEADER = "X-Model-Affinity"

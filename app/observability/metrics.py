@@ -1,8 +1,8 @@
 """What the gateway reports about itself: the :class:`Metrics` seam and its no-op default.
 
-The request path calls these methods; :mod:`app.prometheus_metrics` implements them with
-prometheus_client. Tests and embedders that do not want metrics get :class:`Metrics`, whose
-methods do nothing.
+The request path calls these methods; :mod:`app.observability.prometheus_metrics`
+implements them with prometheus_client. Tests and embedders that do not want metrics get
+:class:`Metrics`, whose methods do nothing.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Prometheus implementation of :class:`app.metrics.Metrics`, served at ``GET /metrics``.
+"""Prometheus implementation of :class:`app.observability.metrics.Metrics`, at ``GET /metrics``.
 
 Names and labels (SPEC §10)::
 
@@ -40,7 +40,7 @@ from prometheus_client import (
 )
 
 from app.config import Config
-from app.metrics import Metrics
+from app.observability.metrics import Metrics
 
 MULTIPROC_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -1,13 +1,13 @@
 """Listeners on the relay's events: each concern of a provider call in one place.
 
-The relay (:class:`app.relay.Relay`) tells its observers, per provider call (a
+The relay (:class:`app.pipeline.relay.Relay`) tells its observers, per provider call (a
 :class:`Call`): :meth:`RelayObserver.started` (before the request is sent: an observer may
 add headers, as tracing adds ``traceparent``), :meth:`~RelayObserver.head` (the status and
 headers arrived), :meth:`~RelayObserver.stream_failed` (a stream is not an answer, SPEC
 §18), :meth:`~RelayObserver.ended` (the upstream was released: the whole answer read, the
 stream's last event relayed, or the call failed; exactly once per call). Metrics and the
 provider's client span are observers here; the access line reads what the call left on the
-:class:`app.relay.Answer`.
+:class:`app.pipeline.relay.Answer`.
 
 Cheap by construction: the observers are a tuple fixed when the relay is built, and a call
 with tracing off meets only :class:`MetricsObserver`.
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from app.metrics import Metrics
-from app.tracing import ATTR_STREAM, ClientSpan, Tracing
+from app.observability.metrics import Metrics
+from app.observability.tracing import ATTR_STREAM, ClientSpan, Tracing
 
 
 class Call:
@@ -53,14 +53,16 @@ class RelayObserver:
         """The answer's status (``call.status``) and headers arrived."""
 
     def stream_failed(self, call: Call, reason: str) -> None:
-        """A stream did not end as an answer (``reason``: see :mod:`app.stream_integrity`)."""
+        """A stream did not end as an answer (``reason``: see
+        :mod:`app.pipeline.stream_integrity`)."""
 
     def ended(self, call: Call) -> None:
         """The upstream was released (``call.seconds`` set; ``call.error`` on failure)."""
 
 
 class MetricsObserver(RelayObserver):
-    """Provider call durations and stream failures, in :class:`app.metrics.Metrics`."""
+    """Provider call durations and stream failures, in
+    :class:`app.observability.metrics.Metrics`."""
 
     __slots__ = ("_metrics",)
 

@@ -2,10 +2,10 @@
 §12, §15).
 
 :func:`attempt_for` builds the ``attempt(endpoint, read_timeout)`` callable the chain
-(:mod:`app.failover`) calls per try: plan the call for *that* model
-(:func:`app.translation.plan_call`: the byte-level chat pass-through, a same-shape
+(:mod:`app.pipeline.failover`) calls per try: plan the call for *that* model
+(:func:`app.pipeline.plan.plan_call`: the byte-level chat pass-through, a same-shape
 pass-through or a translation — so an OpenAI model failing over to an Anthropic one is
-translated), send it with the one :class:`~app.relay.Relay`, and read a stream's first
+translated), send it with the one :class:`~app.pipeline.relay.Relay`, and read a stream's first
 output before anything reaches the client. :func:`failover_headers` says what the client
 is told. No Flask.
 """
@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from app.config import ModelEndpoint
-from app.failover import Attempt, FailoverResult
-from app.gateway import AFFINITY_FAILOVER, AFFINITY_NEW, AFFINITY_PINNED, Decision
-from app.relay import Answer, Relay
-from app.translation import Target, plan_call
+from app.pipeline.decide import AFFINITY_FAILOVER, AFFINITY_NEW, AFFINITY_PINNED, Decision
+from app.pipeline.failover import Attempt, FailoverResult
+from app.pipeline.plan import Target, plan_call
+from app.pipeline.relay import Answer, Relay
 
 FAILOVER_FROM_HEADER = "x-plano-failover-from"
 #: The affinities under which the session's pin names the decided model.
@@ -36,9 +36,7 @@ def attempt_for(api: str, body: dict, decision: Decision, relay: Relay,
     pinned = decision.pinned
 
     def attempt(endpoint: ModelEndpoint, read_timeout: float) -> Answer:
-        target = Target(endpoint.name, endpoint.model_id, endpoint.interface,
-                        endpoint.vendor, endpoint.responses_native, endpoint.max_tokens)
-        call = plan_call(api, body, target, client_headers=client_headers)
+        call = plan_call(api, body, target_of(endpoint), client_headers=client_headers)
         answer = relay.send(endpoint.name, call,
                             pinned=pinned and endpoint.name == decided.name,
                             read_timeout=read_timeout, auth_headers=auth_for(endpoint))
@@ -47,6 +45,25 @@ def attempt_for(api: str, body: dict, decision: Decision, relay: Relay,
         return answer
 
     return attempt
+
+
+#: Each endpoint's :class:`Target`, made once (the pinned path's cost); keyed by name, the
+#: endpoint object itself checked (a reloaded config has new ones); capped.
+_TARGETS: dict[str, tuple[ModelEndpoint, Target]] = {}
+_MAX_TARGETS = 1024
+
+
+def target_of(endpoint: ModelEndpoint) -> Target:
+    """What the plan stage needs of ``endpoint``."""
+    cached = _TARGETS.get(endpoint.name)
+    if cached is not None and cached[0] is endpoint:
+        return cached[1]
+    if len(_TARGETS) >= _MAX_TARGETS:
+        _TARGETS.clear()
+    target = Target(endpoint.name, endpoint.model_id, endpoint.interface, endpoint.vendor,
+                    endpoint.responses_native, endpoint.max_tokens)
+    _TARGETS[endpoint.name] = (endpoint, target)
+    return target
 
 
 class PrefetchedStream:

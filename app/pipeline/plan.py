@@ -6,18 +6,19 @@ turn the upstream's answer, stream and errors into the client API's shapes. Same
 and out (Messages -> Anthropic, Responses -> native Responses) is a pass-through with
 ``model`` rewritten; everything else meets in :mod:`app.conversation` (one adapter per
 client API, one per upstream interface). Chat -> an OpenAI-interface model is the
-byte-level pass-through plan (:mod:`app.passthrough`): ``model`` rewritten in bytes, the
-pinned path's speed. Every plan is sent by the one :class:`app.relay.Relay`.
+byte-level pass-through plan (:mod:`app.pipeline.passthrough`): ``model`` rewritten in bytes, the
+pinned path's speed. Every plan is sent by the one :class:`app.pipeline.relay.Relay`.
 
-Every stream shaper (:class:`app.passthrough.ChatPassthroughStream`,
+Every stream shaper (:class:`app.pipeline.passthrough.ChatPassthroughStream`,
 :class:`PassthroughStream`, :class:`StreamTranslator`) has the same surface: ``feed(raw)``
 and ``finish()`` give the bytes to send, ``fail(StreamFailure)`` the in-band error for a
 stream that broke off, and ``failure`` says why the stream is not an answer (SPEC §18,
-checked by :mod:`app.stream_integrity` event by event).
+checked by :mod:`app.pipeline.stream_integrity` event by event).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -26,10 +27,10 @@ from typing import Callable
 from app.client_apis import chat_completions, messages, messages_stream, responses, responses_stream
 from app.client_apis.common import dumps
 from app.conversation import Conversation, Failure, UnsupportedParameterError
-from app.passthrough import ChatPassthroughStream, rewrite_completion
+from app.pipeline.passthrough import ChatPassthroughStream, rewrite_completion
+from app.pipeline.stream_integrity import REASON_ERROR_EVENT, StreamFailure, check_for
 from app.providers.openai_compat import upstream_error_body
 from app.providers.sse import ServerSentEvent, SSEDecoder, encode_event
-from app.stream_integrity import REASON_ERROR_EVENT, StreamFailure, check_for
 from app.upstreams import anthropic_messages, openai_chat, openai_responses
 from app.upstreams.custom_tools import custom_tool_names
 from app.upstreams.errors import parse_upstream_error
@@ -151,17 +152,25 @@ def plan_call(api: str, body: dict, target: Target, *,
 def _chat_passthrough(body: dict, target: Target, stream: bool) -> UpstreamCall:
     """The byte-level plan: the client's own body with ``model`` set to the provider's id,
     to the interface's own path; the answer's ``model`` rewritten in bytes."""
-    model_name = target.model_name
+    reply, error, shaper = _passthrough_functions(target.model_name)
+    return UpstreamCall(None, dumps({**body, "model": target.model_id}), {}, stream, True,
+                        reply=reply, stream_translator=shaper, error=error)
 
+
+@functools.lru_cache(maxsize=1024)
+def _passthrough_functions(model_name: str) -> tuple:
+    """The pass-through plan's reply, error and stream-shaper functions for one configured
+    model: made once, not per request (the pinned path's cost)."""
     def reply(raw: bytes, pinned: bool) -> bytes | None:
         return rewrite_completion(raw, model_name, pinned)
 
     def error(status: int, raw: bytes, secrets=()) -> bytes:
         return dumps(upstream_error_body(status, raw, secrets))
 
-    return UpstreamCall(None, dumps({**body, "model": target.model_id}), {}, stream, True,
-                        reply=reply, stream_translator=lambda: ChatPassthroughStream(model_name),
-                        error=error)
+    def shaper() -> ChatPassthroughStream:
+        return ChatPassthroughStream(model_name)
+
+    return reply, error, shaper
 
 
 def _parse(api: str, body: dict) -> Conversation:
@@ -347,7 +356,7 @@ class _AnthropicFeed:
 
 class StreamTranslator:
     """Upstream SSE bytes in, client SSE bytes out, event by event (never buffered); each
-    upstream event is checked (:mod:`app.stream_integrity`) before it is translated."""
+    upstream event is checked (:mod:`app.pipeline.stream_integrity`) before it is translated."""
 
     def __init__(self, parser, renderer, check):
         self._decoder = SSEDecoder()

@@ -5,7 +5,7 @@ decides after each whether to relay its answer or try again. No byte has reached
 client while the chain runs (the caller sends nothing until it returns), so trying again is
 safe; a stream whose first event arrived is relayed as it is and never retried, whatever
 happens to it later (the attempt reads that first event before it returns:
-:func:`app.forwarding.first_bytes_read`).
+:func:`app.pipeline.attempt.first_bytes_read`).
 
 A try *fails* (and the next is made) on: connection refused or reset, a timeout, HTTP 429,
 500, 502, 503, 504 or 529. The listener's ``max_retries`` retries the same model first;
@@ -15,7 +15,7 @@ marks the model down for min(Retry-After, cooldown) and moves on at once: never 
 never retried within the request. Anything else (a success, another 4xx, a stream) is the
 answer. When every try failed, the last failure is relayed.
 
-Health (:class:`app.model_health.ModelHealth`): a model marked down is skipped (when every
+Health (:class:`app.pipeline.model_health.ModelHealth`): a model marked down is skipped (when every
 candidate is down, the first is tried anyway); each failure and success is recorded.
 No Flask, no HTTP here: the caller supplies ``attempt``.
 """
@@ -36,9 +36,9 @@ from app.errors import (
     UpstreamStreamError,
     UpstreamTimeoutError,
 )
-from app.metrics import Metrics
-from app.model_health import ModelHealth
-from app.relay import Answer
+from app.observability.metrics import Metrics
+from app.pipeline.model_health import ModelHealth
+from app.pipeline.relay import Answer
 
 log = logging.getLogger(__name__)
 
