@@ -5,8 +5,9 @@ A gevent worker serves up to ``worker_connections`` requests at once (gunicorn's
 holds at most one Redis connection and one upstream HTTP connection at a time. Pools of
 that size therefore never make a request wait for a local connection, however many
 requests arrive together; smaller pools turn local congestion into waiting (and, for the
-session cache, into lost affinity), which is what issue 10 measured. Connections are
-opened on demand, so an idle worker holds only what it has needed so far.
+session cache, into lost affinity: ``bin/bench --streams`` measured it, see
+docs/performance.md). Connections are opened on demand, so an idle worker holds only what it
+has needed so far.
 """
 
 from __future__ import annotations

@@ -10,15 +10,19 @@ Usage::
 are visited round-robin, as a load balancer in front of replicas would.
 
 Phase 1 sends requests without the header (models may vary). Phase 2 sends ``--rounds``
-requests for each of ``--sessions`` sessions (``demo-session-001``, ...) whose prompts
-alternate between a deep-reasoning and a fast prompt, the first prompt alternating between
-sessions; so a session that is *not* held by its pin visibly changes model. Every request
-goes over a new TCP connection (``Connection: close``): the kernel hands each one to any
-gunicorn worker, which is what exposes per-worker in-memory pins.
+requests (default 6) for each of ``--sessions`` sessions (default 3). A session's first round
+asks something one route answers and every later round something the other route answers
+(fast first for ``demo-session-001``, deep first for ``-002``, and so on), so a session that is
+held by its pin stays on its first model while one that is routed afresh visibly changes
+model. Every request goes over a new TCP connection (``Connection: close``): the kernel hands
+each one to any gateway process, which is what exposes per-process in-memory pins. With 4
+processes a session shows no change only when all its later rounds reach the process that
+served its first round: (1/4)^5, about 1 in 1000, at 6 rounds.
 
-Session ids are fixed on purpose: re-running against a Redis cache reuses the pins of an
-earlier run (their TTL still running), which stay consistent; against the memory cache the
-workers also keep their earlier, disagreeing pins, so the failure stays visible.
+Session ids are new on every run (``demo-session-001-<run id>``, the run id random): with the
+memory cache each process keeps the pins of earlier runs until their TTL ends, and pins that
+happen to agree would hide the per-process maps; a fresh id starts every run from no pin,
+with either cache.
 
 Exit status: 0 when every session stayed on one model; 1 when a session changed model; 2 on
 request errors (printed) or bad arguments.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import secrets
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -159,10 +164,21 @@ class Client:
 
 
 def session_prompt(session_index: int, round_index: int) -> str:
-    """The prompt of one round: deep and fast alternate; odd sessions start deep."""
-    deep = (session_index + round_index) % 2 == 1
-    prompts = DEEP_PROMPTS if deep else FAST_PROMPTS
-    return prompts[(round_index // 2) % len(prompts)]
+    """The prompt of one round: the first round's route differs from every later round's.
+
+    Even sessions start with a fast prompt, odd ones with a deep prompt, so pinned sessions
+    show both models; the later rounds cycle through the other route's prompts.
+    """
+    first, later = ((DEEP_PROMPTS, FAST_PROMPTS) if session_index % 2 == 1
+                    else (FAST_PROMPTS, DEEP_PROMPTS))
+    if round_index == 0:
+        return first[(session_index // 2) % len(first)]
+    return later[(round_index - 1) % len(later)]
+
+
+def session_ids(count: int, run_id: str) -> list[str]:
+    """This run's session ids: ``demo-session-001-<run_id>``, ..."""
+    return [f"demo-session-{n:03d}-{run_id}" for n in range(1, count + 1)]
 
 
 def round_label(round_number: int, answer: Answer, first_model: str | None) -> str:
@@ -225,7 +241,7 @@ def run_phase1(client: Client, out: Printer, errors: list[str]) -> list[Answer]:
     return answers
 
 
-def run_phase2(client: Client, sessions: int, rounds: int, out: Printer,
+def run_phase2(client: Client, sessions: list[str], rounds: int, out: Printer,
                errors: list[str]) -> list[SessionResult]:
     """Each session's rounds with the header: every round should get the first model."""
     out(RULE)
@@ -234,8 +250,8 @@ def run_phase2(client: Client, sessions: int, rounds: int, out: Printer,
     out(RULE)
     several = len(client.urls) > 1
     results = []
-    for s in range(sessions):
-        result = SessionResult(f"demo-session-{s + 1:03d}")
+    for s, session in enumerate(sessions):
+        result = SessionResult(session)
         out(f"  Session '{result.session}':")
         for r in range(rounds):
             try:
@@ -304,7 +320,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="full chat endpoint; repeat for replicas (visited round-robin). "
                              f"Default: .run/gateway_url from bin/run_demo.sh, else {DEFAULT_URL}")
     parser.add_argument("--sessions", type=int, default=3, help="sessions (default 3)")
-    parser.add_argument("--rounds", type=int, default=4, help="requests per session (default 4)")
+    parser.add_argument("--rounds", type=int, default=6, help="requests per session (default 6)")
     parser.add_argument("--json", action="store_true", help="print a JSON result instead")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds per request (default 30)")
@@ -333,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     out(f"Rounds/session : {args.rounds}")
     out()
     phase1 = run_phase1(client, out, errors)
-    results = run_phase2(client, args.sessions, args.rounds, out, errors)
+    sessions = session_ids(args.sessions, secrets.token_hex(3))
+    results = run_phase2(client, sessions, args.rounds, out, errors)
     health = client.health() or {}
     backend = (health.get("session_cache") or {}).get("backend")
 

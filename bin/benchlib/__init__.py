@@ -1,4 +1,4 @@
-"""The parts of ``bin/bench`` (SPEC §11, issue 6): a benchmark, not a test.
+"""The parts of ``bin/bench`` (SPEC §11): a benchmark, not a test.
 
 - :mod:`benchlib.cli` — the command line, the report on stdout, the JSON file;
 - :mod:`benchlib.runner` — one load run: probe, pre-pin, warm up, measure, profile;

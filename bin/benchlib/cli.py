@@ -1,4 +1,4 @@
-"""``bin/bench``: the benchmark of SPEC §11 / issue 6.
+"""``bin/bench``: the benchmark of SPEC §11.
 
     bin/bench [--duration S] [--warmup S] [--concurrency 1,32] [--workers 2]
               [--scenarios a,b,...] [--json PATH]
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2,
                         help="gunicorn workers of the gateway and the passthrough (default 2)")
     parser.add_argument("--scenarios", default="",
-                        help="comma list; default: every issue-6 scenario ("
+                        help="comma list; default: every request-path scenario ("
                         f"{','.join(s.name for s in sc.SCENARIOS)}); also "
                         f"{','.join(s.name for s in sc.EXTRA_SCENARIOS)}")
     parser.add_argument("--json", type=Path, default=None,
@@ -152,7 +152,7 @@ def run_streams(args: argparse.Namespace, log_dir: Path) -> int:
     print("ttfb = request sent to first body byte; gap = time between body reads of one "
           "stream; RSS = workers' peak RSS growth over C; CPU = workers' CPU over C")
     lines, held = streams.target_lines(doc["rows"], args.workers)
-    print("\nissue 10 targets:")
+    print("\nstream targets:")
     for line in lines:
         print(line)
     path = args.json or DEFAULT_STREAMS_JSON
@@ -212,7 +212,7 @@ def print_report(rows: list[report.Row], top_concurrency: int) -> None:
     print("overhead = p50 at c=1 minus the direct mock's p50 at c=1; % passthru = req/s "
           "relative to the passthrough at the same concurrency; cpu us/req = CPU time of "
           "the server under test (gunicorn workers) per request")
-    print("\nissue 6 targets:")
+    print("\nrequest-path targets:")
     for line in report.target_lines(report.targets(rows, top_concurrency)):
         print(line)
     redis_lines = report.redis_lines(rows)

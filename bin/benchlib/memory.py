@@ -1,4 +1,4 @@
-"""Memory per pinned session (issue 6): in Redis and in the per-process memory backend.
+"""Memory per pinned session: in Redis and in the per-process memory backend.
 
 * Redis: a binding stored through the gateway's own ``RedisSessionCache`` under a
   realistic session id, then ``MEMORY USAGE <key> SAMPLES 0`` (target <= 200 bytes). Also

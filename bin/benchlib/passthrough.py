@@ -3,7 +3,7 @@
 It forwards each chat-completions body unchanged to the mock (``BENCH_UPSTREAM``) and returns
 the answer: no validation, routing, sessions or rewriting. Run under gunicorn with the
 gateway's worker class and count, it is the least this stack can cost per request, the
-ceiling the gateway is compared with (issue 6). Bench-only; never part of the product.
+ceiling the gateway is compared with. Bench-only; never part of the product.
 """
 
 import os
@@ -67,7 +67,7 @@ def healthz():
 
 
 def _instrument_like_the_gateway(flask_app: Flask) -> None:
-    """With ``BENCH_OTLP_ENDPOINT``: the gateway's tracing set-up, nothing more (issue 16).
+    """With ``BENCH_OTLP_ENDPOINT``: the gateway's tracing set-up, nothing more.
 
     The same tracer provider (``BENCH_SAMPLING`` percent, batch export over OTLP/HTTP), the
     same ``FlaskInstrumentor`` options and, like the gateway's provider call, a client span

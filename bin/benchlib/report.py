@@ -231,7 +231,7 @@ def derive(rows: Sequence[Row], generator_ceiling_rps: float | None = None) -> l
 
 @dataclass
 class Target:
-    """One issue-6 target evaluated on a run."""
+    """One request-path target evaluated on a run."""
 
     name: str
     value: float | None
@@ -252,7 +252,7 @@ class Target:
 
 
 def targets(rows: Sequence[Row], concurrency: int = 32) -> list[Target]:
-    """The throughput and latency targets of issue 6 that a load run can check."""
+    """The throughput and latency targets that a load run can check."""
     by_key = {(row.scenario, row.concurrency): row for row in rows}
 
     def pct(scenario: str) -> float | None:
@@ -272,7 +272,7 @@ def targets(rows: Sequence[Row], concurrency: int = 32) -> list[Target]:
         return 100.0 * (1 - traced.result.rps / plain.result.rps)
 
     def traced_share(by_cpu: bool = False) -> float | None:
-        """Issue 16: the traced gateway against the passthrough traced the same way."""
+        """The traced gateway against the passthrough traced the same way."""
         row = by_key.get(("pinned_redis_traced", concurrency))
         base = by_key.get(("passthrough_traced", concurrency))
         if row is None or base is None:

@@ -1,4 +1,4 @@
-"""What ``bin/bench`` measures: the scenarios of issue 6, in the order they run.
+"""What ``bin/bench`` measures: the request-path scenarios, in the order they run.
 
 A scenario names the server it loads (``target``), whether it streams, how it uses
 sessions (none; a pool of pre-pinned sessions cycled through; a new session per request)
@@ -17,11 +17,11 @@ MOCK = "mock"
 PASSTHROUGH_APP = "passthrough"
 GATEWAY_MEMORY = "gateway-memory"
 GATEWAY_REDIS = "gateway-redis"
-# Issue 15: the Redis gateway with routing.session_ttl_mode: sliding (a hit is GETEX).
+# The Redis gateway with routing.session_ttl_mode: sliding (a hit is GETEX).
 GATEWAY_REDIS_SLIDING = "gateway-redis-sliding"
 GATEWAY_LLM = "gateway-llm-router"
 GATEWAY_TRACED = "gateway-redis-traced"
-# Issue 16: the passthrough instrumented like the gateway, and both at 10% sampling.
+# The passthrough instrumented like the gateway, and both at 10% sampling.
 GATEWAY_TRACED_10 = "gateway-redis-traced-10"
 PASSTHROUGH_TRACED = "passthrough-traced"
 PASSTHROUGH_TRACED_10 = "passthrough-traced-10"
@@ -88,7 +88,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              check="pinned"),
 )
 
-#: Issue 16: tracing's cost against the passthrough instrumented the same way
+#: Tracing's cost against the passthrough instrumented the same way
 #: (FlaskInstrumentor, same provider set-up and sampling), at 100% and 10%. Run with
 #: ``--scenarios passthrough_traced,pinned_redis_traced,passthrough_traced_10,``
 #: ``pinned_redis_traced_10,passthrough,pinned_redis``.
@@ -101,13 +101,13 @@ TRACING_SCENARIOS: tuple[Scenario, ...] = (
              "sink", GATEWAY_TRACED_10, sessions="pool", expect=PINNED, check="pinned"),
 )
 
-#: Measured only when named in ``--scenarios``: not in issue 6's list, but its target
+#: Measured only when named in ``--scenarios``: not in the default list, but the target
 #: "tracing at 100% sampling costs at most 25% of throughput" compares it with pinned_redis.
 EXTRA_SCENARIOS: tuple[Scenario, ...] = (
     Scenario("pinned_redis_traced", "gateway, pinned hit, Redis, tracing 100% to an OTLP "
              "sink", GATEWAY_TRACED, sessions="pool", expect=PINNED, check="pinned"),
     *TRACING_SCENARIOS,
-    # Issue 15: a sliding hit renews the TTL and is still one round trip (GETEX); compare
+    # A sliding hit renews the TTL and is still one round trip (GETEX); compare
     # with ``--scenarios pinned_redis,pinned_redis_sliding``.
     Scenario("pinned_redis_sliding", "gateway, pinned hit renewing the TTL (session_ttl_mode "
              "sliding: GETEX), Redis", GATEWAY_REDIS_SLIDING, sessions="pool", expect=PINNED,
@@ -118,7 +118,7 @@ BY_NAME = {scenario.name: scenario for scenario in SCENARIOS + EXTRA_SCENARIOS}
 
 
 def select(names: str | None) -> list[Scenario]:
-    """The scenarios named in a comma list (issue 6's list when empty), in the given order.
+    """The scenarios named in a comma list (all of :data:`SCENARIOS` when empty), in order.
 
     Raises ``ValueError`` naming the unknown ones.
     """

@@ -1,4 +1,4 @@
-"""``bin/bench --streams``: many simultaneous slow streams (SPEC §11, issue 10).
+"""``bin/bench --streams``: many simultaneous slow streams (SPEC §11).
 
 For each C in ``--stream-concurrency`` (default 100,500,1000,2000) it opens C connections
 and sends C streaming chat requests at the same moment (:mod:`devkit.burst`, gevent
@@ -45,7 +45,7 @@ WORKER_CONNECTIONS = int(os.environ.get("PLANO_WORKER_CONNECTIONS", "1000"))
 #: Unmeasured streams each fresh target serves first (imports, pools, first connections).
 WARMUP_STREAMS = 20
 ROUND_DEADLINE_S = 180.0
-#: Targets of issue 10.
+#: Targets: CPU per stream and chunk-gap p99 against the passthrough's, RSS per stream.
 CPU_RATIO_TARGET = 1.1
 GAP_P99_RATIO_TARGET = 1.5
 RSS_KB_TARGET = 60.0
@@ -225,7 +225,7 @@ def table_lines(rows: list[dict]) -> list[str]:
 
 
 def target_lines(rows: list[dict], workers: int) -> tuple[list[str], bool]:
-    """Issue 10's targets, each ``ok``/``MISSED`` with the numbers; and whether all held."""
+    """The stream targets, each ``ok``/``MISSED`` with the numbers; and whether all held."""
     lines, all_ok = [], True
     passthrough = {r["concurrency"]: r for r in rows if r["target"] == "passthrough"}
     limit = WORKER_CONNECTIONS * workers

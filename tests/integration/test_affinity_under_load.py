@@ -1,10 +1,10 @@
-"""SPEC §11 "Under load, affinity holds": a burst of first requests all pin (issue 10).
+"""SPEC §11 "Under load, affinity holds": a burst of first requests all pin.
 
 Real redis-server, real gunicorn with 2 gevent workers, the mock upstream; 1,000 requests of
 1,000 new sessions sent at the same moment (all connections opened first), then the same
-sessions again. Before issue 10 the per-worker Redis pool (64 connections, 200 ms wait)
-turned this local congestion into "Redis failed", opened the circuit breaker and answered
-part of the burst ``x-plano-affinity: unavailable``.
+sessions again. A per-worker Redis pool smaller than the burst (64 connections, 200 ms wait)
+turns this local congestion into "Redis failed", opens the circuit breaker and answers part
+of the burst ``x-plano-affinity: unavailable``; pools sized from ``worker_connections`` do not.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""docker/: the Dockerfile, the compose file and nginx.conf say what issue 4 asks for.
+"""docker/ (SPEC §2): the Dockerfile (gunicorn as a non-root user, a health check), the compose
+file (two Redis-backed gateway replicas behind nginx on 12000), nginx.conf and the .env example.
 
 The compose file is validated by ``docker-compose config`` (Debian's docker-compose package
 checks a compose file without a Docker engine) when that command is on PATH; the other checks

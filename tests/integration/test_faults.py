@@ -1,4 +1,4 @@
-"""Fault injection under load (issue 7, item 1; SPEC §4, §6): real processes, loopback only.
+"""Fault injection under load (SPEC §4, §6): real processes, loopback only.
 
 Each test runs a real gunicorn gateway (gevent workers) against the bundled mock upstream
 and a real redis-server of its own, drives a bounded load through it with

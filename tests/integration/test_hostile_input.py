@@ -1,4 +1,4 @@
-"""Hostile input, property-based (issue 7, item 2; SPEC §4, §6, §8), against the real app.
+"""Hostile input, property-based (SPEC §4, §6, §8), against the real app.
 
 Two fronts share one real redis-server (the Redis session cache, a non-default
 ``key_prefix`` and a tenant header) and the bundled mock upstream:

@@ -1,4 +1,4 @@
-"""Limits a hostile client or upstream could otherwise use to hold a worker (issue 7).
+"""Limits a hostile client or upstream could otherwise use to hold a worker (SPEC §8).
 
 Real gunicorn (gevent workers), real mock upstream, raw sockets where the client misbehaves.
 """

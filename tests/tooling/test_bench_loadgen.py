@@ -47,7 +47,7 @@ def test_python_generator_without_sessions_sends_no_affinity_header():
 # --------------------------------------------------------------------------- scenarios
 
 
-def test_all_issue_6_scenarios_exist_in_order():
+def test_all_request_path_scenarios_exist_in_order():
     assert [s.name for s in sc.SCENARIOS] == [
         "direct", "passthrough", "no_session", "pinned_memory", "pinned_redis", "miss_redis",
         "stream_redis", "llm_miss", "llm_pinned"]

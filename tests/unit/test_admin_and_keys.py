@@ -1,4 +1,4 @@
-"""Admin API (inspect and clear pins) and optional client keys (issue 7, SPEC §8 envelopes)."""
+"""Admin API (inspect and clear pins) and optional client keys (SPEC §8 envelopes)."""
 
 from __future__ import annotations
 

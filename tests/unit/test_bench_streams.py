@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bin"))
-
-from benchlib import streams  # noqa: E402
+from benchlib import streams
 
 
 def row(target, round_name, c, cpu, gap_p99=100.0, rss=30.0, affinity=None):
