@@ -21,7 +21,7 @@ from app.conversation import Conversation, Failure, UnsupportedParameterError
 from app.providers.sse import ServerSentEvent, SSEDecoder, encode_event
 from app.upstreams import anthropic_messages, openai_chat, openai_responses
 from app.upstreams.custom_tools import custom_tool_names
-from app.upstreams.errors import parse_upstream_error
+from app.upstreams.errors import context_length_error, parse_upstream_error
 
 CLIENT_APIS = ("chat", "messages", "responses")
 #: Answer events whose JSON carries the model one level down (pass-through rewrite).
@@ -83,10 +83,14 @@ def plan_call(api: str, body: dict, target: Target, *,
     error = _error_renderer(api)
     if (api, path) in (("messages", anthropic_messages.PATH),
                        ("responses", openai_responses.PATH)):
-        headers = (anthropic_messages.headers(None, client_headers)
-                   if api == "messages" else {})
+        dropped: list = []
+        if api == "messages":
+            headers = anthropic_messages.headers(None, client_headers)
+            body, dropped = anthropic_messages.drop_unsigned_thinking(body)
+        else:
+            headers = {}
         return UpstreamCall(path, dumps({**body, "model": target.model_id}), headers, stream,
-                            True, reply=_passthrough_reply(target.model_name),
+                            True, dropped, reply=_passthrough_reply(target.model_name),
                             stream_translator=lambda: PassthroughStream(target.model_name),
                             error=error)
     conversation = _parse(api, body)
@@ -96,20 +100,24 @@ def plan_call(api: str, body: dict, target: Target, *,
             f"natively; {target.model_name} does not: send the whole conversation in "
             "'input'", param="previous_response_id")
     dropped = list(conversation.hints)
-    custom = custom_tool_names(conversation.tools)
+    # ``tools``: what the answer parsers restore with (custom tool names for Anthropic; a
+    # per-request ToolMapping of names and call ids for OpenAI chat, SPEC §18).
     if path == anthropic_messages.PATH:
+        tools = custom_tool_names(conversation.tools)
         upstream_body = anthropic_messages.build_body(
             conversation, target.model_id, default_max_tokens=target.default_max_tokens,
             dropped=dropped)
         headers = anthropic_messages.headers(None)
         parse_reply, make_parser = anthropic_messages.parse_reply, (
-            lambda: _AnthropicFeed(anthropic_messages.MessagesStreamParser(custom)))
+            lambda: _AnthropicFeed(anthropic_messages.MessagesStreamParser(tools)))
     else:
+        tools = openai_chat.tool_mapping(conversation, target.vendor)
         upstream_body = openai_chat.build_body(conversation, target.model_id,
-                                               vendor=target.vendor, dropped=dropped)
+                                               vendor=target.vendor, dropped=dropped,
+                                               tools=tools)
         headers = {}
         parse_reply, make_parser = openai_chat.parse_reply, (
-            lambda: _ChatFeed(openai_chat.ChatStreamParser(custom)))
+            lambda: _ChatFeed(openai_chat.ChatStreamParser(tools)))
     render = {"chat": chat_completions.render_reply, "messages": messages.render_reply,
               "responses": responses.render_reply}[api]
 
@@ -117,7 +125,7 @@ def plan_call(api: str, body: dict, target: Target, *,
         parsed = _json_object(raw)
         if parsed is None:
             return None
-        answer = render(parse_reply(parsed, custom), target.model_name)
+        answer = render(parse_reply(parsed, tools), target.model_name)
         if pinned:
             answer["x_plano_pinned"] = True
         return dumps(answer)
@@ -156,6 +164,9 @@ def error_json(api: str, status: int, message: str, error_type: str,
 def _error_renderer(api: str) -> Callable[..., bytes]:
     def render(status: int, raw: bytes, secrets=()) -> bytes:
         message, error_type, code = parse_upstream_error(status, raw, secrets)
+        too_long = context_length_error(api, status, message, code)
+        if too_long is not None:
+            return error_json(api, 400, *too_long)
         if api != "messages" and error_type not in ("invalid_request_error",
                                                     "authentication_error",
                                                     "upstream_error", "server_error"):
