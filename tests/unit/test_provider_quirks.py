@@ -10,9 +10,10 @@ import re
 
 import pytest
 
+from app.client_apis.messages import parse as parse_messages
 from app.providers.sse import SSEDecoder
 from app.translation import Target, plan_call
-from app.upstreams.tool_mapping import ToolMapping, mistral_id, short_name
+from app.upstreams.tool_mapping import ToolMapping, _unique, mistral_id, short_name
 
 GEMINI = Target("gemini/gemini-2.5-pro", "gemini-2.5-pro", "openai", "gemini")
 MISTRAL = Target("mistral/mistral-large-latest", "mistral-large-latest", "openai", "mistral")
@@ -164,10 +165,19 @@ def test_short_names_are_deterministic_valid_and_keep_a_readable_prefix():
     assert short_name("a.b") != short_name("a_b") and short_name("a.b").startswith("a_b_")
 
 
-def test_short_names_are_unique_within_a_request():
+def test_short_names_are_unique_within_a_request_even_when_stand_ins_clash():
+    conversation = parse_messages({"max_tokens": 5, "messages": [
+        {"role": "user", "content": "x"}], "tools": [
+        {"name": LONG + "_one"}, {"name": LONG + "_two"}, {"name": "ok"}]})
+    mapping = ToolMapping.for_conversation(conversation)
     names = [LONG + "_one", LONG + "_two", "ok"]
-    mapping = ToolMapping(names={n: short_name(n) for n in names if short_name(n) != n})
-    assert len({mapping.upstream_name(n) for n in names}) == 3
+    shorts = [mapping.upstream_name(name) for name in names]
+    assert len(set(shorts)) == 3 and shorts[2] == "ok"
+    assert [mapping.client_name(short) for short in shorts] == names
+    # a stand-in equal to a name kept as it is, or to another stand-in, takes the next try
+    clashing = _unique(["taken", "a", "b"], lambda name, attempt: (
+        name if name == "taken" else "taken" if attempt == 0 else f"s{attempt}"))
+    assert clashing == {"a": "s1", "b": "s2"}
 
 
 def test_long_tool_names_are_shortened_for_openai_and_restored_in_the_answer():
