@@ -4,9 +4,10 @@ Pure (no Flask, no HTTP): :func:`plan_call` picks the upstream path for the clie
 and the provider's interface (SPEC §13), builds the body, and returns the functions that
 turn the upstream's answer, stream and errors into the client API's shapes. Same shape in
 and out (Messages -> Anthropic, Responses -> native Responses) is a pass-through with
-``model`` rewritten; everything else meets in :mod:`app.conversation` (one adapter per
-client API, one per upstream interface). Chat -> OpenAI chat never comes here: it is the
-byte-level hot path of :class:`app.relay.Relay`.
+``model`` rewritten (and, to Anthropic, ``thinking`` blocks without a signature dropped:
+Anthropic refuses them, SPEC §18); everything else meets in :mod:`app.conversation` (one
+adapter per client API, one per upstream interface). Chat -> OpenAI chat never comes here:
+it is the byte-level hot path of :class:`app.relay.Relay`.
 """
 
 from __future__ import annotations
