@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 from app.conversation import Conversation, ToolCall, ToolResult
 from app.upstreams.custom_tools import custom_tool_names
@@ -28,8 +29,12 @@ NAME_HASH_CHARS = 10
 #: Mistral's tool-call id rule.
 _MISTRAL_ID = re.compile(r"[A-Za-z0-9]{9}")
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#: Stand-ins remembered per worker: an agent replays the same names and ids every turn.
+#: Bounded (least recently used go first), so client-chosen names never grow memory.
+STAND_IN_CACHE_SIZE = 4096
 
 
+@lru_cache(maxsize=STAND_IN_CACHE_SIZE)
 def short_name(name: str, hash_chars: int = NAME_HASH_CHARS) -> str:
     """``name`` itself when an OpenAI-interface provider takes it, else a readable prefix
     (characters outside ``[a-zA-Z0-9_-]`` as ``_``) plus ``_`` and a hash of the whole
@@ -41,6 +46,7 @@ def short_name(name: str, hash_chars: int = NAME_HASH_CHARS) -> str:
     return f"{prefix}_{digest}"
 
 
+@lru_cache(maxsize=STAND_IN_CACHE_SIZE)
 def mistral_id(call_id: str, salt: int = 0) -> str:
     """``call_id`` itself when it is 9 alphanumerics (Mistral's rule), else 9 base-62
     characters of its SHA-256 (``salt`` > 0 only to resolve a clash within a request)."""
