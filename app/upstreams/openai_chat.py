@@ -254,7 +254,8 @@ class ChatStreamParser:
     text, a new tool call) and the previous one closes. A tool-call delta belongs to the
     call with its ``id`` when it has one (a new id is a new call, whatever its ``index``:
     Gemini sends parallel calls all at index 0 or without an index), else to the call last
-    seen at its ``index`` (OpenAI names the id only in a call's first delta). ``Finish``
+    seen at its ``index`` (OpenAI names the id only in a call's first delta); a delta with
+    neither id nor index is a new call when it names a function. ``Finish``
     waits for the usage chunk that follows ``finish_reason``
     (``stream_options.include_usage``) and is sent at ``[DONE]`` or at the end of the
     stream. Custom-tool calls are held until their block closes: their ``{"input": ...}``
@@ -312,10 +313,13 @@ class ChatStreamParser:
             yield from self._close()
             self._stop = FINISH_TO_STOP.get(choice["finish_reason"], "stop")
 
-    def _call_block(self, call_id: str | None, index) -> int | None:
-        """The block of an ongoing call this delta continues, ``None`` for a new call."""
+    def _call_block(self, call_id: str | None, index, name) -> int | None:
+        """The block of an ongoing call this delta continues, ``None`` for a new call
+        (a delta with neither id nor index starts one when it names a function)."""
         if call_id:
             return self._by_id.get(call_id)
+        if index is None and name:
+            return None
         if index in self._by_index:
             return self._by_index[index]
         if index is None and self._open is not None and self._open[0] == "tool":
@@ -326,7 +330,7 @@ class ChatStreamParser:
         call_id = call.get("id") if isinstance(call.get("id"), str) else None
         index = call.get("index")
         function = call.get("function") or {}
-        block = self._call_block(call_id, index)
+        block = self._call_block(call_id, index, function.get("name"))
         if block is None:
             yield from self._close()
             self._block += 1

@@ -101,6 +101,20 @@ def test_a_call_continued_without_id_stays_one_call_and_openai_indexes_still_wor
     assert starts == ["call_a", "call_b"]
 
 
+def test_calls_without_id_or_index_are_split_where_a_function_is_named():
+    frames = [sse(chunk({"tool_calls": [{"function": {"name": "read", "arguments": "{\"p"}}]})),
+              sse(chunk({"tool_calls": [{"function": {"arguments": "\":1}"}}]})),
+              sse(chunk({"tool_calls": [{"function": {"name": "read", "arguments": "{}"}}]})),
+              sse(chunk({}, "stop")), sse(b"[DONE]")]
+    out = stream_through("messages", messages_body(), GEMINI, frames)
+    starts = [p["content_block"] for n, p in out if n == "content_block_start"]
+    assert len(starts) == 2 and starts[0]["id"] != starts[1]["id"]
+    assert all(start["id"].startswith("call_") for start in starts)
+    pieces = [(p["index"], p["delta"]["partial_json"]) for n, p in out
+              if n == "content_block_delta"]
+    assert pieces == [(0, "{\"p"), (0, "\":1}"), (1, "{}")]
+
+
 def test_gemini_parallel_calls_reach_responses_clients_as_two_calls():
     body = {"input": "x", "stream": True, "tools": [{"type": "function", "name": "read"}]}
     out = stream_through("responses", body, GEMINI, gemini_parallel_frames(lambda _: 0))
