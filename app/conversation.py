@@ -299,3 +299,14 @@ def drop_hints(body: dict, names, hints: list) -> None:
     for name in names:
         if body.get(name) is not None and name not in hints:
             hints.append(name)
+
+
+def stop_with_tools(stop: StopReason | None, called: bool) -> StopReason | None:
+    """The stop reason of an answer that did (``called``) or did not call tools: with tool
+    calls it is ``tool_use`` whatever the provider said (Gemini says ``stop``, some
+    Anthropic-compatible servers ``end_turn``), because agents run the calls only on
+    ``tool_use`` / ``tool_calls`` (SPEC §18). ``length`` is kept: a call cut off by the
+    token limit has incomplete arguments and must not be run."""
+    if called and stop != "length":
+        return "tool_use"
+    return stop

@@ -22,6 +22,16 @@ Endpoints:
   ``[mock:tool]``, the answer calls the first tool (a custom tool with raw input); a tool
   result as the last turn is quoted back (``tool result: ...``); images are counted
   (``[images: N]``).
+  Provider quirks, asked for in the last user text (SPEC §18; MOCK imitations of what real
+  providers send, so a gateway's translation can be tested offline):
+  ``[mock:parallel]`` (chat, messages; with tools) -> two calls of the first tool, as
+      Gemini's OpenAI endpoint sends them: stream deltas all at index 0, one complete call
+      per chunk, and ``finish_reason: "stop"`` (Messages: two tool_use blocks with
+      ``stop_reason: "end_turn"``);
+  ``[mock:reasoning]`` (chat) -> the answer carries ``reasoning_content`` first;
+  ``[mock:context-length]`` -> 400 with the provider's context-length error (chat and
+      responses: OpenAI's ``context_length_exceeded`` wording; messages: Anthropic's
+      ``prompt is too long: N tokens > M maximum``).
   GET /health                    -> {"status": "ok", "mock": true}
   GET /_mock/requests            -> the last 100 recorded requests (every path except /health
                                     and /_mock/*): [{"path", "headers", "body"}]
@@ -90,6 +100,11 @@ def api_of(path: str) -> str | None:
     bare = path.split("?", 1)[0]
     return next((api for suffix, api in API_SUFFIXES if bare.endswith(suffix)), None)
 TOOL_MARKER = "[mock:tool]"
+PARALLEL_MARKER = "[mock:parallel]"
+REASONING_MARKER = "[mock:reasoning]"
+CONTEXT_MARKER = "[mock:context-length]"
+#: The context window the MOCK context-length errors name, and the prompt size they report.
+MOCK_CONTEXT_WINDOW, MOCK_PROMPT_TOKENS = 128000, 131072
 PATCH = "*** mock patch ***"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -353,6 +368,10 @@ def chat_reply(state: State, h: dict, body, delay: float, raw_status: int | None
                  if isinstance(m, dict) and m.get("role") == "user"]
         last = users[-1] if users else ""
         content = f"[mock-llm] canned answer from model {model} to: {last[:60]}"
+    last_user = next((text_of(m.get("content")) for m in reversed(messages)
+                      if isinstance(m, dict) and m.get("role") == "user"), "")
+    if CONTEXT_MARKER in last_user:
+        return context_length_reply("chat")
     prompt_tokens = max(1, sum(len(t.split()) for t in texts))
     completion_tokens = max(1, len(content.split()))
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -362,25 +381,50 @@ def chat_reply(state: State, h: dict, body, delay: float, raw_status: int | None
             m.get("role") == "tool" or isinstance(m.get("content"), list))
             for m in messages)) and "x-mock-content" not in h and "x-mock-route" not in h:
         convo = chat_view(body)   # tool calls, tool results and images (rarely: not the
-        if convo.tool_result is not None or convo.images or convo.wants_tool:  # bench path)
+        if (convo.tool_result is not None or convo.images or convo.wants_tool  # bench path)
+                or convo.wants_parallel):
             return api_reply(state, "chat", body, convo, delay)
+    reasoning = MOCK_REASONING if REASONING_MARKER in last_user else None
     if body.get("stream") is True:
         return Reply(200, content_type="text/event-stream", delay=delay,
-                     events=stream_events(cid, created, model, content, usage, body))
+                     events=stream_events(cid, created, model, content, usage, body,
+                                          reasoning))
+    message = {"role": "assistant", "content": content}
+    if reasoning:
+        message = {"role": "assistant", "reasoning_content": reasoning, "content": content}
     answer = {"id": cid, "object": "chat.completion", "created": created, "model": model,
               "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                           "message": {"role": "assistant", "content": content}}],
+                           "message": message}],
               "usage": usage, "mock": True}
     return Reply(200, json.dumps(answer).encode(), delay=delay)
 
 
-def stream_events(cid, created, model, content, usage, body) -> list[bytes]:
+MOCK_REASONING = "[mock-llm] canned reasoning, not a model's"
+
+
+def context_length_reply(api: str) -> Reply:
+    """A MOCK context-length error in the provider's own words (``[mock:context-length]``)."""
+    if api == "messages":
+        err = {"type": "error", "error": {
+            "type": "invalid_request_error",
+            "message": f"prompt is too long: {MOCK_PROMPT_TOKENS} tokens > "
+                       f"{MOCK_CONTEXT_WINDOW} maximum"}}
+        return Reply(400, json.dumps(err).encode())
+    return error_reply(400, f"This model's maximum context length is {MOCK_CONTEXT_WINDOW} "
+                       f"tokens. However, your messages resulted in {MOCK_PROMPT_TOKENS} "
+                       "tokens. Please reduce the length of the messages.",
+                       "context_length_exceeded")
+
+
+def stream_events(cid, created, model, content, usage, body, reasoning=None) -> list[bytes]:
     """The SSE payloads of a streamed answer, ``[DONE]`` last."""
     def chunk(delta, finish=None):
         return {"id": cid, "object": "chat.completion.chunk", "created": created,
                 "model": model, "mock": True,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
     chunks = [chunk({"role": "assistant", "content": ""})]
+    if reasoning:
+        chunks.append(chunk({"reasoning_content": reasoning}))
     chunks += [chunk({"content": piece}) for piece in split_deltas(content)]
     chunks.append(chunk({}, "stop"))
     options = body.get("stream_options")
@@ -402,6 +446,11 @@ class View:
     @property
     def wants_tool(self) -> bool:
         return bool(self.tools) and TOOL_MARKER in self.last_user and self.tool_result is None
+
+    @property
+    def wants_parallel(self) -> bool:
+        return (bool(self.tools) and PARALLEL_MARKER in self.last_user
+                and self.tool_result is None)
 
 
 def _count_words(texts) -> int:
@@ -512,17 +561,84 @@ def api_reply(state: State, api: str, body: dict, view: View, delay: float) -> R
     """The JSON or SSE reply of ``api`` (chat, messages, responses) for a View."""
     model = body.get("model")
     n = next(state.ids)
+    stream = body.get("stream") is True
+    if view.wants_parallel and api in ("chat", "messages"):
+        calls = [tool_call_of(view, n), tool_call_of(view, next(state.ids))]
+        render = {"chat": (chat_parallel_json, chat_parallel_sse),
+                  "messages": (messages_parallel_json, messages_parallel_sse)}[api]
+        result = render[1 if stream else 0](n, model, calls, (view.words, 2))
+        if stream:
+            return Reply(200, content_type="text/event-stream", delay=delay, events=result)
+        return Reply(200, json.dumps(result).encode(), delay=delay)
     call = tool_call_of(view, n) if view.wants_tool else None
     text = None if call else answer_text(model, view)
     out_tokens = max(1, len((text or "").split()) or 1)
     usage = (view.words, out_tokens)
-    stream = body.get("stream") is True
     render = {"chat": (chat_json, chat_sse), "messages": (messages_json, messages_sse),
               "responses": (responses_json, responses_sse)}[api][1 if stream else 0]
     result = render(n, model, text, call, usage, body)
     if stream:
         return Reply(200, content_type="text/event-stream", delay=delay, events=result)
     return Reply(200, json.dumps(result).encode(), delay=delay)
+
+
+def chat_parallel_json(n, model, calls, usage):
+    """Two tool calls with ``finish_reason: "stop"`` (a MOCK of Gemini's OpenAI endpoint)."""
+    message = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call[0], "type": "function", "function": {"name": call[1], "arguments": call[3]}}
+        for call in calls]}
+    return {"id": f"chatcmpl-mock-{n}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "mock": True,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                      "total_tokens": sum(usage)}}
+
+
+def chat_parallel_sse(n, model, calls, usage):
+    """The stream of :func:`chat_parallel_json`: every call complete in one chunk, all at
+    index 0 (as Gemini sends them), then ``finish_reason: "stop"``."""
+    base = {"id": f"chatcmpl-mock-{n}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model, "mock": True}
+    def chunk(delta, finish=None):
+        return json.dumps({**base, "choices": [{"index": 0, "delta": delta,
+                                                "finish_reason": finish}]}).encode()
+    out = [chunk({"role": "assistant"})]
+    out += [chunk({"tool_calls": [{"index": 0, "id": call[0], "type": "function",
+                                   "function": {"name": call[1], "arguments": call[3]}}]})
+            for call in calls]
+    out.append(chunk({}, "stop"))
+    out.append(json.dumps({**base, "choices": [], "usage": {
+        "prompt_tokens": usage[0], "completion_tokens": usage[1],
+        "total_tokens": sum(usage)}}).encode())
+    return out + [b"[DONE]"]
+
+
+def messages_parallel_json(n, model, calls, usage):
+    """Two tool_use blocks with ``stop_reason: "end_turn"`` (a MOCK quirk)."""
+    return {"id": f"msg_mock_{n}", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "tool_use", "id": call[0], "name": call[1],
+                         "input": json.loads(call[3])} for call in calls],
+            "stop_reason": "end_turn", "stop_sequence": None, "mock": True,
+            "usage": {"input_tokens": usage[0], "output_tokens": usage[1]}}
+
+
+def messages_parallel_sse(n, model, calls, usage):
+    """The Messages stream of :func:`messages_parallel_json`."""
+    def ev(name, payload):
+        return (name, json.dumps({"type": name, **payload}).encode())
+    message = {**messages_parallel_json(n, model, calls, usage), "content": [],
+               "stop_reason": None}
+    out = [ev("message_start", {"message": message})]
+    for index, call in enumerate(calls):
+        out.append(ev("content_block_start", {"index": index, "content_block": {
+            "type": "tool_use", "id": call[0], "name": call[1], "input": {}}}))
+        out.append(ev("content_block_delta", {"index": index, "delta": {
+            "type": "input_json_delta", "partial_json": call[3]}}))
+        out.append(ev("content_block_stop", {"index": index}))
+    out.append(ev("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                    "usage": {"output_tokens": usage[1]}}))
+    out.append(ev("message_stop", {}))
+    return out
 
 
 def chat_json(n, model, text, call, usage, body):
@@ -689,6 +805,8 @@ def api_answer(state: State, api: str, h: dict, body, delay: float, status: int 
                                           "message": "max_tokens: Field required"}}
         return Reply(400, json.dumps(err).encode())
     view = messages_view(body) if api == "messages" else responses_view(body)
+    if CONTEXT_MARKER in view.last_user:
+        return context_length_reply(api)
     reply = api_reply(state, api, body, view, delay)
     if chunk_delay is not None:
         reply.chunk_delay = max(chunk_delay, 0) / 1000.0

@@ -8,7 +8,9 @@ A model is named ``<vendor>/<model id>``. The vendor prefix says how the gateway
   public endpoint;
 * how the key is sent: ``Authorization: Bearer`` (most), ``x-api-key`` (Anthropic) or
   ``api-key`` (Azure OpenAI);
-* quirks: Azure's deployment path and ``api-version`` query, Groq's and Gemini's OpenAI paths.
+* quirks: Azure's deployment path and ``api-version`` query, Groq's and Gemini's OpenAI paths;
+  for translated requests (SPEC §18), which vendors take ``max_completion_tokens`` (OpenAI,
+  Azure OpenAI) and which need tool-call ids of 9 alphanumerics (Mistral).
 
 A prefix that is not listed needs ``provider_interface`` (and a ``base_url``); a prefix that
 Plano lists but this gateway cannot speak (Bedrock's Converse API, ChatGPT's subscription
@@ -49,14 +51,22 @@ class Vendor:
     responses_native: bool = False
     #: Azure: the path prefix names the deployment (the model id) and an api-version is sent.
     azure: bool = False
+    #: A translated Chat Completions request limits output with ``max_completion_tokens``
+    #: (OpenAI's reasoning models and Azure deployments refuse ``max_tokens``).
+    max_completion_tokens: bool = False
+    #: Tool-call ids must be exactly 9 alphanumerics (Mistral refuses others): translated
+    #: requests get stand-ins, restored in answers (:mod:`app.upstreams.tool_mapping`).
+    nine_char_call_ids: bool = False
 
 
 VENDORS: dict[str, Vendor] = {
-    "openai": Vendor(INTERFACE_OPENAI, "https://api.openai.com", "/v1", responses_native=True),
+    "openai": Vendor(INTERFACE_OPENAI, "https://api.openai.com", "/v1", responses_native=True,
+                     max_completion_tokens=True),
     "anthropic": Vendor(INTERFACE_ANTHROPIC, "https://api.anthropic.com", "/v1",
                         auth=AUTH_X_API_KEY),
     "deepseek": Vendor(INTERFACE_OPENAI, "https://api.deepseek.com", "/v1"),
-    "mistral": Vendor(INTERFACE_OPENAI, "https://api.mistral.ai", "/v1"),
+    "mistral": Vendor(INTERFACE_OPENAI, "https://api.mistral.ai", "/v1",
+                      nine_char_call_ids=True),
     "groq": Vendor(INTERFACE_OPENAI, "https://api.groq.com", "/openai/v1"),
     "gemini": Vendor(INTERFACE_OPENAI, "https://generativelanguage.googleapis.com",
                      "/v1beta/openai"),
@@ -69,7 +79,7 @@ VENDORS: dict[str, Vendor] = {
     "qwen": Vendor(INTERFACE_OPENAI, None, "/compatible-mode/v1"),
     "ollama": Vendor(INTERFACE_OPENAI, "http://localhost:11434", "/v1"),
     "azure_openai": Vendor(INTERFACE_OPENAI, None, "/openai/deployments/{model_id}",
-                           auth=AUTH_API_KEY, azure=True),
+                           auth=AUTH_API_KEY, azure=True, max_completion_tokens=True),
     # Plano's own routing models (Arch-Router, Plano-Orchestrator) behind an OpenAI server
     # you run: there is no public host to default to.
     "plano": Vendor(INTERFACE_OPENAI, None, "/v1"),

@@ -4,10 +4,12 @@ Pure (no Flask, no HTTP): :func:`plan_call` picks the upstream path for the clie
 and the provider's interface (SPEC §13), builds the body, and returns the functions that
 turn the upstream's answer, stream and errors into the client API's shapes. Same shape in
 and out (Messages -> Anthropic, Responses -> native Responses) is a pass-through with
-``model`` rewritten; everything else meets in :mod:`app.conversation` (one adapter per
-client API, one per upstream interface). Chat -> an OpenAI-interface model is the
-byte-level pass-through plan (:mod:`app.pipeline.passthrough`): ``model`` rewritten in bytes, the
-pinned path's speed. Every plan is sent by the one :class:`app.pipeline.relay.Relay`.
+``model`` rewritten (and, to Anthropic, ``thinking`` blocks without a signature dropped:
+Anthropic refuses them, SPEC §18); everything else meets in :mod:`app.conversation` (one
+adapter per client API, one per upstream interface). Chat -> an OpenAI-interface model is
+the byte-level pass-through plan (:mod:`app.pipeline.passthrough`): ``model`` rewritten in
+bytes, the pinned path's speed. Every plan is sent by the one
+:class:`app.pipeline.relay.Relay`.
 
 Every stream shaper (:class:`app.pipeline.passthrough.ChatPassthroughStream`,
 :class:`PassthroughStream`, :class:`StreamTranslator`) has the same surface: ``feed(raw)``
@@ -33,7 +35,7 @@ from app.providers.openai_compat import upstream_error_body
 from app.providers.sse import ServerSentEvent, SSEDecoder, encode_event
 from app.upstreams import anthropic_messages, openai_chat, openai_responses
 from app.upstreams.custom_tools import custom_tool_names
-from app.upstreams.errors import parse_upstream_error
+from app.upstreams.errors import context_length_error, parse_upstream_error
 
 CLIENT_APIS = ("chat", "messages", "responses")
 #: Answer events whose JSON carries the model one level down (pass-through rewrite).
@@ -98,10 +100,14 @@ def plan_call(api: str, body: dict, target: Target, *,
     error = _error_renderer(api)
     if (api, path) in (("messages", anthropic_messages.PATH),
                        ("responses", openai_responses.PATH)):
-        headers = (anthropic_messages.headers(None, client_headers)
-                   if api == "messages" else {})
+        dropped: list = []
+        if api == "messages":
+            headers = anthropic_messages.headers(None, client_headers)
+            body, dropped = anthropic_messages.drop_unsigned_thinking(body)
+        else:
+            headers = {}
         return UpstreamCall(path, dumps({**body, "model": target.model_id}), headers, stream,
-                            True, reply=_passthrough_reply(target.model_name),
+                            True, dropped, reply=_passthrough_reply(target.model_name),
                             stream_translator=lambda: PassthroughStream(target.model_name,
                                                                         api),
                             error=error)
@@ -112,20 +118,24 @@ def plan_call(api: str, body: dict, target: Target, *,
             f"natively; {target.model_name} does not: send the whole conversation in "
             "'input'", param="previous_response_id")
     dropped = list(conversation.hints)
-    custom = custom_tool_names(conversation.tools)
+    # ``tools``: what the answer parsers restore with (custom tool names for Anthropic; a
+    # per-request ToolMapping of names and call ids for OpenAI chat, SPEC §18).
     if path == anthropic_messages.PATH:
+        tools = custom_tool_names(conversation.tools)
         upstream_body = anthropic_messages.build_body(
             conversation, target.model_id, default_max_tokens=target.default_max_tokens,
             dropped=dropped)
         headers = anthropic_messages.headers(None)
         parse_reply, make_parser = anthropic_messages.parse_reply, (
-            lambda: _AnthropicFeed(anthropic_messages.MessagesStreamParser(custom)))
+            lambda: _AnthropicFeed(anthropic_messages.MessagesStreamParser(tools)))
     else:
+        tools = openai_chat.tool_mapping(conversation, target.vendor)
         upstream_body = openai_chat.build_body(conversation, target.model_id,
-                                               vendor=target.vendor, dropped=dropped)
+                                               vendor=target.vendor, dropped=dropped,
+                                               tools=tools)
         headers = {}
         parse_reply, make_parser = openai_chat.parse_reply, (
-            lambda: _ChatFeed(openai_chat.ChatStreamParser(custom)))
+            lambda: _ChatFeed(openai_chat.ChatStreamParser(tools)))
     render = {"chat": chat_completions.render_reply, "messages": messages.render_reply,
               "responses": responses.render_reply}[api]
 
@@ -133,7 +143,7 @@ def plan_call(api: str, body: dict, target: Target, *,
         parsed = _json_object(raw)
         if parsed is None:
             return None
-        answer = render(parse_reply(parsed, custom), target.model_name)
+        answer = render(parse_reply(parsed, tools), target.model_name)
         if pinned:
             answer["x_plano_pinned"] = True
         return dumps(answer)
@@ -197,6 +207,9 @@ def error_json(api: str, status: int, message: str, error_type: str,
 def _error_renderer(api: str) -> Callable[..., bytes]:
     def render(status: int, raw: bytes, secrets=()) -> bytes:
         message, error_type, code = parse_upstream_error(status, raw, secrets)
+        too_long = context_length_error(api, status, message, code)
+        if too_long is not None:
+            return error_json(api, 400, *too_long)
         if api != "messages" and error_type not in ("invalid_request_error",
                                                     "authentication_error",
                                                     "upstream_error", "server_error"):

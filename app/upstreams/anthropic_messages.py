@@ -5,6 +5,11 @@ clients; a Messages client's own body passes through as sent), and parses the an
 its event stream (``message_start`` ... ``message_stop``) back into the internal model.
 Anthropic requires ``max_tokens``: when the client API did not send one, the provider's
 ``max_tokens`` default is used. Headers: ``x-api-key`` and ``anthropic-version``.
+
+Provider differences absorbed here (SPEC §18): the stop reason is ``tool_use`` whenever
+tool calls came back; ``thinking`` blocks without a signature (what translation from another
+vendor's model produced: Anthropic refuses them) are dropped and listed, on the Messages
+pass-through too (:func:`drop_unsigned_thinking`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from app.conversation import (
     ToolResult,
     Usage,
     refuse,
+    stop_with_tools,
 )
 from app.upstreams.custom_tools import custom_tool_names, unwrap_custom_input, wrapper_schema
 
@@ -50,6 +56,40 @@ def headers(access_key: str | None, client_headers: dict | None = None) -> dict:
     if access_key:
         out["x-api-key"] = access_key
     return out
+
+
+def drop_unsigned_thinking(body: dict) -> tuple[dict, list]:
+    """A Messages client's ``body`` without the ``thinking`` blocks that carry no signature,
+    and ``["thinking"]`` when there were any (for ``x-plano-dropped``).
+
+    The gateway renders another vendor's reasoning to a Messages client as a ``thinking``
+    block with an empty signature; when the conversation later reaches an Anthropic model,
+    Anthropic refuses such a block, so it is dropped (an assistant turn left empty goes too).
+    A body without one is returned as it is (the pass-through stays byte for byte)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(
+            _has_unsigned_thinking(message) for message in messages):
+        return body, []
+    kept = []
+    for message in messages:
+        if _has_unsigned_thinking(message):
+            blocks = [block for block in message["content"] if not _unsigned_thinking(block)]
+            if not blocks:
+                continue
+            message = {**message, "content": blocks}
+        kept.append(message)
+    return {**body, "messages": kept}, ["thinking"]
+
+
+def _unsigned_thinking(block) -> bool:
+    return (isinstance(block, dict) and block.get("type") == "thinking"
+            and not block.get("signature"))
+
+
+def _has_unsigned_thinking(message) -> bool:
+    return (isinstance(message, dict) and message.get("role") == "assistant"
+            and isinstance(message.get("content"), list)
+            and any(_unsigned_thinking(block) for block in message["content"]))
 
 
 def build_body(conversation: Conversation, model_id: str, *, default_max_tokens: int,
@@ -172,9 +212,11 @@ def parse_reply(answer: dict, custom: set) -> Reply:
                 parts.append(ToolCall(block.get("id") or "", name,
                                       json.dumps(tool_input if tool_input is not None
                                                  else {}, ensure_ascii=False)))
+    called = any(isinstance(part, ToolCall) for part in parts)
     return Reply(id=str(answer.get("id") or ""), model=str(answer.get("model") or ""),
                  parts=parts,
-                 stop_reason=STOP_FROM_ANTHROPIC.get(answer.get("stop_reason"), "stop"),
+                 stop_reason=stop_with_tools(
+                     STOP_FROM_ANTHROPIC.get(answer.get("stop_reason"), "stop"), called),
                  usage=parse_usage(answer.get("usage")),
                  stop_sequence=answer.get("stop_sequence"))
 
@@ -193,6 +235,7 @@ class MessagesStreamParser:
         self._stop = None
         self._stop_sequence = None
         self._output = 0
+        self._called = False
         self._finished = False
 
     def feed(self, event: str | None, data: str) -> Iterator[StreamEvent]:
@@ -237,6 +280,7 @@ class MessagesStreamParser:
     def _block_start(self, index: int, block: dict) -> Iterator[StreamEvent]:
         kind = block.get("type")
         if kind == "tool_use":
+            self._called = True
             name = block.get("name") or ""
             custom = name in self._custom
             if custom:
@@ -271,4 +315,4 @@ class MessagesStreamParser:
             return
         self._finished = True
         usage = Usage(self._input.input_tokens, self._output, self._input.cached_tokens)
-        yield Finish(self._stop, usage, self._stop_sequence)
+        yield Finish(stop_with_tools(self._stop, self._called), usage, self._stop_sequence)

@@ -331,3 +331,35 @@ def test_dropped_connection_and_cut_stream(mock_url):
                 "mock_fault": {"break_after": 1}}) as cut:
             assert cut.status_code == 200
             b"".join(cut.iter_content(None))
+
+
+def test_provider_quirks_are_imitated_on_request_and_labelled(mock_url):
+    """SPEC §18: the mock imitates Gemini's parallel calls (one index, ``stop``),
+    reasoning_content and context-length errors, so the gateway's adapters can be tested."""
+    tools = [{"type": "function", "function": {"name": "read", "parameters": {
+        "type": "object", "properties": {"path": {"type": "string"}}}}}]
+    ask = [{"role": "user", "content": "two files [mock:parallel]"}]
+    answer = requests.post(f"{mock_url}/v1/chat/completions", timeout=5, json={
+        "model": "gemini-x", "messages": ask, "tools": tools}).json()
+    assert answer["mock"] is True and answer["choices"][0]["finish_reason"] == "stop"
+    calls = answer["choices"][0]["message"]["tool_calls"]
+    assert len(calls) == 2 and calls[0]["id"] != calls[1]["id"]
+    streamed = requests.post(f"{mock_url}/v1/chat/completions", timeout=5, json={
+        "model": "gemini-x", "messages": ask, "tools": tools, "stream": True}).text
+    deltas = [json.loads(line[6:]) for line in streamed.splitlines()
+              if line.startswith("data: {")]
+    indexes = [call["index"] for d in deltas for c in d["choices"]
+               for call in c["delta"].get("tool_calls") or []]
+    assert indexes == [0, 0]
+    thought = requests.post(f"{mock_url}/v1/chat/completions", timeout=5, json={
+        "model": "x", "messages": [{"role": "user", "content": "[mock:reasoning] hi"}]}).json()
+    assert thought["choices"][0]["message"]["reasoning_content"].startswith("[mock-llm]")
+    too_long = requests.post(f"{mock_url}/v1/chat/completions", timeout=5, json={
+        "model": "x", "messages": [{"role": "user", "content": "[mock:context-length]"}]})
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == "context_length_exceeded"
+    anthropic_too_long = requests.post(f"{mock_url}/v1/messages", timeout=5, json={
+        "model": "c", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "[mock:context-length]"}]})
+    assert anthropic_too_long.status_code == 400
+    assert anthropic_too_long.json()["error"]["message"].startswith("prompt is too long: ")

@@ -263,8 +263,9 @@ def test_anthropic_reply_as_chat_completion():
                                           ("refusal", "content_filter")])
 def test_anthropic_stop_reasons_as_finish_reasons(stop, finish):
     call = plan_call("chat", {"messages": [{"role": "user", "content": "x"}]}, ANTHROPIC)
-    answer = json.loads(call.reply(json.dumps({**ANTHROPIC_REPLY, "stop_reason": stop})
-                                   .encode(), False))
+    text_only = [block for block in ANTHROPIC_REPLY["content"] if block["type"] != "tool_use"]
+    answer = json.loads(call.reply(json.dumps({**ANTHROPIC_REPLY, "stop_reason": stop,
+                                               "content": text_only}).encode(), False))
     assert answer["choices"][0]["finish_reason"] == finish
     assert "x_plano_pinned" not in answer
 
@@ -280,9 +281,11 @@ def test_anthropic_reply_as_response_object():
     assert answer["usage"]["input_tokens_details"]["cached_tokens"] == 10
 
 
-@pytest.mark.parametrize("finish, stop", [("stop", "end_turn"), ("length", "max_tokens"),
+# With tool calls in the answer the stop reason is tool_use whatever the provider said
+# (SPEC §18), except a token limit, which may have cut a call's arguments short.
+@pytest.mark.parametrize("finish, stop", [("stop", "tool_use"), ("length", "max_tokens"),
                                           ("tool_calls", "tool_use"),
-                                          ("content_filter", "refusal")])
+                                          ("content_filter", "tool_use")])
 def test_chat_reply_as_anthropic_message(finish, stop):
     chat = {"id": "chatcmpl-1", "model": "gpt-x", "choices": [{"index": 0, "finish_reason":
             finish, "message": {"role": "assistant", "content": "yo", "tool_calls": [
