@@ -81,7 +81,7 @@ def config_from_dict(raw: Any, *, environ: Mapping[str, str] | None = None,
         problems = problems + flatten_errors(error.messages)
     if problems:
         raise ConfigError(sorted(problems), source)
-    return dataclasses.replace(config, warnings=tuple(warnings))
+    return dataclasses.replace(config, warnings=tuple(warnings), source=source)
 
 
 def load_config(path: str | os.PathLike | None = None, *,
