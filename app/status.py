@@ -21,6 +21,7 @@ import time
 from flask import Blueprint, Response, render_template, request
 
 from app.auth import bearer_token
+from app.config.loader import CONFIG_SOURCE_ENV_VAR
 from app.errors import (
     AuthenticationError,
     PermissionDeniedError,
@@ -87,7 +88,8 @@ def status() -> Response:
     view = build_status(
         svc.config, text, aggregated=multiprocess_dir() is not None, health=health,
         sessions=_sessions(svc, text), gateway_version=svc.version, worker=str(os.getpid()),
-        now=time.time(), refresh_seconds=REFRESH_SECONDS)
+        now=time.time(), refresh_seconds=REFRESH_SECONDS,
+        config_source=os.environ.get(CONFIG_SOURCE_ENV_VAR))
     html = render_template("status.html", view=view)
     return Response(html, status=200, mimetype="text/html",
                     headers={"Cache-Control": "no-store"})

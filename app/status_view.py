@@ -150,6 +150,9 @@ class StatusView:
     aggregated: bool
     measured: dict[str, bool]
     config_source: str
+    #: The validated copy the workers loaded, when it is not the source itself (gunicorn).
+    config_copy: str | None
+    config_digest: str | None
     config_version: str
     gateway_version: str
     worker: str
@@ -164,9 +167,11 @@ class StatusView:
 
 def build_status(config: Config, exposition: str | None, *, aggregated: bool,
                  health: Iterable[HealthMark], sessions: SessionsView, gateway_version: str,
-                 worker: str, now: float, refresh_seconds: int = 10) -> StatusView:
+                 worker: str, now: float, refresh_seconds: int = 10,
+                 config_source: str | None = None) -> StatusView:
     """The page's content from the config, the ``/metrics`` text (``None``: metrics off),
-    this worker's health marks and the session cache's facts; ``now``: wall-clock time."""
+    this worker's health marks and the session cache's facts; ``now``: wall-clock time;
+    ``config_source``: the operator's file when the config was loaded from a copy of it."""
     sums = MetricSums.parse(exposition or "")
     by_route = sums.by("plano_model_requests_total", "route", "model", "pinned")
     routes = [_route_view(route.name, route.description, route.models, by_route)
@@ -188,7 +193,9 @@ def build_status(config: Config, exposition: str | None, *, aggregated: bool,
         routes=routes, models=models, sessions=sessions,
         requests=_count(decided), pinned=Share(pinned, decided), failovers=_count(failovers),
         metrics_enabled=exposition is not None, aggregated=aggregated, measured=measured,
-        config_source=config.source or "built in code (no file)",
+        config_source=config_source or config.source or "built in code (no file)",
+        config_copy=config.source if config_source and config.source != config_source
+        else None, config_digest=config.digest,
         config_version=config.version, gateway_version=gateway_version, worker=worker,
         generated_at=_utc(now), refresh_seconds=refresh_seconds)
 

@@ -255,6 +255,8 @@ class Config:
     warnings: tuple[str, ...] = ()
     #: Where it was loaded from (a file path); ``None`` when built from a dict in code.
     source: str | None = None
+    #: SHA-256 (hex) of the file's text as loaded, telling one edit from the next.
+    digest: str | None = None
 
     @property
     def model_listener(self) -> ListenerConfig:

@@ -6,7 +6,7 @@ request counter and its configuration-bound labels. The page in a real browser i
 from __future__ import annotations
 
 import base64
-import html
+import hashlib
 import re
 
 import fakeredis
@@ -24,6 +24,7 @@ from app.status import basic_password
 from app.status_view import SessionsView, build_status
 from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
 from tests.support.fakes import FailingCache
+from tests.support.pages import page_fields
 
 ADMIN_TOKEN = "admin-token-0123456789"
 DEEP, FAST = "openai/gpt-5.2", "openai/gpt-4o-mini"
@@ -40,11 +41,10 @@ def make_app(cache=None, **sections):
 
 
 def field(page: str, name: str) -> str:
-    """The text of the element with ``data-field="name"`` (tags stripped)."""
-    match = re.search(rf'data-field="{re.escape(name)}"[^>]*>(.*?)</(td|b|span|dd|tr)>',
-                      page, re.S)
-    assert match, f"no data-field {name!r} on the page"
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", match.group(1))).split())
+    """The text of the element with ``data-field="name"``."""
+    fields = page_fields(page)
+    assert name in fields, f"no data-field {name!r} on the page"
+    return fields[name]
 
 
 @pytest.fixture
@@ -178,6 +178,8 @@ def test_page_shows_config_source_and_version(tmp_path, cache):
     page = app.test_client().get("/status", headers=basic(ADMIN_TOKEN)).get_data(as_text=True)
     assert field(page, "config-source") == str(path)
     assert field(page, "config-version") == "v0.4.0"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert field(page, "config-digest").startswith(digest[:16])
 
 
 def test_page_reports_an_unreachable_session_cache_and_still_renders():
