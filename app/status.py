@@ -31,7 +31,7 @@ from app.errors import (
 from app.gateway import TURN_KEY_PREFIX
 from app.prometheus_metrics import multiprocess_dir
 from app.services import Services, current_services
-from app.status_view import SessionsView, build_status, session_events
+from app.status_view import SessionsView, build_status
 
 status_bp = Blueprint("status", __name__, template_folder="templates")
 
@@ -87,7 +87,7 @@ def status() -> Response:
     health = svc.failover.health.marks() if svc.failover is not None else []
     view = build_status(
         svc.config, text, aggregated=multiprocess_dir() is not None, health=health,
-        sessions=_sessions(svc, text), gateway_version=svc.version, worker=str(os.getpid()),
+        sessions=_sessions(svc), gateway_version=svc.version, worker=str(os.getpid()),
         now=time.time(), refresh_seconds=REFRESH_SECONDS,
         config_source=os.environ.get(CONFIG_SOURCE_ENV_VAR))
     html = render_template("status.html", view=view)
@@ -95,7 +95,7 @@ def status() -> Response:
                     headers={"Cache-Control": "no-store"})
 
 
-def _sessions(svc: Services, exposition: str | None) -> SessionsView:
+def _sessions(svc: Services) -> SessionsView:
     cache = svc.session_cache
     reachable = cache.ping()
     pins, error = None, None
@@ -104,5 +104,4 @@ def _sessions(svc: Services, exposition: str | None) -> SessionsView:
     except SessionCacheError as failure:
         error = f"could not list pins: {failure.outcome}"
     return SessionsView(backend=cache.backend_name, reachable=reachable, pins=pins,
-                        pins_error=error, limit=PINS_SHOWN,
-                        events=session_events(exposition, cache.backend_name))
+                        pins_error=error, limit=PINS_SHOWN)

@@ -126,12 +126,6 @@ class SessionsView:
     #: Why the sample is missing (the backend failed), else ``None``.
     pins_error: str | None
     limit: int
-    events: dict[str, int]
-
-    @property
-    def hit_share(self) -> Share:
-        lookups = sum(self.events.get(name, 0) for name in ("hit", "miss"))
-        return Share(self.events.get("hit", 0), lookups)
 
 
 @dataclass(frozen=True)
@@ -141,6 +135,8 @@ class StatusView:
     routes: list[RouteView]
     models: list[ModelView]
     sessions: SessionsView
+    #: Pin lookups of the session cache that found a pin (hit of hit + miss).
+    session_hits: Share
     #: Requests a model was decided for (``/status``, ``/metrics`` and probes not counted).
     requests: int
     pinned: Share
@@ -189,8 +185,11 @@ def build_status(config: Config, exposition: str | None, *, aggregated: bool,
     models = [_model_view(endpoint.name, marks.get(endpoint.name), sums, by_route, measured,
                           now) for endpoint in config.model_providers]
     failovers = sum(sums.by("plano_failovers_total").values())
+    events = sums.by("plano_session_cache_events_total", "backend", "outcome")
+    hits = events.get((sessions.backend, "hit"), 0.0)
+    lookups = hits + events.get((sessions.backend, "miss"), 0.0)
     return StatusView(
-        routes=routes, models=models, sessions=sessions,
+        routes=routes, models=models, sessions=sessions, session_hits=Share(hits, lookups),
         requests=_count(decided), pinned=Share(pinned, decided), failovers=_count(failovers),
         metrics_enabled=exposition is not None, aggregated=aggregated, measured=measured,
         config_source=config_source or config.source or "built in code (no file)",
@@ -198,14 +197,6 @@ def build_status(config: Config, exposition: str | None, *, aggregated: bool,
         else None, config_digest=config.digest,
         config_version=config.version, gateway_version=gateway_version, worker=worker,
         generated_at=_utc(now), refresh_seconds=refresh_seconds)
-
-
-def session_events(exposition: str | None, backend: str) -> dict[str, int]:
-    """``plano_session_cache_events_total`` of ``backend`` by outcome."""
-    sums = MetricSums.parse(exposition or "")
-    return {outcome: _count(value) for (name, outcome), value
-            in sums.by("plano_session_cache_events_total", "backend", "outcome").items()
-            if name == backend}
 
 
 def _route_view(name: str, description: str, models: Iterable[str],

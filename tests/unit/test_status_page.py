@@ -137,6 +137,7 @@ def test_page_counts_requests_and_pinned_share_per_route_and_model(client):
     assert field(page, "requests") == "10"
     assert field(page, "pinned") == "60 %"
     assert field(page, f"model:{DEEP}:requests") == "9"
+    assert field(page, "session-hits") == "67 % (6 of 9)"  # the first of each session missed
     for session in ("s1", "s2", "s3"):
         assert field(page, f"pin:{session}") == DEEP
     assert '<meta http-equiv="refresh"' in page
@@ -200,7 +201,7 @@ def test_usage_series_when_exported_are_shown_per_model(config):
         "# TYPE plano_prompt_cache_requests_total counter",
         f'plano_prompt_cache_requests_total{{model="{DEEP}",outcome="hit"}} 3.0',
         f'plano_prompt_cache_requests_total{{model="{DEEP}",outcome="miss"}} 1.0', ""])
-    sessions = SessionsView("memory", True, [], None, 20, {})
+    sessions = SessionsView("memory", True, [], None, 20)
     view = build_status(config, text, aggregated=True, health=[], sessions=sessions,
                         gateway_version="0", worker="1", now=0.0)
     deep = next(model for model in view.models if model.name == DEEP)
