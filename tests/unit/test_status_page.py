@@ -11,6 +11,7 @@ import re
 
 import fakeredis
 import pytest
+import redis
 
 from app import create_app
 from app.config import config_from_dict
@@ -295,3 +296,30 @@ def test_model_request_labels_come_from_the_configuration():
     assert ('plano_model_requests_total{model="openai/gpt-4o-mini",pinned="false",'
             'route="other"} 1.0') in text
     assert "client-chosen" not in text and "a-route-a-client-named" not in text
+
+
+def test_requests_without_a_configured_route_get_rows_of_their_own(config):
+    text = "\n".join([
+        "# TYPE plano_model_requests_total counter",
+        f'plano_model_requests_total{{route="other",model="{FAST}",pinned="false"}} 2.0',
+        'plano_model_requests_total{route="request",model="openai/*",pinned="true"} 1.0',
+        ""])
+    sessions = SessionsView("memory", True, None, None, 20)
+    view = build_status(config, text, aggregated=True, health=[], sessions=sessions,
+                        gateway_version="0", worker="1", now=0.0)
+    extra = {route.name: route for route in view.routes[len(config.routing_preferences):]}
+    assert extra["other"].requests == 2 and extra["other"].models[0].rank is None
+    assert str(extra["request"].pinned) == "100 % (1 of 1)"
+    assert view.requests == 3
+
+
+def test_redis_cluster_pins_are_not_listed_and_the_page_says_how_to_look_one_up():
+    from app.session_cache.redis_cache import _LazyClient
+
+    def unreachable_cluster():
+        raise redis.ConnectionError("no cluster node answers")
+
+    cluster = RedisSessionCache(_LazyClient(unreachable_cluster))
+    assert cluster.sample_pins(5) is None
+    page = make_app(cluster).test_client().get("/status", headers=basic(ADMIN_TOKEN))
+    assert "/admin/sessions/" in page.get_data(as_text=True)
