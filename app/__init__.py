@@ -92,7 +92,9 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     app.register_blueprint(bp)
     if config.admin.token:
         from app.http.admin import admin_bp
+        from app.http.status import status_bp
         app.register_blueprint(admin_bp)
+        app.register_blueprint(status_bp)
     register_error_handlers(app)
     if tracing is not None:
         _instrument_flask(app, tracing)

@@ -122,6 +122,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gunicorn.glogging import Logger  # noqa: E402
 
 from app.config import CONFIG_ENV_VAR, load_config  # noqa: E402
+from app.config.loader import CONFIG_SOURCE_ENV_VAR  # noqa: E402
 from app.errors import ConfigError  # noqa: E402
 
 
@@ -306,7 +307,9 @@ logger_class = PlanoLogger
 
 
 def post_fork(server, worker):
-    """In a new worker, before it loads the app: load the validated config snapshot."""
+    """In a new worker, before it loads the app: load the validated config snapshot (and
+    remember the operator's file it copies, which ``GET /status`` names)."""
+    os.environ[CONFIG_SOURCE_ENV_VAR] = _operator_config_path()
     os.environ[CONFIG_ENV_VAR] = os.environ[_ACTIVE_CONFIG_ENV]
 
 

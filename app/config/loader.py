@@ -7,6 +7,7 @@ listing every problem as ``dotted.path: message``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,9 @@ from app.config.schema import ConfigSchema
 from app.errors import ConfigError
 
 CONFIG_ENV_VAR = "PLANO_CONFIG"
+#: Set by ``config/gunicorn.conf.py`` in each worker: the operator's file, of which the
+#: worker loads a validated copy (``PLANO_CONFIG`` then names the copy). For ``GET /status``.
+CONFIG_SOURCE_ENV_VAR = "PLANO_CONFIG_SOURCE"
 
 #: ``${VAR}``, ``${VAR:-default}`` and, as Plano writes it, ``$VAR``.
 _ENV_PATTERN = re.compile(
@@ -81,7 +85,7 @@ def config_from_dict(raw: Any, *, environ: Mapping[str, str] | None = None,
         problems = problems + flatten_errors(error.messages)
     if problems:
         raise ConfigError(sorted(problems), source)
-    return dataclasses.replace(config, warnings=tuple(warnings))
+    return dataclasses.replace(config, warnings=tuple(warnings), source=source)
 
 
 def load_config(path: str | os.PathLike | None = None, *,
@@ -100,4 +104,5 @@ def load_config(path: str | os.PathLike | None = None, *,
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError([f"(yaml): not valid YAML{where}"], str(chosen)) from None
-    return config_from_dict(raw, environ=env, source=str(chosen))
+    config = config_from_dict(raw, environ=env, source=str(chosen))
+    return dataclasses.replace(config, digest=hashlib.sha256(text.encode("utf-8")).hexdigest())

@@ -253,6 +253,10 @@ class Config:
     routes_by_name: Mapping[str, RouteConfig] = field(repr=False)
     default_endpoint: ModelEndpoint = field(repr=False)
     warnings: tuple[str, ...] = ()
+    #: Where it was loaded from (a file path); ``None`` when built from a dict in code.
+    source: str | None = None
+    #: SHA-256 (hex) of the file's text as loaded, telling one edit from the next.
+    digest: str | None = None
 
     @property
     def model_listener(self) -> ListenerConfig:

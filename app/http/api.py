@@ -313,6 +313,8 @@ def _finish_request(response: Response) -> Response:
                                                 request.path)
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
     svc.metrics.request_finished(endpoint, response.status_code, record.pinned)
+    if record.model is not None:
+        svc.metrics.model_request(record.route, record.model, record.pinned)
     record.status = response.status_code
     if svc.tracing is not None:
         record.trace_id = svc.tracing.current_trace_id()

@@ -27,6 +27,11 @@ class Metrics:
     def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
         """One answered request."""
 
+    def model_request(self, route: str | None, model: str, pinned: bool) -> None:
+        """One answered request that a model was decided for: its route (``None``: no
+        match), the model that served it (the fallback's name after a failover) and whether
+        the session's pin chose it. What the status page and the dashboard show per route."""
+
     def upstream_finished(self, model: str, seconds: float) -> None:
         """One provider call, from sending to the last byte received."""
 

@@ -7,6 +7,7 @@ Names and labels (SPEC §10)::
     plano_router_decision_duration_seconds                 histogram
     plano_router_skips_total{route,model}                  counter (turn-level routing)
     plano_requests_total{endpoint,status,pinned}           counter
+    plano_model_requests_total{route,model,pinned}         counter (SPEC §21: per route)
     plano_upstream_duration_seconds{model}                 histogram
     plano_admin_requests_total{action,status}              counter
     plano_failovers_total{from_model,to_model,reason}      counter (SPEC §15)
@@ -147,6 +148,16 @@ class PrometheusMetrics(Metrics):
         self._requests.prepare((endpoint, 200, pinned) for endpoint in CHAT_ENDPOINTS
                                for pinned in (False, True))
 
+        self._model_requests = _Children(Counter(
+            "plano_model_requests_total",
+            "Answered requests a model was decided for, by route (other: no match; request: "
+            "routes given in the request body), serving model and pinned.",
+            ("route", "model", "pinned"), registry=registry), _label)
+        self._model_labels = _ModelLabels(config)
+        self._model_requests.prepare((route.name, model, pinned)
+                                     for route in config.routing_preferences
+                                     for model in route.models for pinned in (False, True))
+
         self._upstream = _Children(Histogram(
             "plano_upstream_duration_seconds",
             "Provider calls from sending to the last byte received, by model.",
@@ -181,6 +192,10 @@ class PrometheusMetrics(Metrics):
     def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
         self._requests.get((endpoint, status, pinned)).inc()
 
+    def model_request(self, route: str | None, model: str, pinned: bool) -> None:
+        labels = self._model_labels
+        self._model_requests.get((labels.route(route), labels.model(model), pinned)).inc()
+
     def upstream_finished(self, model: str, seconds: float) -> None:
         self._upstream.get((model,)).observe(seconds)
 
@@ -196,6 +211,24 @@ class PrometheusMetrics(Metrics):
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text of every worker (multiprocess) or of this instance."""
         return generate_latest(self._scrape_registry), CONTENT_TYPE_LATEST
+
+
+class _ModelLabels:
+    """Label values from the configuration only (SPEC §8): a route named in a request body
+    is ``request``, a model a wildcard entry admitted is that entry (``openai/*``)."""
+
+    def __init__(self, config: Config):
+        self._routes = frozenset(config.routes_by_name)
+        self._models = frozenset(config.endpoints_by_name)
+
+    def route(self, name: str | None) -> str | None:
+        return name if name is None or name in self._routes else "request"
+
+    def model(self, name: str) -> str:
+        if name in self._models:
+            return name
+        wildcard = f"{name.partition('/')[0]}/*"
+        return wildcard if wildcard in self._models else "other"
 
 
 def _known_decisions(config: Config) -> Iterable[tuple]:

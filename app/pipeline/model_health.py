@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 
 @dataclass(slots=True)
@@ -22,6 +22,18 @@ class _Mark:
     failures: int = 0
     #: Monotonic time until which the model is skipped; ``None``: not down.
     down_until: float | None = None
+
+
+class HealthMark(NamedTuple):
+    """One model's mark as the status page shows it (a copy; changing it changes nothing)."""
+
+    model: str
+    #: Consecutive failures so far (a ``Retry-After`` counts as one).
+    failures: int
+    #: Seconds until the model is tried again; ``None``: not down (failures below threshold).
+    down_for_seconds: float | None
+    #: Why it is down, in words; ``None`` when it is not.
+    reason: str | None
 
 
 class ModelHealth:
@@ -83,3 +95,21 @@ class ModelHealth:
             mark = self._marks[model] = _Mark()
         mark.failures += 1
         mark.down_until = self._clock() + max(0.0, min(seconds, self._cooldown))
+
+    def marks(self) -> list[HealthMark]:
+        """A read-only copy of every mark, by model name (for ``GET /status``).
+
+        The reason is told from the counts: a model down with fewer failures than the
+        threshold can only have been marked by a ``Retry-After``.
+        """
+        now = self._clock()
+        copies = []
+        for model, mark in sorted(self._marks.items()):
+            down = mark.down_until is not None and now < mark.down_until
+            reason = None
+            if down:
+                reason = (f"{mark.failures} failures in a row" if mark.failures >= self._threshold
+                          else "the provider asked to wait (Retry-After)")
+            copies.append(HealthMark(model, mark.failures,
+                                     mark.down_until - now if down else None, reason))
+        return copies

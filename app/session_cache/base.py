@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,14 @@ class SessionBinding:
 
     model_name: str
     route_name: str | None = None
+
+
+class StoredPin(NamedTuple):
+    """One live pin found by :meth:`SessionCache.sample_pins`: logical key, binding, TTL."""
+
+    key: str
+    binding: SessionBinding
+    ttl_seconds: int | None
 
 
 class SessionCache(ABC):
@@ -89,6 +98,17 @@ class SessionCache(ABC):
     def ping(self) -> bool:
         """Whether the backend answers right now (for /healthz); never raises."""
         return True
+
+    def sample_pins(self, limit: int, skip_prefixes: tuple[str, ...] = ()
+                    ) -> list[StoredPin] | None:
+        """Up to ``limit`` live pins for an operator to look at (``GET /status``), or
+        ``None`` when this backend cannot list them.
+
+        A sample, not a count: the work is bounded whatever the number of sessions. Keys
+        starting with one of ``skip_prefixes`` (the gateway's own records) and values that
+        are not bindings are left out. A backend failure raises :class:`SessionCacheError`.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027 - an optional hook: most backends hold nothing
         """Release connections; the cache is unusable afterwards."""

@@ -20,7 +20,10 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-from app.session_cache.base import SessionBinding, SessionCache
+from app.session_cache.base import SessionBinding, SessionCache, StoredPin
+
+#: How many entries :meth:`MemorySessionCache.sample_pins` looks at per pin asked for.
+_SAMPLE_SCAN_FACTOR = 20
 
 
 class MemorySessionCache(SessionCache):
@@ -94,6 +97,23 @@ class MemorySessionCache(SessionCache):
             if entry is None:
                 return None
             return max(0, int(entry[0] - self._clock() + 0.999))
+
+    def sample_pins(self, limit: int, skip_prefixes: tuple[str, ...] = ()
+                    ) -> list[StoredPin]:
+        """The most recently used live pins, newest first (this process's only).
+
+        Looks at no more than ``limit * 20`` entries, under the lock, without yielding.
+        """
+        now = self._clock()
+        found: list[StoredPin] = []
+        with self._lock:
+            for looked, key in enumerate(reversed(self._entries)):
+                if len(found) >= limit or looked >= limit * _SAMPLE_SCAN_FACTOR:
+                    break
+                expires, binding = self._entries[key]
+                if expires > now and not key.startswith(skip_prefixes):
+                    found.append(StoredPin(key, binding, max(0, int(expires - now + 0.999))))
+        return found
 
     def _store(self, key: str, binding: SessionBinding, ttl_seconds: int) -> None:
         """(Re)place the entry as the most recent one; evict past the bound. Lock held."""

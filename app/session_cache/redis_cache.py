@@ -55,7 +55,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 from app.config import SessionCacheConfig
 from app.errors import InvalidBindingError, SessionCacheError, SessionCacheSkippedError
 from app.pools import worker_connections
-from app.session_cache.base import SessionBinding, SessionCache
+from app.session_cache.base import SessionBinding, SessionCache, StoredPin
 from app.session_cache.breaker import CircuitBreaker
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ RETRY_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 _BACKEND_ERRORS = (RedisError, RedisClusterException, OSError)
 #: ``ttl()`` of a key without expiry (Redis ``TTL`` -1); this backend never writes one.
 NO_EXPIRY = -1
+#: :meth:`RedisSessionCache.sample_pins`: keys asked per SCAN step, and at most this many steps.
+SAMPLE_SCAN_COUNT = 200
+SAMPLE_SCAN_STEPS = 10
 #: redis-py's message when ``BlockingConnectionPool`` found no free connection in time.
 _POOL_WAIT_MESSAGE = "No connection available."
 
@@ -244,6 +247,57 @@ class RedisSessionCache(SessionCache):
             return bool(self._call("PING", None, self.client.ping))
         except SessionCacheError:
             return False
+
+    def sample_pins(self, limit: int, skip_prefixes: tuple[str, ...] = ()
+                    ) -> list[StoredPin] | None:
+        """Up to ``limit`` pins found by at most :data:`SAMPLE_SCAN_STEPS` ``SCAN`` steps
+        (``MATCH key_prefix*``), then their values and TTLs in one pipelined round trip.
+
+        For an operator's page, never the request path. ``None`` on Redis Cluster (a SCAN
+        per node would be needed; the client is built lazily for the request path).
+        """
+        if not hasattr(self.client, "scan") or not hasattr(self.client, "pipeline"):
+            return None
+        keys = self._scan_keys(limit, tuple(self.key_prefix + p for p in skip_prefixes))
+        if not keys:
+            return []
+
+        def fetch() -> list:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+                pipe.ttl(key)
+            return pipe.execute(raise_on_error=False)
+
+        replies = self._call("PIPELINE", None, fetch)
+        pins = []
+        for index, full_key in enumerate(keys):
+            raw, ttl = replies[2 * index], replies[2 * index + 1]
+            if raw is None or isinstance(raw, Exception) or isinstance(ttl, Exception):
+                continue  # expired meanwhile, or another Redis type (WRONGTYPE)
+            try:
+                binding = _decode(raw, full_key)
+            except InvalidBindingError:
+                continue
+            pins.append(StoredPin(full_key[len(self.key_prefix):], binding,
+                                  None if int(ttl) < 0 else int(ttl)))
+        return pins
+
+    def _scan_keys(self, limit: int, skip: tuple[str, ...]) -> list[str]:
+        """Keys under the prefix, not under ``skip``: at most ``limit``, bounded SCAN work."""
+        keys: list[str] = []
+        cursor = 0
+        for _ in range(SAMPLE_SCAN_STEPS):
+            cursor, batch = self._call("SCAN", None, self.client.scan, cursor,
+                                       match=_glob_escape(self.key_prefix) + "*",
+                                       count=SAMPLE_SCAN_COUNT)
+            for key in batch:
+                key = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+                if not key.startswith(skip) and key not in keys:
+                    keys.append(key)
+            if len(keys) >= limit or int(cursor) == 0:
+                break
+        return keys[:limit]
 
     def close(self) -> None:
         """Disconnect every pooled connection."""
@@ -461,6 +515,11 @@ def _redacted_address(cfg: SessionCacheConfig) -> str:
 def _failure_message(command: str, exc: BaseException) -> str:
     """A short cause: redis-py's messages name host and errno, never the password."""
     return f"redis {command} failed: {type(exc).__name__}: {str(exc)[:160]}"
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis glob pattern (``MATCH``)."""
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
 
 
 def _encode(binding: SessionBinding) -> bytes:

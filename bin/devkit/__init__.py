@@ -11,7 +11,8 @@
 - :mod:`devkit.stubs` — the mock upstream (``bin/mock_llm.py``) and its variants;
 - :mod:`devkit.gateway` — the real gateway under gunicorn with a generated config;
 - :mod:`devkit.load` — the one Python load generator (tests and ``bin/bench``);
-- :mod:`devkit.demo` — ``bin/run_demo.sh``.
+- :mod:`devkit.demo` — ``bin/run_demo.sh``;
+- :mod:`devkit.browser` — headless Chromium for the status page (tests, screenshots).
 
 Installed into ``.venv`` in editable mode from ``pyproject.toml`` (bin/ is its source
 directory), so it imports as ``devkit`` everywhere.

@@ -27,8 +27,13 @@ nothing.
 died, whatever is left in the session it led. ``status`` exits 0 when running, 1 when a
 process died, 3 when not running.
 
-Environment: ``OPENAI_API_KEY``, ``REDIS_URL``, ``DEMO_HOST`` (bind address, default
-127.0.0.1: the demo has no auth), ``DEMO_TIMEOUT`` (seconds per component, default 30).
+The status page (``/status``, SPEC §21) is on: ``up`` makes a random admin token (or uses
+``PLANO_ADMIN_TOKEN``), writes it to ``.run/admin_token`` (mode 600) and prints the page's
+address and how to log in (any user name, the token as password).
+
+Environment: ``OPENAI_API_KEY``, ``REDIS_URL``, ``PLANO_ADMIN_TOKEN``, ``DEMO_HOST`` (bind
+address, default 127.0.0.1: the chat endpoints have no auth), ``DEMO_TIMEOUT`` (seconds per
+component, default 30).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -53,6 +59,8 @@ from devkit.redis_servers import find_redis_binary
 RUN_DIR = ROOT / ".run"
 STATE = RUN_DIR / "demo.json"
 URL_FILE = RUN_DIR / "gateway_url"
+#: The admin token ``up`` made (when PLANO_ADMIN_TOKEN is not set): the status page's password.
+TOKEN_FILE = RUN_DIR / "admin_token"
 DEFAULT_PORTS = {"gateway": 12000, "mock": 18080, "redis": 6379}
 USAGE = textwrap.indent(textwrap.dedent(__doc__.split("\n\n")[1]), "  ")
 #: One SO_REUSEPORT socket per gateway; no control socket (they would share one file).
@@ -292,7 +300,7 @@ def cmd_up(argv: list[str]) -> int:
                             "then up")
         return 0
     stop_components(components(), quiet=True)  # leftovers of a demo that died
-    for path in (STATE, URL_FILE):
+    for path in (STATE, URL_FILE, TOKEN_FILE):
         path.unlink(missing_ok=True)
     try:
         return start_everything(plan)
@@ -300,7 +308,7 @@ def cmd_up(argv: list[str]) -> int:
         if plan.started:
             warn(f"up failed; stopping what it started: {' '.join(plan.started)}")
             stop_components(plan.started, quiet=True)
-        for path in (STATE, URL_FILE):
+        for path in (STATE, URL_FILE, TOKEN_FILE):
             path.unlink(missing_ok=True)
         raise
 
@@ -332,6 +340,7 @@ def start_everything(plan: Plan) -> int:
             redis_port, plan.start_redis = choose_port(plan, "redis", host), True
         plan.redis_url = f"redis://127.0.0.1:{redis_port}/0"
     port = choose_port(plan, "gateway", host)
+    admin_token = os.environ.get("PLANO_ADMIN_TOKEN") or make_admin_token()
 
     if plan.mode == "offline":
         mock = start(plan, "mock", [sys.executable, str(ROOT / "bin" / "mock_llm.py"),
@@ -355,6 +364,7 @@ def start_everything(plan: Plan) -> int:
         env={"PLANO_CONFIG": str(config), "SESSION_CACHE_TYPE": plan.cache,
              "REDIS_URL": plan.redis_url, "MOCK_LLM_PORT": str(mock_port),
              "PLANO_EXPOSE_WORKER": "true", "PLANO_GRACEFUL_TIMEOUT": "5",
+             "PLANO_ADMIN_TOKEN": admin_token,
              "GUNICORN_CMD_ARGS": GUNICORN_ARGS, "PROMETHEUS_MULTIPROC_DIR": "",
              "PLANO_METRICS_DIR_CREATED": ""})
         for i in range(1, plan.workers + 1)]
@@ -364,10 +374,20 @@ def start_everything(plan: Plan) -> int:
     STATE.write_text(json.dumps({
         "mode": plan.mode, "cache": plan.cache, "workers": plan.workers,
         "gateway_url": f"{base}/v1/chat/completions", "mock_url": plan.mock_url,
+        "status_url": f"{base}/status",
         "redis_url": plan.redis_url, "redis_owned": plan.start_redis}))
     URL_FILE.write_text(f"{base}/v1/chat/completions\n")
     print_summary(plan, base, config)
     return 0
+
+
+def make_admin_token() -> str:
+    """A fresh random admin token, kept in ``.run/admin_token`` (only its owner reads it)."""
+    token = secrets.token_urlsafe(18)
+    fd = os.open(TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
 
 
 def wait_gateways(port: int, gateways: list[Process], may_route: bool) -> None:
@@ -419,6 +439,10 @@ def print_summary(plan: Plan, base: str, config) -> None:
     print(f"          {plan.workers} gateway processes (1 gevent worker each) sharing port "
           f"{base.rsplit(':', 1)[1]} (SO_REUSEPORT), pids {pids}")
     print(f"Health  : {base}/healthz   Metrics: {base}/metrics")
+    print(f"Status  : {base}/status   (in a browser: log in with any user name and the "
+          "admin token as password)")
+    print(f"Token   : {TOKEN_FILE.read_text().strip()}  ({TOKEN_FILE.relative_to(ROOT)})"
+          if TOKEN_FILE.exists() else "Token   : your PLANO_ADMIN_TOKEN")
     print(f"Config  : {config.relative_to(ROOT)}  (session cache: {plan.cache})")
     redis_process = running("redis")
     if plan.cache == "memory":
@@ -454,6 +478,8 @@ def cmd_status() -> int:
         return 3
     print(f"demo: {state['mode']} mode, session cache '{state['cache']}', "
           f"{state['workers']} gateway processes (run dir {RUN_DIR})")
+    if state.get("status_url"):
+        print(f"  status page {state['status_url']} (password: the admin token)")
     urls = {"mock": state["mock_url"], "redis": state["redis_url"]}
     for name in components():
         process = running(name)
@@ -480,7 +506,7 @@ def cmd_down() -> int:
     state = read_state()
     if state and state["cache"] == "redis" and not state["redis_owned"]:
         print(f"  redis: left running at {state['redis_url']} (not started by the demo)")
-    for path in (STATE, URL_FILE):
+    for path in (STATE, URL_FILE, TOKEN_FILE):
         path.unlink(missing_ok=True)
     return 0
 

@@ -96,3 +96,19 @@ def test_nginx_round_robins_over_both_replicas_without_buffering_streams():
 
 def test_env_example_names_the_api_key():
     assert re.search(r"^OPENAI_API_KEY=", (DOCKER / ".env.example").read_text(), re.M)
+
+
+def test_compose_runs_prometheus_scraping_both_replicas_and_a_provisioned_grafana(compose):
+    services = compose["services"]
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert any(volume.startswith("./prometheus/prometheus.yml:") for volume in
+               prometheus["volumes"])
+    scrape = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    targets = [target for job in scrape["scrape_configs"]
+               for group in job["static_configs"] for target in group["targets"]]
+    assert sorted(targets) == [f"{name}:12000" for name in GATEWAYS]
+    assert "3000:3000" in [str(port) for port in grafana["ports"]]
+    assert {"./grafana/provisioning:/etc/grafana/provisioning:ro",
+            "./grafana/dashboards:/var/lib/grafana/dashboards:ro"} <= set(grafana["volumes"])
+    for name in GATEWAYS:
+        assert "PLANO_ADMIN_TOKEN" in environment(services[name]), "the status page needs it"

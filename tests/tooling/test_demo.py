@@ -20,9 +20,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
 from devkit.ports import free_port
 from devkit.redis_servers import find_redis_binary
+from tests.support.pages import page_fields
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +53,8 @@ def demo(tmp_path):
             shutil.copy2(source, root / name)
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENAI_API_KEY", "REDIS_URL", "DEMO_HOST", "PLANO_CONFIG",
-                        "SESSION_CACHE_TYPE", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS")}
+                        "SESSION_CACHE_TYPE", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS",
+                        "PLANO_ADMIN_TOKEN")}
     env["PLANO_VENV"] = os.environ.get("PLANO_VENV") or sys.prefix
 
     def run(*argv: str) -> subprocess.CompletedProcess:
@@ -107,10 +110,26 @@ def down_and_check(demo, ports: dict, pids: set[int]) -> None:
     result = demo("bin/run_demo.sh", "down")
     assert result.returncode == 0, result.stdout + result.stderr
     assert not list((demo.root / ".run").glob("*.pid"))
+    assert not (demo.root / ".run" / "admin_token").exists()
     still_running = {pid for pid in pids if not is_gone(pid)}
     assert not still_running, f"demo processes left running: {still_running}"
     busy = {name: port for name, port in ports.items() if not nothing_listens(port)}
     assert not busy, f"ports still answering after down: {busy}"
+
+
+def check_status_page(demo, up_output: str, sessions: list[str], ports: dict) -> None:
+    """``up`` printed the status page and its token; the page lists the verified sessions'
+    pins (Redis: every process sees them)."""
+    url = re.search(r"^Status  : (http://\S+/status)", up_output, re.M).group(1)
+    assert url == f"http://localhost:{ports['gateway']}/status"
+    token = (demo.root / ".run" / "admin_token").read_text().strip()
+    assert re.search(rf"^Token   : {re.escape(token)}\b", up_output, re.M)
+    assert requests.get(url, timeout=10).status_code == 401
+    page = requests.get(url, auth=("demo", token), timeout=10)
+    assert page.status_code == 200
+    fields = page_fields(page.text)
+    for session in sessions:
+        assert fields.get(f"pin:{session}") in ("openai/gpt-4o-mini", "openai/gpt-5.2"), session
 
 
 def test_demo_memory_fails_and_redis_passes_and_down_cleans_up(demo):
@@ -139,7 +158,7 @@ def test_demo_memory_fails_and_redis_passes_and_down_cleans_up(demo):
         session_names(runs[1].stdout, "FAIL"))
     down_and_check(demo, ports, pids)
 
-    up(demo, "redis", ports)
+    started = up(demo, "redis", ports)
     pids = recorded_pids(demo.root)
     assert len(pids) == 6  # and Redis
     shared = verify(demo, ports)
@@ -148,5 +167,6 @@ def test_demo_memory_fails_and_redis_passes_and_down_cleans_up(demo):
     assert [name[:16] for name in passed] == [f"demo-session-{n:03d}" for n in range(1, 7)]
     assert "Redis session cache is working correctly." in shared.stdout
     assert "FAIL" not in shared.stdout
+    check_status_page(demo, started.stdout, passed, ports)
     pids |= {int(pid) for pid in WORKER_PID.findall(shared.stdout)}
     down_and_check(demo, ports, pids)
