@@ -98,6 +98,9 @@ def _tool(tool) -> dict:
 def _messages(message: Message, custom: set, dropped: list) -> list[dict]:
     if message.role == "assistant":
         return [_assistant(message, dropped)]
+    if message.role == "system":   # a system message at its place (SPEC §18)
+        text = "\n".join(part.text for part in message.parts if isinstance(part, Text))
+        return [{"role": "system", "content": text}]
     out = []
     content: list = []
     for part in message.parts:
