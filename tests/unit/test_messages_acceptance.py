@@ -138,3 +138,13 @@ def test_refusals_use_anthropics_wording(client_and_providers, body, message):
     assert answer.status_code == 400
     assert answer.get_json() == {"type": "error", "error": {
         "type": "invalid_request_error", "message": message, "code": "invalid_request"}}
+
+
+def test_a_body_over_the_limit_is_refused_in_anthropics_words():
+    config = config_from_dict(make_config_dict(server={"max_body_bytes": 1024}))
+    client = create_app(config, session_cache=MemorySessionCache(10)).test_client()
+    answer = client.post("/v1/messages", data=b"x" * 2048, content_type="application/json")
+    assert answer.status_code == 413
+    assert answer.get_json()["error"] == {"type": "request_too_large",
+                                          "message": "Request exceeds the maximum size",
+                                          "code": "request_too_large"}
