@@ -157,7 +157,8 @@ def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, 
             route=decision.route_name, model=decision.endpoint.name, requested=chat.model,
             implicit_session=context.implicit,
             routing_skipped=decision.routing_skipped
-            if svc.config.routing.route_on_user_only else None)
+            if svc.config.routing.route_on_user_only else None,
+            session_source=context.source)
     return chat, session_id, decision, context
 
 

@@ -231,3 +231,23 @@ def test_prometheus_counts_ignored_values_by_configured_header(tmp_path):
     assert ('plano_agent_session_ignored_total{header="X-Claude-Code-Session-Id",'
             'reason="reserved_prefix"} 1.0') in text
     assert 'plano_agent_session_ignored_total{header="session-id",reason="empty"} 0.0' in text
+
+
+def test_the_request_span_names_the_session_and_its_source(cache, metrics):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config = config_from_dict(make_config_dict())
+    app = create_app(config, session_cache=cache, metrics=metrics, tracer_provider=provider,
+                     providers=fake_providers(config))
+    try:
+        post(app.test_client(), messages_body(), **{CLAUDE: SESSION})
+        [span] = [s for s in exporter.get_finished_spans() if s.name == "POST /v1/messages"]
+        assert span.attributes["plano.session.source"] == "agent"
+        assert span.attributes["plano.session_id"] == f"{SESSION}:{FAST}"
+    finally:
+        provider.shutdown()
