@@ -138,8 +138,12 @@ def parse(body: dict) -> Conversation:
             continue
         parts = _parts(message.get("content"), where, hints)
         if role == "system":
-            # At its place: Chat upstreams take system messages anywhere in the list.
-            parts = [part for part in parts if isinstance(part, Text)]
+            # At its place: Chat upstreams take system messages anywhere in the list, as
+            # text; anything else in it has no equivalent there.
+            texts = [part for part in parts if isinstance(part, Text)]
+            if len(texts) < len(parts):
+                note_dropped(hints, "system_message_non_text")
+            parts = texts
         conversation.messages.append(Message(role, tuple(parts)))
     stops = body.get("stop_sequences")
     if stops is not None:

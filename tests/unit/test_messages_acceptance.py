@@ -69,6 +69,15 @@ def test_newer_roles_blocks_and_fields_are_dropped_and_listed_when_translated():
     assert all(m["content"] != "nope" for m in sent)
 
 
+def test_non_text_content_of_a_system_message_is_dropped_and_listed():
+    body = with_system_message()
+    body["messages"][1]["content"].append({"type": "image", "source": {
+        "type": "url", "url": "https://x.test/a.png"}})
+    call = plan_call("messages", body, OPENAI)
+    assert call.dropped == ["system_message_non_text"]
+    assert body_of(call)["messages"][2] == {"role": "system", "content": "# Environment\ncwd: /w"}
+
+
 def test_content_that_cannot_be_carried_is_still_refused():
     body = with_system_message()
     body["messages"][0]["content"] = [{"type": "document", "source": {
