@@ -38,7 +38,7 @@ def implicit_session_id(body: dict, shape: str, *, tenant: str | None = None,
     if first is None:
         return None
     head = [DERIVATION_VERSION, tenant or "", model or "", system_text(body, shape),
-            list(tool_names(body, shape)), user_text(first.text), list(first.attachments)]
+            list(tool_names(body, shape)), first.text, list(first.attachments)]
     # ensure_ascii (the default) keeps lone surrogates, which JSON allows, encodable.
     material = json.dumps(head, separators=(",", ":")).encode("ascii")
     return IMPLICIT_ID_PREFIX + hashlib.sha256(material).hexdigest()[:_HEX_DIGITS]
@@ -46,8 +46,10 @@ def implicit_session_id(body: dict, shape: str, *, tenant: str | None = None,
 
 def first_said(body: dict, shape: str) -> UserContent | None:
     """The first user message that is more than harness envelopes (text left once they are
-    stripped, or an attachment), or ``None``."""
+    stripped, or an attachment), with its text stripped of them; ``None`` when there is
+    none."""
     for content in user_contents(body, shape):
-        if content.attachments or user_text(content.text):
-            return content
+        said = user_text(content.text)
+        if said or content.attachments:
+            return UserContent(said, content.attachments)
     return None
