@@ -101,9 +101,11 @@ Part = Union[Text, Image, ToolCall, ToolResult, Reasoning]
 @dataclass(frozen=True, slots=True)
 class Message:
     """One turn: ``role`` is ``user`` or ``assistant`` (tool results travel as user parts,
-    as Anthropic does; OpenAI shapes split them into tool messages / items)."""
+    as Anthropic does; OpenAI shapes split them into tool messages / items), or ``system``:
+    a system message at its place in the conversation (Claude Code sends one inside a
+    Messages ``messages`` list, SPEC §18), text parts only."""
 
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]
     parts: tuple
 
 
@@ -292,6 +294,35 @@ def parse_model(body: dict) -> str | None:
     model = body.get("model")
     require(model is None or isinstance(model, str), "'model' must be a string", "model")
     return model
+
+
+_LISTABLE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
+_MAX_LISTED_NAME = 64
+
+
+def listed_name(name: object) -> str:
+    """A client-chosen name (an unknown field, block type or role) as it may appear in the
+    ``x-plano-dropped`` header: at most 64 characters of ``[A-Za-z0-9_.:-]``, else
+    ``unknown`` (a header value must never carry what a client smuggled into a name)."""
+    if (isinstance(name, str) and 0 < len(name) <= _MAX_LISTED_NAME
+            and all(char in _LISTABLE for char in name)):
+        return name
+    return "unknown"
+
+
+def note_dropped(hints: list, name: str) -> None:
+    """Record ``name`` once as dropped by translation (``x-plano-dropped``)."""
+    if name not in hints:
+        hints.append(name)
+
+
+def drop_unknown_fields(body: dict, known, hints: list) -> None:
+    """List every top-level field of ``body`` outside ``known`` as dropped (SPEC §18: a
+    field newer than this contract goes unchanged to a same-shape upstream, and is dropped,
+    listed, when the request is translated)."""
+    for name in body:
+        if name not in known:
+            note_dropped(hints, listed_name(name))
 
 
 def drop_hints(body: dict, names, hints: list) -> None:

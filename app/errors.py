@@ -228,6 +228,8 @@ _HTTP_ERROR_CODES = {
     405: ("invalid_request_error", "method_not_allowed"),
     413: ("invalid_request_error", "request_too_large"),
 }
+#: On ``/v1/messages``: the Anthropic API's own wording for the same refusal (SPEC §18).
+_ANTHROPIC_HTTP_WORDING = {413: "Request exceeds the maximum size"}
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -250,10 +252,13 @@ def register_error_handlers(app: Flask) -> None:
             error.code or 500,
             ("invalid_request_error" if (error.code or 500) < 500 else "server_error",
              (error.name or "error").lower().replace(" ", "_")))
-        gateway_error = GatewayError(error.description or error.name or "error",
-                                     code=code, status=error.code or 500)
+        as_anthropic = anthropic()
+        message = error.description or error.name or "error"
+        if as_anthropic:
+            message = _ANTHROPIC_HTTP_WORDING.get(error.code, message)
+        gateway_error = GatewayError(message, code=code, status=error.code or 500)
         gateway_error.error_type = error_type
-        response = error_response(gateway_error, anthropic=anthropic())
+        response = error_response(gateway_error, anthropic=as_anthropic)
         if error.code == 405 and getattr(error, "valid_methods", None):
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response

@@ -1,25 +1,39 @@
-"""Affinity modes (SPEC §16) as pure functions over the raw JSON body of any client API.
+"""Affinity modes (SPEC §16, §18) as pure functions over the raw JSON body of any client API.
 
 Every endpoint (Chat Completions, Messages, Responses, and their routing-only twins) calls
-:func:`session_context` with its parsed body and its shape name, and hands the result to
-:meth:`app.pipeline.decide.Gateway.decide`: one decision path for all three APIs.
+:func:`request_session` with its parsed body, its shape name and the request headers, and
+hands the result to :meth:`app.pipeline.decide.Gateway.decide`: one decision path for all
+three APIs.
 
 * :mod:`app.affinity.shapes` reads system prompt, tools and user messages of each shape,
+* :mod:`app.affinity.envelopes` knows the harness envelopes agents put in user messages,
 * :mod:`app.affinity.turns` says whether a request starts a user turn,
-* :mod:`app.affinity.implicit` derives the implicit session id.
+* :mod:`app.affinity.implicit` derives the implicit session id,
+* :mod:`app.affinity.agent` adopts the session id a coding agent sends.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
+from app.affinity.agent import (
+    SOURCE_AGENT,
+    SOURCE_HEADER,
+    SOURCE_IMPLICIT,
+    agent_session_id,
+    agent_session_key,
+    lane,
+)
 from app.affinity.implicit import IMPLICIT_ID_PREFIX, implicit_session_id
 from app.affinity.shapes import CHAT_COMPLETIONS, MESSAGES, RESPONSES, SHAPES
 from app.affinity.turns import starts_user_turn, strip_envelopes
-from app.config import RoutingConfig
+from app.config import Config, RoutingConfig
+from app.observability.metrics import Metrics
 
 __all__ = ["CHAT_COMPLETIONS", "IMPLICIT_ID_PREFIX", "MESSAGES", "RESPONSES", "SHAPES",
-           "SessionContext", "implicit_session_id", "session_context", "starts_user_turn",
+           "SOURCE_AGENT", "SOURCE_HEADER", "SOURCE_IMPLICIT", "SessionContext",
+           "implicit_session_id", "request_session", "session_context", "starts_user_turn",
            "strip_envelopes"]
 
 
@@ -27,31 +41,62 @@ __all__ = ["CHAT_COMPLETIONS", "IMPLICIT_ID_PREFIX", "MESSAGES", "RESPONSES", "S
 class SessionContext:
     """Which session a request belongs to, and whether it starts a user turn.
 
-    ``session_id``: the id the decision uses — the ``X-Model-Affinity`` value, else the
+    ``session_id``: the id the decision uses — the ``X-Model-Affinity`` value; else an
+    agent's session id scoped by its lane (``<id>:<lane>``, ``agent`` true); else the
     derived id when a mode uses derived ids (``implicit_affinity`` or
-    ``route_on_user_only``; then ``implicit`` is true), else ``None``. ``derived_id``: the
-    id derived from the conversation whenever no header was sent (reported in
-    ``x-plano-session-id`` even when unused). ``user_turn`` is only computed with
-    ``route_on_user_only``; otherwise it is ``True`` (every request is its own turn).
+    ``route_on_user_only``; then ``implicit`` is true); else ``None``. ``derived_id``: the
+    id derived from the conversation whenever neither header was sent (reported even when
+    unused). ``source``: ``header``, ``agent`` or ``implicit`` (``None``: no id at all),
+    reported with :attr:`reported_id` in ``x-plano-session-source`` / ``-id``.
+    ``user_turn`` is only computed with ``route_on_user_only``; otherwise it is ``True``
+    (every request is its own turn).
     """
 
     session_id: str | None
     implicit: bool = False
     user_turn: bool = True
     derived_id: str | None = None
+    source: str | None = None
+    agent: bool = False
+
+    @property
+    def reported_id(self) -> str | None:
+        """The session id the answer names (``x-plano-session-id``)."""
+        return self.derived_id if self.source == SOURCE_IMPLICIT else self.session_id
 
 
 def session_context(body: dict, shape: str, *, explicit_id: str | None, tenant: str | None,
-                    model: str | None, routing: RoutingConfig) -> SessionContext:
-    """The :class:`SessionContext` of one request; an explicit id always wins.
+                    model: str | None, routing: RoutingConfig,
+                    agent_key: str | None = None) -> SessionContext:
+    """The :class:`SessionContext` of one request; an explicit id always wins, then an
+    agent's (``agent_key``: already scoped by its lane), then the derived one.
 
     ``body`` is the parsed JSON body of the ``shape`` API, ``model`` the requested model as
     sent, ``routing`` the ``routing`` configuration.
     """
     user_turn = starts_user_turn(body, shape) if routing.route_on_user_only else True
     if explicit_id is not None:
-        return SessionContext(explicit_id, implicit=False, user_turn=user_turn)
+        return SessionContext(explicit_id, user_turn=user_turn, source=SOURCE_HEADER)
+    if agent_key is not None:
+        return SessionContext(agent_key, user_turn=user_turn, source=SOURCE_AGENT, agent=True)
     derived = implicit_session_id(body, shape, tenant=tenant, model=model)
+    source = SOURCE_IMPLICIT if derived is not None else None
     if derived is not None and (routing.implicit_affinity or routing.route_on_user_only):
-        return SessionContext(derived, implicit=True, user_turn=user_turn, derived_id=derived)
-    return SessionContext(None, user_turn=user_turn, derived_id=derived)
+        return SessionContext(derived, implicit=True, user_turn=user_turn, derived_id=derived,
+                              source=source)
+    return SessionContext(None, user_turn=user_turn, derived_id=derived, source=source)
+
+
+def request_session(body: dict, shape: str, headers: Mapping[str, str], *,
+                    explicit_id: str | None, tenant: str | None, model: str | None,
+                    config: Config, metrics: Metrics | None = None) -> SessionContext:
+    """:func:`session_context` with the agent's session id read from ``headers`` (SPEC
+    §18) when no explicit id was sent; invalid agent values are counted on ``metrics``."""
+    agent_key = None
+    if explicit_id is None:
+        ignored = metrics.agent_session_ignored if metrics is not None else None
+        agent_id = agent_session_id(headers, config.routing.agent_sessions, ignored=ignored)
+        if agent_id is not None:
+            agent_key = agent_session_key(agent_id, lane(config, model))
+    return session_context(body, shape, explicit_id=explicit_id, tenant=tenant, model=model,
+                           routing=config.routing, agent_key=agent_key)

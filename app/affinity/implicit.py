@@ -3,13 +3,16 @@
 A conversation's head repeats verbatim in every request of it (history grows at the tail),
 so a hash of the head names the conversation: the tenant, the requested model (its *lane*:
 an agent's side requests on a small model are another session), the system prompt, the tool
-names and the first user message. The id is ``prefix-`` and the first 16 hex digits of the
-SHA-256 of those parts, encoded as one JSON array so that no two different heads can be
-spelled alike. Only the hash leaves this module, never prompt content.
+names and the first user message that says something (harness envelopes stripped, and a
+user message made only of them skipped: Codex opens every conversation of a workspace with
+the same AGENTS.md and ``<environment_context>`` items, Claude Code with the same
+``<system-reminder>`` blocks; :mod:`app.affinity.envelopes`). The id is ``prefix-`` and
+the first 16 hex digits of the SHA-256 of those parts, encoded as one JSON array so that
+no two different heads can be spelled alike. Only the hash leaves this module, never prompt content.
 
 Two conversations that open with the same words under the same system prompt and tools share
 an id (and, with ``routing.implicit_affinity``, a pin); clients that need them apart send
-``X-Model-Affinity``, which always wins. A conversation without a user message has no id.
+``X-Model-Affinity``, which always wins. A conversation without such a user message has no id.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 
-from app.affinity.shapes import first_user_content, system_text, tool_names
+from app.affinity.envelopes import user_text
+from app.affinity.shapes import UserContent, system_text, tool_names, user_contents
 
 IMPLICIT_ID_PREFIX = "prefix-"
 #: Folded into every hash: bump it when the derivation changes, so old ids stop matching.
-DERIVATION_VERSION = "plano-implicit-session-v1"
+DERIVATION_VERSION = "plano-implicit-session-v2"
 _HEX_DIGITS = 16
 
 
@@ -30,7 +34,7 @@ def implicit_session_id(body: dict, shape: str, *, tenant: str | None = None,
     """The derived session id of the request (raw JSON body of the ``shape`` API), or
     ``None`` when it has no user message to anchor on. ``model`` is the requested model as
     the client sent it (``None`` when it sent none)."""
-    first = first_user_content(body, shape)
+    first = first_said(body, shape)
     if first is None:
         return None
     head = [DERIVATION_VERSION, tenant or "", model or "", system_text(body, shape),
@@ -38,3 +42,14 @@ def implicit_session_id(body: dict, shape: str, *, tenant: str | None = None,
     # ensure_ascii (the default) keeps lone surrogates, which JSON allows, encodable.
     material = json.dumps(head, separators=(",", ":")).encode("ascii")
     return IMPLICIT_ID_PREFIX + hashlib.sha256(material).hexdigest()[:_HEX_DIGITS]
+
+
+def first_said(body: dict, shape: str) -> UserContent | None:
+    """The first user message that is more than harness envelopes (text left once they are
+    stripped, or an attachment), with its text stripped of them; ``None`` when there is
+    none."""
+    for content in user_contents(body, shape):
+        said = user_text(content.text)
+        if said or content.attachments:
+            return UserContent(said, content.attachments)
+    return None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 CHAT_COMPLETIONS = "chat_completions"
 MESSAGES = "messages"
@@ -66,6 +66,14 @@ def first_user_content(body: dict, shape: str) -> UserContent | None:
         if reader.is_user(message):
             return reader.user_content(message)
     return None
+
+
+def user_contents(body: dict, shape: str) -> Iterator[UserContent]:
+    """Every user message, oldest first."""
+    reader = _reader(shape)
+    for message in reader.messages(body):
+        if reader.is_user(message):
+            yield reader.user_content(message)
 
 
 def last_user_content(body: dict, shape: str) -> UserContent | None:

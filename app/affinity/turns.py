@@ -11,31 +11,18 @@ text that is not only harness envelopes, or a non-text part the user supplied (a
 screenshot without a caption is still the user speaking). Not a user turn: a trailing tool
 result (Chat ``role: tool``; an Anthropic user message holding only ``tool_result`` blocks;
 a Responses ``function_call_output`` / ``custom_tool_call_output`` item), a trailing
-assistant message or function call, and a user message made only of the envelopes Claude
-Code injects next to tool results (``<system-reminder>``, ``<user-prompt-submit-hook>``).
+assistant message or function call, and a user message made only of harness envelopes
+(:mod:`app.affinity.envelopes`: Claude Code's ``<system-reminder>`` next to tool results,
+Codex's ``<environment_context>`` and AGENTS.md items).
 Anthropic user text sent alongside ``tool_result`` blocks is the user speaking: a new turn.
 """
 
 from __future__ import annotations
 
+from app.affinity.envelopes import INJECTED_ENVELOPES, strip_envelopes, user_text
 from app.affinity.shapes import last_user_content
 
-#: Harness-written envelopes (opening, closing tag): text inside them is not the user's.
-INJECTED_ENVELOPES = (("<system-reminder>", "</system-reminder>"),
-                      ("<user-prompt-submit-hook>", "</user-prompt-submit-hook>"))
-
-
-def strip_envelopes(text: str) -> str:
-    """``text`` without any injected envelope; an unterminated opening tag swallows the rest
-    (a truncated envelope is still harness output)."""
-    for opening, closing in INJECTED_ENVELOPES:
-        start = text.find(opening)
-        while start != -1:
-            end = text.find(closing, start + len(opening))
-            end = len(text) if end == -1 else end + len(closing)
-            text = text[:start] + text[end:]
-            start = text.find(opening, start)
-    return text
+__all__ = ["INJECTED_ENVELOPES", "starts_user_turn", "strip_envelopes"]
 
 
 def starts_user_turn(body: dict, shape: str) -> bool:
@@ -43,4 +30,4 @@ def starts_user_turn(body: dict, shape: str) -> bool:
     content = last_user_content(body, shape)
     if content is None:
         return False
-    return bool(content.attachments) or bool(strip_envelopes(content.text).strip())
+    return bool(content.attachments) or bool(user_text(content.text))

@@ -31,6 +31,8 @@ from app.conversation import (
     ToolResult,
     Usage,
     drop_hints,
+    listed_name,
+    note_dropped,
     optional_int,
     optional_number,
     parse_model,
@@ -123,8 +125,8 @@ def _message(conversation: Conversation, message: dict, index: int) -> None:
             parts.append(ToolCall(str(call.get("id") or ""), str(function.get("name") or ""),
                                   str(function.get("arguments") or "")))
         messages.append(Message("assistant", tuple(parts)))
-    else:
-        raise refuse(f"a message with role {role!r}", "it has no equivalent", where)
+    else:   # a role newer than this contract: no equivalent known (SPEC §18)
+        note_dropped(conversation.hints, "role:" + listed_name(role))
 
 
 def _user_parts(content, where: str) -> list:

@@ -26,6 +26,9 @@ from app.conversation import (
     ToolResult,
     Usage,
     drop_hints,
+    drop_unknown_fields,
+    listed_name,
+    note_dropped,
     optional_int,
     optional_number,
     parse_model,
@@ -41,23 +44,50 @@ STOP_TO_ANTHROPIC = {"stop": "end_turn", "length": "max_tokens", "tool_use": "to
                      None: "end_turn"}
 HINTS = ("metadata", "thinking", "context_management", "output_config", "service_tier",
          "container", "mcp_servers", "inference_geo")
+#: Top-level fields :func:`parse` translates or lists as hints; any other is dropped, listed.
+KNOWN_FIELDS = frozenset(("model", "max_tokens", "messages", "system", "stop_sequences",
+                          "temperature", "top_p", "top_k", "stream", "tools", "tool_choice")
+                         + HINTS)
+#: Roles translated; another (newer) role passes unchanged to an Anthropic model and its
+#: message is dropped, listed, when translated.
+ROLES = ("user", "assistant", "system")
+#: Known content blocks that carry what no other interface can (documents, results of
+#: Anthropic's server tools): a 400 when translated. Unknown block types are dropped, listed.
+UNCARRIABLE_BLOCKS = frozenset(("document", "search_result", "server_tool_use",
+                                "mcp_tool_use", "mcp_tool_result", "container_upload"))
 
 
 def validate(body: dict) -> None:
     """What every Messages request needs, translated or not: non-empty ``messages`` of
-    objects with a string ``role``, an integer ``max_tokens``; raises 400 otherwise."""
+    objects with a string ``role`` (any: ``system`` and roles newer than this contract are
+    the upstream's to judge, SPEC §18), an integer ``max_tokens``; raises 400 otherwise.
+
+    The refusals use the Anthropic API's own wording for the same case (``max_tokens: Field
+    required``, ``messages: at least one message is required``, ...), since clients key
+    their handling on it.
+    """
     messages = body.get("messages")
-    require(isinstance(messages, list) and bool(messages),
-            "'messages' must be a non-empty array", "messages")
+    require("messages" in body, "messages: Field required", "messages")
+    require(isinstance(messages, list), "messages: Input should be a valid list", "messages")
+    require(bool(messages), "messages: at least one message is required", "messages")
     for index, message in enumerate(messages):
-        require(isinstance(message, dict) and message.get("role") in ("user", "assistant"),
-                f"messages.{index}.role must be 'user' or 'assistant'", f"messages.{index}")
+        where = f"messages.{index}"
+        require(isinstance(message, dict),
+                f"{where}: Input should be a valid dictionary or object to extract fields "
+                "from", where)
+        require("role" in message, f"{where}.role: Field required", f"{where}.role")
+        require(isinstance(message["role"], str) and bool(message["role"]),
+                f"{where}.role: Input should be a valid string", f"{where}.role")
     max_tokens = body.get("max_tokens")
-    require(isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
-            and max_tokens >= 1, "'max_tokens' is required: a positive integer",
+    require(max_tokens is not None, "max_tokens: Field required", "max_tokens")
+    require(isinstance(max_tokens, int) and not isinstance(max_tokens, bool),
+            "max_tokens: Input should be a valid integer", "max_tokens")
+    require(max_tokens >= 1, "max_tokens: Input should be greater than or equal to 1",
             "max_tokens")
-    parse_model(body)
-    parse_stream_flag(body)
+    require(body.get("model") is None or isinstance(body["model"], str),
+            "model: Input should be a valid string", "model")
+    require(body.get("stream") is None or isinstance(body["stream"], bool),
+            "stream: Input should be a valid boolean", "stream")
 
 
 def router_messages(body: dict) -> list[dict]:
@@ -102,8 +132,19 @@ def parse(body: dict) -> Conversation:
     elif system is not None:
         raise refuse("'system'", "it must be a string or text blocks", "system")
     for index, message in enumerate(body["messages"]):
-        parts = _parts(message.get("content"), f"messages.{index}", hints)
-        conversation.messages.append(Message(message["role"], tuple(parts)))
+        role, where = message["role"], f"messages.{index}"
+        if role not in ROLES:
+            note_dropped(hints, "role:" + listed_name(role))
+            continue
+        parts = _parts(message.get("content"), where, hints)
+        if role == "system":
+            # At its place: Chat upstreams take system messages anywhere in the list, as
+            # text; anything else in it has no equivalent there.
+            texts = [part for part in parts if isinstance(part, Text)]
+            if len(texts) < len(parts):
+                note_dropped(hints, "system_message_non_text")
+            parts = texts
+        conversation.messages.append(Message(role, tuple(parts)))
     stops = body.get("stop_sequences")
     if stops is not None:
         require(isinstance(stops, list) and all(isinstance(s, str) for s in stops),
@@ -112,6 +153,7 @@ def parse(body: dict) -> Conversation:
     conversation.tools = [_tool(t, i, hints) for i, t in enumerate(body.get("tools") or [])]
     conversation.tool_choice = _tool_choice(body.get("tool_choice"))
     drop_hints(body, HINTS, hints)
+    drop_unknown_fields(body, KNOWN_FIELDS, hints)
     return conversation
 
 
@@ -158,12 +200,14 @@ def _parts(content, where: str, hints: list) -> list:
         elif kind == "thinking":
             parts.append(Reasoning(str(block.get("thinking") or ""), block.get("signature")))
         elif kind == "redacted_thinking":
-            if "redacted_thinking" not in hints:
-                hints.append("redacted_thinking")
-        else:
+            note_dropped(hints, "redacted_thinking")
+        elif kind in UNCARRIABLE_BLOCKS or (isinstance(kind, str)
+                                            and kind.endswith("_tool_result")):
             raise refuse(f"a {kind!r} content block in {where}",
                          "only text, image, tool_use, tool_result and thinking translate",
                          where)
+        else:   # a block type newer than this contract: no equivalent known
+            note_dropped(hints, listed_name(kind))
     return parts
 
 

@@ -26,6 +26,9 @@ from app.conversation import (
     ToolResult,
     Usage,
     drop_hints,
+    drop_unknown_fields,
+    listed_name,
+    note_dropped,
     optional_int,
     optional_number,
     parse_model,
@@ -38,6 +41,28 @@ NAME = "responses"
 HINTS = ("store", "include", "reasoning", "prompt_cache_key", "metadata", "truncation",
          "service_tier", "user", "safety_identifier", "text", "prompt_cache_retention",
          "top_logprobs", "stream_options", "background")
+#: Top-level fields :func:`parse` translates or lists as hints; any other is dropped, listed.
+KNOWN_FIELDS = frozenset(("model", "input", "instructions", "tools", "tool_choice",
+                          "parallel_tool_calls", "max_output_tokens", "temperature", "top_p",
+                          "stream", "previous_response_id") + HINTS)
+#: OpenAI's built-in tools: they run at OpenAI, so a request offering one is a 400 when
+#: translated. A tool type outside this list and the function / custom tools is newer than
+#: this contract (Codex's ``namespace``): dropped, listed (SPEC §18).
+BUILT_IN_TOOLS = frozenset(("web_search", "web_search_preview", "web_search_2025_08_26",
+                            "web_search_preview_2025_03_11", "file_search", "computer",
+                            "computer_use_preview", "code_interpreter", "image_generation",
+                            "mcp", "local_shell", "shell", "apply_patch"))
+#: Input items that only OpenAI can resolve (calls of its built-in tools, stored items):
+#: a 400 when translated. Other unknown item types are dropped, listed.
+UNCARRIABLE_ITEMS = frozenset(("item_reference", "web_search_call", "file_search_call",
+                               "computer_call", "computer_call_output",
+                               "code_interpreter_call", "image_generation_call",
+                               "local_shell_call", "local_shell_call_output", "shell_call",
+                               "shell_call_output", "apply_patch_call",
+                               "apply_patch_call_output", "mcp_call", "mcp_list_tools",
+                               "mcp_approval_request", "mcp_approval_response"))
+#: Content parts with no equivalent on other interfaces: a 400 when translated.
+UNCARRIABLE_PARTS = frozenset(("input_file", "input_audio"))
 
 
 def validate(body: dict) -> None:
@@ -94,11 +119,14 @@ def parse(body: dict) -> Conversation:
         items = [{"type": "message", "role": "user", "content": items}]
     for index, item in enumerate(items):
         _item(conversation, item, f"input.{index}")
-    conversation.tools = [_tool(tool, i) for i, tool in enumerate(body.get("tools") or [])]
+    tools = (_tool(tool, i, conversation.hints) for i, tool in enumerate(body.get("tools")
+                                                                        or []))
+    conversation.tools = [tool for tool in tools if tool is not None]
     conversation.tool_choice = _tool_choice(body.get("tool_choice"),
                                             body.get("parallel_tool_calls"))
     conversation.previous_response_id = body.get("previous_response_id")
     drop_hints(body, HINTS, conversation.hints)
+    drop_unknown_fields(body, KNOWN_FIELDS, conversation.hints)
     return conversation
 
 
@@ -110,7 +138,7 @@ def _append(conversation: Conversation, role: str, part) -> None:
         messages.append(Message(role, (part,)))
 
 
-def _message_parts(content, where: str) -> list:
+def _message_parts(content, where: str, hints: list | None = None) -> list:
     if isinstance(content, str):
         return [Text(content)]
     require(isinstance(content, list), f"{where}.content must be a string or an array", where)
@@ -128,9 +156,11 @@ def _message_parts(content, where: str) -> list:
                 raise refuse(f"an input_image without image_url in {where}",
                              "file_id images live in OpenAI's file store", where)
             parts.append(image_from_url(url))
-        else:
+        elif kind in UNCARRIABLE_PARTS or hints is None:
             raise refuse(f"a {kind!r} content part in {where}",
                          "only text and images translate", where)
+        else:   # a part type newer than this contract
+            note_dropped(hints, listed_name(kind))
     return parts
 
 
@@ -146,12 +176,14 @@ def _item(conversation: Conversation, item: dict, where: str) -> None:
     kind = item.get("type", "message")
     if kind == "message":
         role = item.get("role")
-        parts = _message_parts(item.get("content"), where)
+        if role not in ("system", "developer", "user", "assistant"):
+            note_dropped(conversation.hints, "role:" + listed_name(role))  # a newer role
+            return
+        parts = _message_parts(item.get("content"), where, conversation.hints)
         if role in ("system", "developer"):
             conversation.system.append("\n".join(p.text for p in parts
                                                  if isinstance(p, Text)))
             return
-        require(role in ("user", "assistant"), f"{where}.role is not valid", where)
         for part in parts:
             _append(conversation, role, part)
     elif kind in ("function_call", "custom_tool_call"):
@@ -170,13 +202,15 @@ def _item(conversation: Conversation, item: dict, where: str) -> None:
         summary = "\n".join(s.get("text", "") for s in item.get("summary") or []
                             if isinstance(s, dict))
         _append(conversation, "assistant", Reasoning(summary))
-    else:
+    elif kind in UNCARRIABLE_ITEMS:
         raise refuse(f"an input item of type {kind!r} ({where})",
                      "only messages, function/custom tool calls and their outputs, and "
                      "reasoning translate to this model", where)
+    else:   # an item type newer than this contract: no equivalent known (SPEC §18)
+        note_dropped(conversation.hints, listed_name(kind))
 
 
-def _tool(tool, index: int) -> Tool:
+def _tool(tool, index: int, hints: list) -> Tool | None:
     where = f"tools.{index}"
     require(isinstance(tool, dict), "tools entries must be objects", where)
     kind = tool.get("type")
@@ -187,8 +221,11 @@ def _tool(tool, index: int) -> Tool:
         require(isinstance(tool.get("name"), str), "custom tools need a name", where)
         return Tool(tool["name"], tool.get("description"), kind="custom",
                     format=tool.get("format"))
-    raise refuse(f"the built-in tool {kind!r}",
-                 "OpenAI built-in tools run only on OpenAI's Responses API", where)
+    if kind in BUILT_IN_TOOLS or not isinstance(kind, str):
+        raise refuse(f"the built-in tool {kind!r}",
+                     "OpenAI built-in tools run only on OpenAI's Responses API", where)
+    note_dropped(hints, "tool:" + listed_name(kind))   # a tool type newer than this contract
+    return None
 
 
 def _tool_choice(choice, parallel) -> ToolChoice | None:

@@ -12,6 +12,7 @@ back to a default; every problem is reported at once (:class:`app.errors.ConfigE
 from app.config.loader import CONFIG_ENV_VAR, config_from_dict, expand_env, load_config
 from app.config.model import (
                               AdminConfig,
+                              AgentSessionsConfig,
                               Config,
                               FailoverConfig,
                               ListenerConfig,
@@ -23,6 +24,6 @@ from app.config.model import (
                               TracingConfig,
 )
 
-__all__ = ["CONFIG_ENV_VAR", "AdminConfig", "Config", "FailoverConfig", "ListenerConfig",
-           "ModelEndpoint", "RouteConfig", "RoutingConfig", "ServerConfig", "SessionCacheConfig",
-           "TracingConfig", "config_from_dict", "expand_env", "load_config"]
+__all__ = ["CONFIG_ENV_VAR", "AdminConfig", "AgentSessionsConfig", "Config", "FailoverConfig",
+           "ListenerConfig", "ModelEndpoint", "RouteConfig", "RoutingConfig", "ServerConfig",
+           "SessionCacheConfig", "TracingConfig", "config_from_dict", "expand_env", "load_config"]

@@ -128,6 +128,23 @@ class FailoverConfig:
     cooldown_seconds: float = 10.0
 
 
+#: The session headers coding agents send (SPEC §18): Claude Code's, then Codex's.
+DEFAULT_AGENT_SESSION_HEADERS = ("X-Claude-Code-Session-Id", "session-id")
+
+
+@dataclass(frozen=True)
+class AgentSessionsConfig:
+    """Adopt the session id a coding agent already sends (SPEC §18).
+
+    Without ``X-Model-Affinity``, the first of ``headers`` present names the session,
+    scoped by its lane (``<id>:<lane>``) and with a sliding TTL. ``enabled: false``:
+    header-only affinity, as before.
+    """
+
+    enabled: bool = True
+    headers: tuple[str, ...] = DEFAULT_AGENT_SESSION_HEADERS
+
+
 @dataclass(frozen=True)
 class RoutingConfig:
     """Router choice and session-affinity settings."""
@@ -147,6 +164,8 @@ class RoutingConfig:
     implicit_affinity: bool = False
     #: Failover inside a route (SPEC §15).
     failover: FailoverConfig = FailoverConfig()
+    #: Sessions named by the headers coding agents send (SPEC §18).
+    agent_sessions: AgentSessionsConfig = AgentSessionsConfig()
 
     @property
     def sliding_ttl(self) -> bool:

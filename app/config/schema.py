@@ -26,8 +26,10 @@ from app.config.catalogue import (
     resolve_prefix_url,
 )
 from app.config.model import (
+    DEFAULT_AGENT_SESSION_HEADERS,
     WILDCARD,
     AdminConfig,
+    AgentSessionsConfig,
     Config,
     FailoverConfig,
     ListenerConfig,
@@ -265,6 +267,18 @@ class FailoverSchema(_Strict):
         return FailoverConfig(**data)
 
 
+class AgentSessionsSchema(_Strict):
+    enabled = fields.Boolean(load_default=True)
+    headers = fields.List(fields.String(validate=validate.Regexp(
+        r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", error="must be an HTTP header name")),
+        load_default=lambda: list(DEFAULT_AGENT_SESSION_HEADERS),
+        validate=validate.Length(min=1, max=16))
+
+    @post_load
+    def build(self, data, **kwargs):
+        return AgentSessionsConfig(data["enabled"], tuple(data["headers"]))
+
+
 class RoutingSchema(_Strict):
     model = OptionalString(load_default=None, allow_none=True)
     timeout_ms = fields.Integer(load_default=5000, validate=validate.Range(1, 600000))
@@ -276,6 +290,7 @@ class RoutingSchema(_Strict):
                                      validate=validate.OneOf(("fixed", "sliding")))
     implicit_affinity = fields.Boolean(load_default=False)
     failover = fields.Nested(FailoverSchema, load_default=FailoverConfig)
+    agent_sessions = fields.Nested(AgentSessionsSchema, load_default=AgentSessionsConfig)
 
     @post_load
     def build(self, data, **kwargs):

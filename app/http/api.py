@@ -18,7 +18,7 @@ from typing import Callable
 from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import NotFound
 
-from app.affinity import CHAT_COMPLETIONS, MESSAGES, RESPONSES, SessionContext, session_context
+from app.affinity import CHAT_COMPLETIONS, MESSAGES, RESPONSES, SessionContext, request_session
 from app.client_apis import messages as messages_api
 from app.client_apis import responses as responses_api
 from app.config import ModelEndpoint
@@ -63,9 +63,12 @@ def _session_and_tenant(svc: Services) -> tuple[str | None, str | None]:
 def _decision_headers(decision: Decision, context: SessionContext | None = None) -> dict:
     """The ``x-plano-*`` answer headers of a decision (SPEC §4, §16).
 
-    ``x-plano-session-id``: the session id derived from the conversation, when no
-    ``X-Model-Affinity`` was sent (send it back as that header to pin explicitly);
-    ``x-plano-routing: skipped``: turn-level routing reused the turn's model.
+    ``x-plano-session-id`` and ``x-plano-session-source``: the request's session id and
+    where it came from (SPEC §18): ``header`` (``X-Model-Affinity``), ``agent`` (an agent's
+    session header, scoped by its lane: ``<id>:<lane>``) or ``implicit`` (derived from the
+    conversation, reported even when no mode uses it; send it back as ``X-Model-Affinity``
+    to pin explicitly); ``x-plano-routing: skipped``: turn-level routing reused the turn's
+    model.
     """
     headers = {}
     if decision.pinned:
@@ -74,8 +77,9 @@ def _decision_headers(decision: Decision, context: SessionContext | None = None)
         headers["x-plano-route"] = decision.route_name
     if decision.affinity is not None:
         headers["x-plano-affinity"] = decision.affinity
-    if context is not None and context.derived_id is not None:
-        headers["x-plano-session-id"] = context.derived_id
+    if context is not None and context.reported_id is not None:
+        headers["x-plano-session-id"] = context.reported_id
+        headers["x-plano-session-source"] = context.source
     if decision.routing_skipped:
         headers["x-plano-routing"] = "skipped"
     return headers
@@ -134,10 +138,12 @@ def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, 
         raise
     chat = _PARSERS[api](body)
     session_id, tenant = _session_and_tenant(svc)
-    context = session_context(chat.body, _SHAPES[api], explicit_id=session_id,
-                              tenant=tenant, model=chat.model, routing=svc.config.routing)
+    context = request_session(chat.body, _SHAPES[api], request.headers,
+                              explicit_id=session_id, tenant=tenant, model=chat.model,
+                              config=svc.config, metrics=svc.metrics)
     decision = svc.gateway.decide(chat, context.session_id, tenant,
-                                  implicit=context.implicit, user_turn=context.user_turn)
+                                  implicit=context.implicit, user_turn=context.user_turn,
+                                  agent=context.agent)
     record: RequestRecord = g.plano_record
     record.session_id = context.session_id
     record.tenant = tenant
@@ -151,7 +157,8 @@ def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, 
             route=decision.route_name, model=decision.endpoint.name, requested=chat.model,
             implicit_session=context.implicit,
             routing_skipped=decision.routing_skipped
-            if svc.config.routing.route_on_user_only else None)
+            if svc.config.routing.route_on_user_only else None,
+            session_source=context.source)
     return chat, session_id, decision, context
 
 

@@ -24,6 +24,11 @@ class Metrics:
         """One request served without calling the router: turn-level routing reused the
         model (and route) recorded for the session's current turn."""
 
+    def agent_session_ignored(self, header: str, reason: str) -> None:
+        """An agent session header (``routing.agent_sessions.headers``) whose value could
+        not name a session was ignored (SPEC §18); ``reason``: empty, too_long,
+        not_printable or reserved_prefix."""
+
     def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
         """One answered request."""
 

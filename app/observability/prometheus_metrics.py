@@ -11,6 +11,7 @@ Names and labels (SPEC §10)::
     plano_upstream_duration_seconds{model}                 histogram
     plano_admin_requests_total{action,status}              counter
     plano_failovers_total{from_model,to_model,reason}      counter (SPEC §15)
+    plano_agent_session_ignored_total{header,reason}       counter (SPEC §18)
 
 Under gunicorn the numbers of all workers are added up: ``config/gunicorn.conf.py`` points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory in the master before any worker starts,
@@ -40,6 +41,7 @@ from prometheus_client import (
     values,
 )
 
+from app.affinity.agent import IGNORED_REASONS
 from app.config import Config
 from app.observability.metrics import Metrics
 
@@ -174,6 +176,14 @@ class PrometheusMetrics(Metrics):
             "plano_failovers_total", "Moves to the next model of a route: from the model "
             "that failed or was skipped as down, to the one tried next, and why.",
             ("from_model", "to_model", "reason"), registry=registry))
+        self._agent_ignored = _Children(Counter(
+            "plano_agent_session_ignored_total",
+            "Agent session header values ignored (served as if that header were absent), "
+            "by configured header and reason.", ("header", "reason"), registry=registry))
+        agent_sessions = config.routing.agent_sessions
+        if agent_sessions.enabled:
+            self._agent_ignored.prepare((header, reason) for header in agent_sessions.headers
+                                        for reason in IGNORED_REASONS)
         self._admin = _Children(Counter(
             "plano_admin_requests_total", "Admin API calls by action and status.",
             ("action", "status"), registry=registry), _label)
@@ -188,6 +198,9 @@ class PrometheusMetrics(Metrics):
 
     def router_skip(self, route: str | None, model: str) -> None:
         self._router_skips.get((route, model)).inc()
+
+    def agent_session_ignored(self, header: str, reason: str) -> None:
+        self._agent_ignored.get((header, reason)).inc()
 
     def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
         self._requests.get((endpoint, status, pinned)).inc()

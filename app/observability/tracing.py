@@ -86,6 +86,7 @@ ATTR_ROUTE = "plano.route.name"
 ATTR_MODEL = "llm.model"
 ATTR_MODEL_REQUESTED = "llm.model.requested"
 ATTR_SESSION_IMPLICIT = "plano.session.implicit"
+ATTR_SESSION_SOURCE = "plano.session.source"
 ATTR_ROUTING_SKIPPED = "plano.routing.skipped"
 ATTR_ROUTING_MS = "routing.determination_ms"
 ATTR_ROUTING_FAILED = "routing.failed"
@@ -207,10 +208,13 @@ class Tracing:
     def annotate_request(*, session_id: str | None, pinned: bool, affinity: str | None,
                          route: str | None, model: str, requested: str | None,
                          implicit_session: bool = False,
-                         routing_skipped: bool | None = None) -> None:
+                         routing_skipped: bool | None = None,
+                         session_source: str | None = None) -> None:
         """Set the decision attributes on the current server span.
 
         ``implicit_session``: ``session_id`` was derived from the conversation (SPEC §16);
+        ``session_source``: where the request's session id came from (``header``,
+        ``agent``, ``implicit``; SPEC §18), set whenever the answer names one;
         ``routing_skipped`` (``None``: turn-level routing is off): whether a continuation
         reused its turn's model instead of calling the router.
         """
@@ -230,6 +234,8 @@ class Tracing:
             attributes[ATTR_SESSION_IMPLICIT] = True
         if routing_skipped is not None:
             attributes[ATTR_ROUTING_SKIPPED] = routing_skipped
+        if session_source is not None:
+            attributes[ATTR_SESSION_SOURCE] = session_source
         span.set_attributes(attributes)
 
     @staticmethod

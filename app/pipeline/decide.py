@@ -11,6 +11,9 @@ Affinity modes (SPEC §16) on the same path:
 * Implicit sessions: the caller passes the id derived from the conversation
   (:mod:`app.affinity`) with ``implicit=True``; it is pinned only with
   ``implicit_affinity: true``, but always names the session's turn record.
+* Agent sessions (SPEC §18): the caller passes an agent's session id scoped by its lane
+  with ``agent=True``; it is pinned with a sliding TTL whatever ``session_ttl_mode`` says,
+  or, with ``route_on_user_only``, only names the session's turn record.
 * ``route_on_user_only``: with a session id and something to route between, a request that
   does not start a user turn reuses the model recorded for the session's current turn (key
   ``turn:<logical key>``, the session TTL) without calling the router; every routed request
@@ -137,28 +140,32 @@ class Gateway:
 
     def decide(self, request: ChatRequest, session_id: str | None = None,
                tenant: str | None = None, *, implicit: bool = False,
-               user_turn: bool = True) -> Decision:
+               user_turn: bool = True, agent: bool = False) -> Decision:
         """The model for ``request``; raises ``ModelNotFoundError`` for an unknown model.
 
         ``session_id`` is the ``X-Model-Affinity`` value, or with ``implicit`` the id
-        derived from the conversation; ``user_turn`` says whether the request starts a user
-        turn (only consulted with ``route_on_user_only``).
+        derived from the conversation, or with ``agent`` an agent's session id scoped by its
+        lane (SPEC §18: pinned with a sliding TTL; with ``route_on_user_only`` it only keys
+        the turn record); ``user_turn`` says whether the request starts a user turn (only
+        consulted with ``route_on_user_only``).
         """
         fallback = self._fallback_endpoint(request.model)
+        sliding = self._sliding or agent
         turn_key = None
         if self._turns and session_id is not None:
             turn_key = TURN_KEY_PREFIX + session_key(session_id, tenant)
-        if session_id is None or (implicit and not self._implicit_affinity):
-            outcome = self._choose(request, fallback, turn_key, user_turn)
+        if (session_id is None or (implicit and not self._implicit_affinity)
+                or (agent and self._turns)):
+            outcome = self._choose(request, fallback, turn_key, user_turn, sliding)
             return self._unpinned(outcome, affinity=None)
 
         key = session_key(session_id, tenant)
         try:
-            binding = self._lookup(key)
+            binding = self._lookup(key, sliding)
         except SessionCacheError as error:
             self._cache_event(error.outcome, error)
             # The cache just failed: do not ask it for a turn record as well.
-            return self._unpinned(self._choose(request, fallback, None, user_turn),
+            return self._unpinned(self._choose(request, fallback, None, user_turn, sliding),
                                   AFFINITY_UNAVAILABLE)
 
         stale_model = None
@@ -172,21 +179,21 @@ class Gateway:
             stale_model = binding.model_name
         self._cache_event("miss")
 
-        outcome = self._choose(request, fallback, turn_key, user_turn)
+        outcome = self._choose(request, fallback, turn_key, user_turn, sliding)
         if outcome.failed:
             # Routing failed: serve the fallback but do not pin it, so the next request of
             # this session gets a real decision.
             return self._unpinned(outcome, AFFINITY_UNAVAILABLE)
         return self._pin(key, outcome, stale_model)
 
-    def _lookup(self, key: str) -> SessionBinding | None:
-        """One read of ``key``; in sliding mode it renews the TTL in the same round trip."""
-        if self._sliding:
+    def _lookup(self, key: str, sliding: bool) -> SessionBinding | None:
+        """One read of ``key``; ``sliding`` renews the TTL in the same round trip."""
+        if sliding:
             return self._cache.get_renewing(key, self._ttl)
         return self._cache.get(key)
 
     def _choose(self, request: ChatRequest, fallback: ModelEndpoint, turn_key: str | None,
-                user_turn: bool) -> _RouteOutcome:
+                user_turn: bool, sliding: bool) -> _RouteOutcome:
         """Route, or (turn-level routing, a continuation) reuse the current turn's model.
 
         Nothing to route between (no routes): the fallback, and no turn record is read or
@@ -197,7 +204,7 @@ class Gateway:
         if router is None:
             return _RouteOutcome(fallback, None, failed=False)
         if turn_key is not None and not user_turn:
-            reused = self._current_turn(turn_key)
+            reused = self._current_turn(turn_key, sliding)
             if reused is not None:
                 self._metrics.router_skip(reused.route_name, reused.endpoint.name)
                 return reused
@@ -206,12 +213,12 @@ class Gateway:
             self._record_turn(turn_key, outcome)
         return outcome
 
-    def _current_turn(self, turn_key: str) -> _RouteOutcome | None:
+    def _current_turn(self, turn_key: str, sliding: bool) -> _RouteOutcome | None:
         """The model recorded for the session's current turn; ``None`` when there is none
         usable (never recorded, expired, unreadable, a model no longer configured, or the
         cache failed: then the continuation is routed)."""
         try:
-            record = self._lookup(turn_key)
+            record = self._lookup(turn_key, sliding)
         except SessionCacheError as error:
             self._cache_event(error.outcome, error)
             return None

@@ -17,9 +17,10 @@ closely, since that model was trained on it: routes as compact JSON inside
 Conversation budget: only ``user`` and ``assistant`` messages with text are sent (system,
 developer and tool messages, and assistant turns that only call tools, say nothing about
 the user's intent). Tokens are estimated as ``ceil(len(text) / 4)`` of each message's text;
-the newest user message is always kept (cut to the budget if alone it is larger), then the
-newest other messages are added while they fit, so the oldest are dropped first. The fixed
-parts of the prompt (instruction, routes) are not counted: they are known at start-up.
+the newest user message is always kept (cut to the budget, keeping its end, if alone it is
+larger), then the newest other messages are added while they fit, so the oldest are dropped
+first. The fixed parts of the prompt (instruction, routes) are not counted: they are known
+at start-up.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Collection, Mapping, Protocol, Sequence
 
 from app.config import RouteConfig
 from app.errors import RouterError, UpstreamError
-from app.router.base import Router, message_text
+from app.router.base import Router, newest_chars, said_text
 
 DEFAULT_TOKEN_BUDGET = 2048
 CHARS_PER_TOKEN = 4
@@ -97,14 +98,15 @@ def estimate_tokens(text: str) -> int:
 def conversation_turns(messages: Sequence[Mapping]) -> list[dict[str, str]]:
     """The ``{"role", "content"}`` turns worth showing the router, oldest first.
 
-    Only user and assistant messages with some text remain; content parts are flattened.
+    Only user and assistant messages with some text remain; content parts are flattened and
+harness envelopes stripped from user text (an envelope-only user message is dropped).
     """
     turns = []
     for message in messages:
         if not isinstance(message, Mapping) or message.get("role") not in _KEPT_ROLES:
             continue
-        text = message_text(message)
-        if text.strip():
+        text = said_text(message)
+        if text:
             turns.append({"role": message["role"], "content": text})
     return turns
 
@@ -112,7 +114,8 @@ def conversation_turns(messages: Sequence[Mapping]) -> list[dict[str, str]]:
 def select_turns(turns: Sequence[dict[str, str]], token_budget: int) -> list[dict[str, str]]:
     """The newest turns that fit ``token_budget``, always including the newest user turn.
 
-    The newest user turn is cut to the budget if alone it exceeds it. Other turns are
+    The newest user turn is cut to the budget if alone it exceeds it, keeping its end (the
+    newest text: what the user asked comes after what the harness put before it). Other turns are
     taken newest first until one does not fit; that one and everything older is dropped.
     """
     anchor = next((i for i in range(len(turns) - 1, -1, -1) if turns[i]["role"] == "user"),
@@ -120,7 +123,7 @@ def select_turns(turns: Sequence[dict[str, str]], token_budget: int) -> list[dic
     kept: dict[int, dict[str, str]] = {}
     used = 0
     if anchor is not None:
-        text = turns[anchor]["content"][:token_budget * CHARS_PER_TOKEN]
+        text = newest_chars(turns[anchor]["content"], token_budget * CHARS_PER_TOKEN)
         kept[anchor] = {"role": "user", "content": text}
         used = estimate_tokens(text)
     for index in range(len(turns) - 1, -1, -1):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Mapping, Sequence
 
+from app.affinity.envelopes import user_text
 from app.config import RouteConfig
 
 
@@ -50,10 +51,30 @@ def message_text(message: Mapping) -> str:
                      and isinstance(part.get("text"), str))
 
 
+def said_text(message: Mapping) -> str:
+    """What a message says for routing: its text (:func:`message_text`), and for a ``user``
+    message without the harness envelopes an agent put there (``<system-reminder>``,
+    Codex's AGENTS.md, ...: :mod:`app.affinity.envelopes`), stripped of blank space."""
+    text = message_text(message)
+    return user_text(text) if message.get("role") == "user" else text.strip()
+
+
 def latest_user_text(messages: Sequence[Mapping]) -> str:
-    """The text of the newest ``user`` message, or ``""`` when there is none."""
+    """The text of the newest ``user`` message that says something once harness envelopes
+    are stripped (:func:`said_text`), or ``""`` when there is none: an envelope-only user
+    message (Codex's ``<environment_context>`` item, a lone ``<system-reminder>``) is not
+    what the user asked."""
     for message in reversed(messages):
         if isinstance(message, Mapping) and message.get("role") == "user":
-            return message_text(message)
+            text = said_text(message)
+            if text:
+                return text
     return ""
+
+
+def newest_chars(text: str, limit: int) -> str:
+    """``text`` cut to its last ``limit`` characters: a turn longer than a router's budget
+    keeps its end, the newest text (Claude Code's first request puts about 10 kB of
+    reminders before the prompt; an agent's pasted log ends with the question)."""
+    return text if len(text) <= limit else text[len(text) - limit:]
 

@@ -1,6 +1,7 @@
 """The embedded router (SPEC §5): a small, explainable lexical scorer, no network.
 
-It scores the latest user message against every route and answers the best route whose
+It scores the latest user message (harness envelopes stripped, its last
+:data:`TEXT_BUDGET_CHARS` characters) against every route and answers the best route whose
 score is above a threshold, else "no match". Everything a route contributes is computed
 once in ``__init__``; a request costs one tokenisation of one message and a few dict
 lookups per route (microseconds).
@@ -36,9 +37,13 @@ import re
 from typing import Iterable, Mapping, Sequence
 
 from app.config import RouteConfig
-from app.router.base import Router, latest_user_text
+from app.router.base import Router, latest_user_text, newest_chars
 
 DEFAULT_THRESHOLD = 0.35
+#: How much of the latest user text is scored: its last 8192 characters (the LLM router's
+#: default budget, 2048 tokens of 4 characters). A longer turn keeps its end, where an
+#: agent's prompt sits after the context its harness put first.
+TEXT_BUDGET_CHARS = 8192
 """With description words weighing 1, one matching word needs a message of at most 8
 distinct content words to count, two matching words at most 32; a keyword counts double."""
 
@@ -135,7 +140,8 @@ class EmbeddedRouter(Router):
     def select_route(self, messages: Sequence[Mapping]) -> RouteConfig | None:
         """The best-scoring route above the threshold, or ``None`` (never raises)."""
         best_route, best_score = None, self.threshold
-        for route, score in zip(self.routes, self.scores(latest_user_text(messages)), strict=True):
+        text = newest_chars(latest_user_text(messages), TEXT_BUDGET_CHARS)
+        for route, score in zip(self.routes, self.scores(text), strict=True):
             if score > best_score:  # strict: the earlier route keeps a tie
                 best_route, best_score = route, score
         return best_route

@@ -138,6 +138,9 @@ def _tool(tool, tools: ToolMapping) -> dict:
 def _messages(message: Message, tools: ToolMapping, dropped: list) -> list[dict]:
     if message.role == "assistant":
         return [_assistant(message, tools, dropped)]
+    if message.role == "system":   # a system message at its place (SPEC §18)
+        text = "\n".join(part.text for part in message.parts if isinstance(part, Text))
+        return [{"role": "system", "content": text}]
     out = []
     follow: list = []    # images of tool results: a user message right after the tool ones
     content: list = []

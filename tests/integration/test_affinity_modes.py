@@ -200,7 +200,7 @@ def test_two_turns_of_one_conversation_stay_pinned_without_a_header(request, bac
     explicit = fresh_post(implicit_gateway.chat_url, conversation(first_message),
                           session=f"explicit-{time.time_ns()}")
     assert explicit.headers["x-plano-affinity"] == "new"
-    assert "x-plano-session-id" not in explicit.headers
+    assert explicit.headers["x-plano-session-source"] == "header"
 
 
 def test_implicit_pin_is_stored_in_redis_with_the_fixed_ttl(redis_implicit_gateway,

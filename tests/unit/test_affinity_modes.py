@@ -283,7 +283,10 @@ def test_lone_surrogates_and_odd_values_never_raise():
     odd = chat(user("\ud800 broken"), {"role": 5}, tools=[None, {"type": "function",
                                                                   "function": "x"}])
     assert ID_FORMAT.match(implicit_session_id(odd, CHAT_COMPLETIONS))
-    assert implicit_session_id({"messages": [user(7)]}, CHAT_COMPLETIONS) is not None
+    # A user message that says nothing (no text, no attachment) anchors no id (SPEC §18).
+    assert implicit_session_id({"messages": [user(7)]}, CHAT_COMPLETIONS) is None
+    assert implicit_session_id({"messages": [user(7), user("q")]}, CHAT_COMPLETIONS) == \
+        implicit_session_id({"messages": [user("q")]}, CHAT_COMPLETIONS)
 
 
 def test_readers_per_shape():
@@ -316,7 +319,8 @@ def test_explicit_id_wins_over_the_derived_one():
     context = session_context(body, CHAT_COMPLETIONS, explicit_id="my-session", tenant=None,
                               model=None, routing=routing(implicit_affinity=True))
     assert context == SessionContext("my-session", implicit=False, user_turn=True,
-                                     derived_id=None)
+                                     derived_id=None, source="header")
+    assert context.reported_id == "my-session"
 
 
 @pytest.mark.parametrize("keys", [{"implicit_affinity": True}, {"route_on_user_only": True}])
@@ -333,8 +337,10 @@ def test_derived_id_is_only_reported_by_default():
     body = chat(user("hi"))
     context = session_context(body, CHAT_COMPLETIONS, explicit_id=None, tenant=None,
                               model=None, routing=routing())
+    derived = implicit_session_id(body, CHAT_COMPLETIONS)
     assert context == SessionContext(None, implicit=False, user_turn=True,
-                                     derived_id=implicit_session_id(body, CHAT_COMPLETIONS))
+                                     derived_id=derived, source="implicit")
+    assert context.reported_id == derived
     nothing = session_context(chat({"role": "system", "content": "s"}), CHAT_COMPLETIONS,
                               explicit_id=None, tenant=None, model=None,
                               routing=routing(implicit_affinity=True))

@@ -204,7 +204,8 @@ def test_explicit_header_wins_over_the_implicit_session(make_client, cache):
     explicit = post(client, conversation(), **{"X-Model-Affinity": "mine"})
     assert explicit.headers["x-plano-affinity"] == "new"
     assert served(explicit) == "openai/gpt-4o-mini"
-    assert "x-plano-session-id" not in explicit.headers
+    assert (explicit.headers["x-plano-session-id"],
+            explicit.headers["x-plano-session-source"]) == ("mine", "header")
     assert cache.get("mine").model_name == "openai/gpt-4o-mini"
 
 
