@@ -19,7 +19,7 @@ from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import NotFound
 
 from app.affinity import CHAT_COMPLETIONS, MESSAGES, RESPONSES, SessionContext, session_context
-from app.auth import bearer_token
+from app.auth import credential_fingerprint, passthrough_key, presented_keys
 from app.chat_request import (
     ROUTES_FIELD,
     ChatRequest,
@@ -82,20 +82,17 @@ def _decision_headers(decision: Decision, context: SessionContext | None = None)
 
 
 def _authenticate_client(svc: Services, api: str) -> None:
-    """With ``server.api_keys`` set, a valid ``Authorization: Bearer`` key is required
-    (on Messages, ``x-api-key`` too: what the anthropic SDK and Claude Code send).
+    """With ``server.api_keys`` set, a valid key is required, as ``Authorization: Bearer``
+    or ``x-api-key`` (what the anthropic SDK and Claude Code send) on every API: with
+    ``passthrough_auth`` the provider key goes in the other one (SPEC §8).
 
     The client's key is only compared here; it is never forwarded, logged or echoed.
     """
     if not svc.client_keys:
         return
-    presented = bearer_token(request.headers.get("Authorization"))
-    if presented is None and api == "messages":
-        presented = request.headers.get("x-api-key")
-    if not svc.client_keys.matches(presented):
-        how = ("x-api-key or Authorization: Bearer" if api == "messages"
-               else "Authorization: Bearer")
-        raise AuthenticationError(f"missing or invalid API key ({how} <key>)")
+    if not any(svc.client_keys.matches(key) for key in presented_keys(request.headers)):
+        raise AuthenticationError(
+            "missing or invalid API key (Authorization: Bearer <key> or x-api-key: <key>)")
 
 
 def _parse_with(adapter) -> Callable[[bytes], ChatRequest]:
@@ -166,17 +163,25 @@ def chat_completions():
 def _passthrough_auth(endpoint: ModelEndpoint) -> dict | None:
     """With ``passthrough_auth`` (SPEC §13): the client's own key, in the header the
     provider expects (``Authorization: Bearer``, ``x-api-key``, ``api-key``), instead of
-    ``access_key``. The only case in which a client's key leaves the gateway; it is never
-    logged (neither the access log nor the spans record request headers)."""
+    ``access_key``; never the gateway's client key (:func:`app.auth.passthrough_key`). The
+    only case in which a client's key leaves the gateway; it is never logged (neither the
+    access log nor the spans record request headers)."""
     if not endpoint.passthrough_auth:
         return None
-    key = bearer_token(request.headers.get("Authorization")) or request.headers.get(
-        "x-api-key") or request.headers.get("api-key")
+    key = passthrough_key(request.headers, current_services().client_keys)
     if not key:
         return None  # forwarded without credentials: the provider answers 401
     if endpoint.auth == "bearer":
         return {"Authorization": f"Bearer {key}"}
     return {endpoint.auth: key}
+
+
+def _passthrough_credential(svc: Services, candidates) -> str | None:
+    """The fingerprint of the key a ``passthrough_auth`` candidate would get (its health
+    marks are per credential, SPEC §8); ``None`` when no candidate forwards a client key."""
+    if not any(endpoint.passthrough_auth for endpoint in candidates):
+        return None
+    return credential_fingerprint(passthrough_key(request.headers, svc.client_keys))
 
 
 def _answer_response(answer, headers: dict) -> Response:
@@ -218,7 +223,9 @@ def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
     attempt = attempt_for(api, parsed.body, parsed.stream, decision, svc.relay,
                           svc.api_relay, client_headers, auth_for=_passthrough_auth)
     try:
-        result = svc.failover.run(svc.gateway.candidates(decision), attempt)
+        candidates = svc.gateway.candidates(decision)
+        result = svc.failover.run(candidates, attempt,
+                                  credential=_passthrough_credential(svc, candidates))
     except GatewayError as error:   # untranslatable content (400)
         return error_response(error, headers, anthropic=api == "messages")
     if result.failed_from is not None:

@@ -19,6 +19,12 @@ worker gets it) reads them all through ``MultiProcessCollector``. Without that v
 instance: nothing is ever registered on prometheus_client's global ``REGISTRY``, so apps
 built one after another never collide.
 
+Label values that name a model or a route come from the configuration, never from a
+client (SPEC §8): :mod:`app.metric_labels` maps a wildcard-admitted model to its wildcard
+entry (``openai/*``) and a request-body route to ``request``, so the series are bounded by
+the configuration whatever names clients send. New metrics with a model label call
+:meth:`PrometheusMetrics.model_label`.
+
 Hot path: label children are resolved once per label set and kept in a dict; the label sets
 known at start-up (backend x outcome, routes and models, the endpoints' usual answers) are
 resolved in the constructor, which also makes them appear as 0 before the first event.
@@ -40,6 +46,7 @@ from prometheus_client import (
 )
 
 from app.config import Config
+from app.metric_labels import OTHER_LABEL, route_label, served_model_label
 from app.metrics import Metrics
 
 MULTIPROC_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
@@ -48,7 +55,7 @@ MULTIPROC_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 CACHE_OUTCOMES = ("hit", "miss", "store", "conflict", "error", "store_error", "invalid",
                   "skipped")
 #: The ``route`` label of a decision that matched no route ("other", as Arch-Router says).
-NO_ROUTE_LABEL = "other"
+NO_ROUTE_LABEL = OTHER_LABEL
 #: Embedded router: microseconds; LLM router: up to its timeout (seconds).
 ROUTER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -106,6 +113,7 @@ class PrometheusMetrics(Metrics):
     def __init__(self, config: Config, *, cache_backend: str = "memory",
                  multiproc_dir: str | None = None):
         """``multiproc_dir`` defaults to :func:`multiprocess_dir` (gunicorn's directory)."""
+        self._config = config
         self.registry = CollectorRegistry(auto_describe=True)
         self._multiproc_dir = multiproc_dir if multiproc_dir is not None else \
             multiprocess_dir()
@@ -161,28 +169,39 @@ class PrometheusMetrics(Metrics):
             "plano_admin_requests_total", "Admin API calls by action and status.",
             ("action", "status"), registry=registry), _label)
 
+    def model_label(self, model_name: str | None) -> str:
+        """The ``model`` label value of a served model (:func:`served_model_label`): use it
+        for every metric labelled by model."""
+        return served_model_label(self._config, model_name)
+
+    def route_label(self, route_name: str | None) -> str:
+        """The ``route`` label value of a route (:func:`app.metric_labels.route_label`)."""
+        return route_label(self._config, route_name)
+
     def session_cache_event(self, backend: str, outcome: str) -> None:
         self._cache_events.get((backend, outcome)).inc()
 
     def router_decision(self, route: str | None, model: str, fallback: bool,
                         seconds: float) -> None:
-        self._router_decisions.get((route, model, fallback)).inc()
+        self._router_decisions.get((self.route_label(route), self.model_label(model),
+                                    fallback)).inc()
         self._router_duration.observe(seconds)
 
     def router_skip(self, route: str | None, model: str) -> None:
-        self._router_skips.get((route, model)).inc()
+        self._router_skips.get((self.route_label(route), self.model_label(model))).inc()
 
     def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
         self._requests.get((endpoint, status, pinned)).inc()
 
     def upstream_finished(self, model: str, seconds: float) -> None:
-        self._upstream.get((model,)).observe(seconds)
+        self._upstream.get((self.model_label(model),)).observe(seconds)
 
     def admin_request(self, action: str, status: int) -> None:
         self._admin.get((action, status)).inc()
 
     def failover(self, from_model: str, to_model: str, reason: str) -> None:
-        self._failovers.get((from_model, to_model, reason)).inc()
+        self._failovers.get((self.model_label(from_model), self.model_label(to_model),
+                             reason)).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text of every worker (multiprocess) or of this instance."""
@@ -195,7 +214,7 @@ def _known_decisions(config: Config) -> Iterable[tuple]:
     if not config.routing_preferences:
         return
     for route in config.routing_preferences:
-        yield route.name, route.models[0], False
+        yield route.name, served_model_label(config, route.models[0]), False
     for provider in config.model_providers:
-        yield None, provider.name, False
-        yield None, provider.name, True
+        yield NO_ROUTE_LABEL, provider.name, False
+        yield NO_ROUTE_LABEL, provider.name, True
