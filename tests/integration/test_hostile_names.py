@@ -243,38 +243,33 @@ def warm_up(gateway: Gateway, mock) -> None:
 # --------------------------------------------------------------------------- the test
 
 
-@pytest.fixture(scope="module")
-def baseline(names_gateway, mock_llm):
+def test_made_up_names_get_no_5xx_send_nothing_when_refused_and_grow_nothing(names_gateway,
+                                                                           mock_llm):
     warm_up(names_gateway, mock_llm)
-    text = metrics_text(names_gateway)
-    MEASURED["metrics_lines_before"] = text.count("\n")
-    MEASURED["rss_before_mib"] = round(worker_rss(names_gateway) / 2**20, 1)
-    return text
+    baseline = metrics_text(names_gateway)
+    lines_before, rss_before = baseline.count("\n"), worker_rss(names_gateway)
 
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(data=st.data(), api=st.sampled_from(sorted(PATHS)), session=session_ids)
+    def one_request(data, api, session):
+        body = data.draw(request_bodies(api))
+        mock_llm.clear()
+        answer = send(names_gateway, api, body, session)
+        answer.content  # noqa: B018 - a stream is read to its end before the mock is asked
+        check(answer, upstream_calls(mock_llm))
+        ANSWERS["examples"] += 1
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
-@given(data=st.data(), api=st.sampled_from(sorted(PATHS)), session=session_ids)
-def test_made_up_names_get_no_5xx_and_refusals_send_nothing(names_gateway, mock_llm,
-                                                            baseline, data, api, session):
-    body = data.draw(request_bodies(api))
-    mock_llm.clear()
-    answer = send(names_gateway, api, body, session)
-    answer.content  # noqa: B018 - a stream is read to its end before the record is read
-    check(answer, upstream_calls(mock_llm))
-    ANSWERS["examples"] += 1
+    one_request()
 
-
-def test_metrics_and_worker_memory_stay_bounded(names_gateway, baseline):
-    """Runs after the property test (file order): what it added is bounded."""
-    assert ANSWERS["examples"] > 0, "run with the property test before it"
     text = metrics_text(names_gateway)
     lines, rss = text.count("\n"), worker_rss(names_gateway)
-    MEASURED.update(metrics_lines_after=lines, rss_after_mib=round(rss / 2**20, 1))
-    assert lines - MEASURED["metrics_lines_before"] <= METRIC_LINES_BOUND, \
+    MEASURED.update(metrics_lines_before=lines_before, metrics_lines_after=lines,
+                    rss_before_mib=round(rss_before / 2**20, 1),
+                    rss_after_mib=round(rss / 2**20, 1))
+    assert lines - lines_before <= METRIC_LINES_BOUND, \
         set(text.splitlines()) - set(baseline.splitlines())
-    assert rss - MEASURED["rss_before_mib"] * 2**20 <= RSS_BOUND_BYTES
+    assert rss - rss_before <= RSS_BOUND_BYTES
     labels = label_values(text)
     models = {value for (name, value) in labels if name != "route"}
     routes = {value for (name, value) in labels if name == "route"}
