@@ -118,14 +118,15 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def validate_affinity_value(value: str | None, header: str, *,
-                            allow_colon: bool = True) -> str | None:
+def validate_affinity_value(value: str | None, header: str, *, allow_colon: bool = True,
+                            allow_reserved: bool = False) -> str | None:
     """Check an ``X-Model-Affinity`` or tenant header value; ``None`` when not sent.
 
     1 to 256 characters of printable ASCII (space through ``~``); a tenant may not contain
     ``:`` because it is the separator of the logical key ``tenant:session``; no value may
     begin with a prefix of the gateway's own records (:data:`RESERVED_SESSION_PREFIXES`),
-    or ``X-Model-Affinity: turn:abc`` would read and write session ``abc``'s turn record.
+    or ``X-Model-Affinity: turn:abc`` would read and write session ``abc``'s turn record
+    (``allow_reserved``: the admin API, whose operator may inspect those records).
     Anything else is refused with 400 ``invalid_affinity_id`` rather than stored under a
     surprising key.
     """
@@ -140,7 +141,7 @@ def validate_affinity_value(value: str | None, header: str, *,
         problem = "must contain only printable ASCII characters"
     elif not allow_colon and ":" in value:
         problem = "must not contain ':'"
-    elif value.startswith(RESERVED_SESSION_PREFIXES):
+    elif not allow_reserved and value.startswith(RESERVED_SESSION_PREFIXES):
         problem = ("must not begin with " + " or ".join(
             f"'{prefix}'" for prefix in RESERVED_SESSION_PREFIXES)
             + " (the gateway's own keys)")
