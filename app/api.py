@@ -23,6 +23,7 @@ from app.auth import credential_fingerprint, passthrough_key, presented_keys
 from app.chat_request import (
     ROUTES_FIELD,
     ChatRequest,
+    is_route_name,
     parse_chat_request,
     parse_json_object,
     parse_request_routes,
@@ -70,7 +71,9 @@ def _decision_headers(decision: Decision, context: SessionContext | None = None)
     headers = {}
     if decision.pinned:
         headers["x-plano-pinned"] = "true"
-    if decision.route_name is not None:
+    if decision.route_name is not None and is_route_name(decision.route_name):
+        # Checked again: a pin written before route names were checked (or by an older
+        # replica sharing Redis) must not turn every request of its session into a 500.
         headers["x-plano-route"] = decision.route_name
     if decision.affinity is not None:
         headers["x-plano-affinity"] = decision.affinity

@@ -101,7 +101,7 @@ def parse_request_routes(value: Any) -> tuple[RouteConfig, ...]:
                 f"{ROUTES_FIELD}[{index}] must be an object with a string 'name', a string "
                 "'description' and a non-empty 'models' array of model names",
                 param=f"{ROUTES_FIELD}.{index}", code="invalid_routing_preferences")
-        if not _is_route_name(item["name"]):
+        if not is_route_name(item["name"]):
             raise InvalidRequestError(
                 f"{ROUTES_FIELD}[{index}].name must be 1 to {MAX_ROUTE_NAME_LENGTH} "
                 "characters of printable ASCII", param=f"{ROUTES_FIELD}.{index}.name",
@@ -110,7 +110,9 @@ def parse_request_routes(value: Any) -> tuple[RouteConfig, ...]:
     return tuple(routes)
 
 
-def _is_route_name(name: str) -> bool:
+def is_route_name(name: str) -> bool:
+    """Whether a request-body route name is acceptable: at most 128 characters of printable
+    ASCII (emptiness is checked with the other fields)."""
     return len(name) <= MAX_ROUTE_NAME_LENGTH and name.isascii() and name.isprintable()
 
 

@@ -229,3 +229,22 @@ def test_a_credential_fingerprint_names_a_key_without_holding_it():
     assert fingerprint == credential_fingerprint(key) != credential_fingerprint(key + "x")
     assert len(fingerprint) == 16 and key[:6] not in fingerprint
     assert credential_fingerprint(None) is None
+
+
+def test_a_pin_holding_an_unchecked_route_name_is_still_served(config):
+    """A pin written by an older replica (route names unchecked) must not make every
+    request of its session a 500 until the TTL."""
+    from app import create_app
+    from app.session_cache.base import SessionBinding
+    from app.session_cache.memory import MemorySessionCache
+    from tests.support.fake_provider import fake_providers
+
+    cache = MemorySessionCache(100)
+    cache.put("old-pin", SessionBinding("openai/gpt-5.2", "line\nbreak"), 60)
+    app = create_app(config, session_cache=cache, providers=fake_providers(config))
+    answer = app.test_client().post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hi"}]},
+        headers={"X-Model-Affinity": "old-pin"})
+    assert answer.status_code == 200
+    assert answer.headers["x-plano-pinned"] == "true"
+    assert "x-plano-route" not in answer.headers
