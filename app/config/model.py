@@ -7,12 +7,16 @@ resolution, the default model), so nothing is parsed per request.
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from app.config.catalogue import UNSUPPORTED_VENDORS, VENDORS
 
 WILDCARD = "*"
+#: Characters a model id that goes into a URL path may not hold (SPEC §8), the backslash
+#: too (some servers read it as ``/``). Control characters and ``..`` are refused as well.
+PATH_UNSAFE_CHARACTERS = frozenset("/?#%\\")
 #: Prefixes that always name a vendor, never the first part of a bare model id.
 KNOWN_PREFIXES = frozenset(VENDORS) | frozenset(UNSUPPORTED_VENDORS)
 
@@ -63,6 +67,12 @@ class ModelEndpoint:
     max_tokens: int = 4096
     #: Extra headers sent with every call (Plano's ``headers``), as ``(name, value)`` pairs.
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    @property
+    def model_id_in_path(self) -> bool:
+        """Whether a wildcard entry puts the model id in the URL path (Azure deployments:
+        ``.../openai/deployments/*``)."""
+        return f"/{WILDCARD}" in self.base_url
 
     @property
     def is_wildcard(self) -> bool:
@@ -225,10 +235,7 @@ class ModelDirectory:
         if found is not None and not found.is_wildcard:
             return found
         vendor, _, model_id = name.partition("/")
-        wildcard = self.wildcards.get(vendor)
-        if wildcard is None or not model_id or model_id == WILDCARD:
-            return None
-        return wildcard.for_model_id(model_id)
+        return _admitted(self.wildcards.get(vendor), model_id)
 
     def resolve(self, target: str) -> ModelEndpoint | None:
         """A full name, or a bare model id that exactly one entry has (or, failing that, the
@@ -243,12 +250,31 @@ class ModelDirectory:
         if len(self.wildcards) == 1 and (vendor is None or (
                 vendor not in self.vendors and vendor not in KNOWN_PREFIXES)):
             (wildcard,) = self.wildcards.values()
-            return wildcard.for_model_id(target)
+            return _admitted(wildcard, target)
         return None
 
     def is_ambiguous(self, target: str) -> bool:
         """Whether ``target`` is a bare model id that several entries have."""
         return target in self.by_model_id and self.by_model_id[target] is None
+
+
+def path_safe_model_id(model_id: str) -> bool:
+    """Whether ``model_id`` can go into a URL path segment as it is: no ``/ ? # % \\``, no
+    ``..`` and no control character (so it can neither leave its segment nor be decoded
+    into something that does)."""
+    return ".." not in model_id and not any(
+        char in PATH_UNSAFE_CHARACTERS or unicodedata.category(char) == "Cc"
+        for char in model_id)
+
+
+def _admitted(wildcard: ModelEndpoint | None, model_id: str) -> ModelEndpoint | None:
+    """``wildcard`` serving ``model_id``; ``None`` without a wildcard, for an empty or ``*``
+    id, and for an id that would change the URL of an entry that puts it in its path."""
+    if wildcard is None or not model_id or model_id == WILDCARD:
+        return None
+    if wildcard.model_id_in_path and not path_safe_model_id(model_id):
+        return None
+    return wildcard.for_model_id(model_id)
 
 
 @dataclass(frozen=True)

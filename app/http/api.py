@@ -28,7 +28,7 @@ from app.errors import (
     RequestTimeoutError,
     error_response,
 )
-from app.http.auth import bearer_token
+from app.http.auth import credential_fingerprint, passthrough_key, presented_keys
 from app.http.request_body import read_within
 from app.http.request_log import REQUEST_ID, REQUEST_ID_HEADER, RequestRecord, request_id_from
 from app.pipeline.attempt import attempt_for, failover_headers, should_repin
@@ -36,6 +36,7 @@ from app.pipeline.decide import Decision, session_key
 from app.pipeline.parse import (
     ROUTES_FIELD,
     ChatRequest,
+    is_route_name,
     parse_chat_request,
     parse_json_object,
     parse_request_routes,
@@ -73,7 +74,9 @@ def _decision_headers(decision: Decision, context: SessionContext | None = None)
     headers = {}
     if decision.pinned:
         headers["x-plano-pinned"] = "true"
-    if decision.route_name is not None:
+    if decision.route_name is not None and is_route_name(decision.route_name):
+        # Checked again: a pin written before route names were checked (or by an older
+        # replica sharing Redis) must not turn every request of its session into a 500.
         headers["x-plano-route"] = decision.route_name
     if decision.affinity is not None:
         headers["x-plano-affinity"] = decision.affinity
@@ -86,20 +89,17 @@ def _decision_headers(decision: Decision, context: SessionContext | None = None)
 
 
 def _authenticate_client(svc: Services, api: str) -> None:
-    """With ``server.api_keys`` set, a valid ``Authorization: Bearer`` key is required
-    (on Messages, ``x-api-key`` too: what the anthropic SDK and Claude Code send).
+    """With ``server.api_keys`` set, a valid key is required, as ``Authorization: Bearer``
+    or ``x-api-key`` (what the anthropic SDK and Claude Code send) on every API: with
+    ``passthrough_auth`` the provider key goes in the other one (SPEC §8).
 
     The client's key is only compared here; it is never forwarded, logged or echoed.
     """
     if not svc.client_keys:
         return
-    presented = bearer_token(request.headers.get("Authorization"))
-    if presented is None and api == "messages":
-        presented = request.headers.get("x-api-key")
-    if not svc.client_keys.matches(presented):
-        how = ("x-api-key or Authorization: Bearer" if api == "messages"
-               else "Authorization: Bearer")
-        raise AuthenticationError(f"missing or invalid API key ({how} <key>)")
+    if not any(svc.client_keys.matches(key) for key in presented_keys(request.headers)):
+        raise AuthenticationError(
+            "missing or invalid API key (Authorization: Bearer <key> or x-api-key: <key>)")
 
 
 def _parse_with(adapter) -> Callable[[bytes], ChatRequest]:
@@ -173,17 +173,25 @@ def chat_completions():
 def _passthrough_auth(endpoint: ModelEndpoint) -> dict | None:
     """With ``passthrough_auth`` (SPEC §13): the client's own key, in the header the
     provider expects (``Authorization: Bearer``, ``x-api-key``, ``api-key``), instead of
-    ``access_key``. The only case in which a client's key leaves the gateway; it is never
-    logged (neither the access log nor the spans record request headers)."""
+    ``access_key``; never the gateway's client key (:func:`app.http.auth.passthrough_key`). The
+    only case in which a client's key leaves the gateway; it is never logged (neither the
+    access log nor the spans record request headers)."""
     if not endpoint.passthrough_auth:
         return None
-    key = bearer_token(request.headers.get("Authorization")) or request.headers.get(
-        "x-api-key") or request.headers.get("api-key")
+    key = passthrough_key(request.headers, current_services().client_keys)
     if not key:
         return None  # forwarded without credentials: the provider answers 401
     if endpoint.auth == "bearer":
         return {"Authorization": f"Bearer {key}"}
     return {endpoint.auth: key}
+
+
+def _passthrough_credential(svc: Services, candidates) -> str | None:
+    """The fingerprint of the key a ``passthrough_auth`` candidate would get (its health
+    marks are per credential, SPEC §8); ``None`` when no candidate forwards a client key."""
+    if not any(endpoint.passthrough_auth for endpoint in candidates):
+        return None
+    return credential_fingerprint(passthrough_key(request.headers, svc.client_keys))
 
 
 def _answer_response(answer, headers: dict) -> Response:
@@ -225,7 +233,9 @@ def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
     attempt = attempt_for(api, parsed.body, decision, svc.relay, client_headers,
                           auth_for=_passthrough_auth)
     try:
-        result = svc.failover.run(svc.gateway.candidates(decision), attempt)
+        candidates = svc.gateway.candidates(decision)
+        result = svc.failover.run(candidates, attempt,
+                                  credential=_passthrough_credential(svc, candidates))
     except GatewayError as error:   # untranslatable content (400)
         return error_response(error, headers, anthropic=api == "messages")
     if result.failed_from is not None:

@@ -1,16 +1,27 @@
-"""Bearer-token checks for client keys (``server.api_keys``) and the admin token.
+"""Bearer-token checks for client keys (``server.api_keys``) and the admin token, and which
+client key (if any) goes upstream for a ``passthrough_auth`` provider.
 
 Keys are compared in constant time: each configured key is kept only as its SHA-256 digest,
 the presented token is hashed the same way, and every digest is compared with
 ``hmac.compare_digest`` without stopping at the first match, so neither the position of a
 match nor a key's length leaks through timing.
+
+The key that authenticated a client to the gateway is never forwarded (SPEC §8): with
+``passthrough_auth`` as well, the client sends its provider key in the other header, and
+:func:`passthrough_key` skips every value that is a gateway key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Iterable
+import os
+from typing import Iterable, Mapping
+
+#: Headers a client key may come in, in the order they are read.
+CLIENT_KEY_HEADERS = ("Authorization", "x-api-key", "api-key")
+#: Per-process salt of :func:`credential_fingerprint`: fingerprints never leave the worker.
+_FINGERPRINT_SALT = os.urandom(16)
 
 
 def _digest(secret: str) -> bytes:
@@ -45,3 +56,39 @@ class KeySet:
         for digest in self._digests:
             found |= hmac.compare_digest(candidate, digest)
         return found
+
+
+def presented_keys(headers: Mapping[str, str]) -> list[str]:
+    """The client keys a request carries, in header order: the ``Authorization: Bearer``
+    token, ``x-api-key``, ``api-key`` (empty values left out)."""
+    keys = []
+    for name in CLIENT_KEY_HEADERS:
+        value = headers.get(name)
+        if name == "Authorization":
+            value = bearer_token(value)
+        elif value is not None:
+            value = value.strip()
+        if value:
+            keys.append(value)
+    return keys
+
+
+def passthrough_key(headers: Mapping[str, str], gateway_keys: KeySet) -> str | None:
+    """The key a ``passthrough_auth`` provider gets: the first presented key that is not one
+    of the gateway's own client keys (``server.api_keys``); ``None`` when there is none (the
+    request goes upstream without a credential, and the provider answers 401)."""
+    for key in presented_keys(headers):
+        if not gateway_keys.matches(key):
+            return key
+    return None
+
+
+def credential_fingerprint(key: str | None) -> str | None:
+    """A short salted digest naming a client credential in per-credential state (health
+    marks of ``passthrough_auth`` models): never the key, and not comparable across
+    processes."""
+    if key is None:
+        return None
+    digest = hmac.new(_FINGERPRINT_SALT, key.encode("utf-8", errors="surrogateescape"),
+                      hashlib.sha256)
+    return digest.hexdigest()[:16]

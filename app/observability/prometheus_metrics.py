@@ -21,6 +21,12 @@ worker gets it) reads them all through ``MultiProcessCollector``. Without that v
 instance: nothing is ever registered on prometheus_client's global ``REGISTRY``, so apps
 built one after another never collide.
 
+Label values that name a model or a route come from the configuration, never from a
+client (SPEC §8): :mod:`app.observability.metric_labels` maps a wildcard-admitted model to
+its wildcard entry (``openai/*``) and a request-body route to ``request``, so the series are
+bounded by the configuration whatever names clients send. New metrics with a model label call
+:meth:`PrometheusMetrics.model_label`.
+
 Hot path: label children are resolved once per label set and kept in a dict; the label sets
 known at start-up (backend x outcome, routes and models, the endpoints' usual answers) are
 resolved in the constructor, which also makes them appear as 0 before the first event.
@@ -43,6 +49,7 @@ from prometheus_client import (
 
 from app.affinity.agent import IGNORED_REASONS
 from app.config import Config
+from app.observability.metric_labels import OTHER_LABEL, route_label, served_model_label
 from app.observability.metrics import Metrics
 
 MULTIPROC_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
@@ -51,7 +58,7 @@ MULTIPROC_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 CACHE_OUTCOMES = ("hit", "miss", "store", "conflict", "error", "store_error", "invalid",
                   "skipped")
 #: The ``route`` label of a decision that matched no route ("other", as Arch-Router says).
-NO_ROUTE_LABEL = "other"
+NO_ROUTE_LABEL = OTHER_LABEL
 #: Embedded router: microseconds; LLM router: up to its timeout (seconds).
 ROUTER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -109,6 +116,7 @@ class PrometheusMetrics(Metrics):
     def __init__(self, config: Config, *, cache_backend: str = "memory",
                  multiproc_dir: str | None = None):
         """``multiproc_dir`` defaults to :func:`multiprocess_dir` (gunicorn's directory)."""
+        self._config = config
         self.registry = CollectorRegistry(auto_describe=True)
         self._multiproc_dir = multiproc_dir if multiproc_dir is not None else \
             multiprocess_dir()
@@ -155,7 +163,6 @@ class PrometheusMetrics(Metrics):
             "Answered requests a model was decided for, by route (other: no match; request: "
             "routes given in the request body), serving model and pinned.",
             ("route", "model", "pinned"), registry=registry), _label)
-        self._model_labels = _ModelLabels(config)
         self._model_requests.prepare((route.name, model, pinned)
                                      for route in config.routing_preferences
                                      for model in route.models for pinned in (False, True))
@@ -188,16 +195,27 @@ class PrometheusMetrics(Metrics):
             "plano_admin_requests_total", "Admin API calls by action and status.",
             ("action", "status"), registry=registry), _label)
 
+    def model_label(self, model_name: str | None) -> str:
+        """The ``model`` label value of a served model (:func:`served_model_label`): use it
+        for every metric labelled by model."""
+        return served_model_label(self._config, model_name)
+
+    def route_label(self, route_name: str | None) -> str:
+        """The ``route`` label value of a route
+        (:func:`app.observability.metric_labels.route_label`)."""
+        return route_label(self._config, route_name)
+
     def session_cache_event(self, backend: str, outcome: str) -> None:
         self._cache_events.get((backend, outcome)).inc()
 
     def router_decision(self, route: str | None, model: str, fallback: bool,
                         seconds: float) -> None:
-        self._router_decisions.get((route, model, fallback)).inc()
+        self._router_decisions.get((self.route_label(route), self.model_label(model),
+                                    fallback)).inc()
         self._router_duration.observe(seconds)
 
     def router_skip(self, route: str | None, model: str) -> None:
-        self._router_skips.get((route, model)).inc()
+        self._router_skips.get((self.route_label(route), self.model_label(model))).inc()
 
     def agent_session_ignored(self, header: str, reason: str) -> None:
         self._agent_ignored.get((header, reason)).inc()
@@ -206,42 +224,25 @@ class PrometheusMetrics(Metrics):
         self._requests.get((endpoint, status, pinned)).inc()
 
     def model_request(self, route: str | None, model: str, pinned: bool) -> None:
-        labels = self._model_labels
-        self._model_requests.get((labels.route(route), labels.model(model), pinned)).inc()
+        self._model_requests.get((self.route_label(route), self.model_label(model),
+                                  pinned)).inc()
 
     def upstream_finished(self, model: str, seconds: float) -> None:
-        self._upstream.get((model,)).observe(seconds)
+        self._upstream.get((self.model_label(model),)).observe(seconds)
 
     def upstream_stream_error(self, model: str, reason: str) -> None:
-        self._stream_errors.get((model, reason)).inc()
+        self._stream_errors.get((self.model_label(model), reason)).inc()
 
     def admin_request(self, action: str, status: int) -> None:
         self._admin.get((action, status)).inc()
 
     def failover(self, from_model: str, to_model: str, reason: str) -> None:
-        self._failovers.get((from_model, to_model, reason)).inc()
+        self._failovers.get((self.model_label(from_model), self.model_label(to_model),
+                             reason)).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text of every worker (multiprocess) or of this instance."""
         return generate_latest(self._scrape_registry), CONTENT_TYPE_LATEST
-
-
-class _ModelLabels:
-    """Label values from the configuration only (SPEC §8): a route named in a request body
-    is ``request``, a model a wildcard entry admitted is that entry (``openai/*``)."""
-
-    def __init__(self, config: Config):
-        self._routes = frozenset(config.routes_by_name)
-        self._models = frozenset(config.endpoints_by_name)
-
-    def route(self, name: str | None) -> str | None:
-        return name if name is None or name in self._routes else "request"
-
-    def model(self, name: str) -> str:
-        if name in self._models:
-            return name
-        wildcard = f"{name.partition('/')[0]}/*"
-        return wildcard if wildcard in self._models else "other"
 
 
 def _known_decisions(config: Config) -> Iterable[tuple]:
@@ -250,7 +251,7 @@ def _known_decisions(config: Config) -> Iterable[tuple]:
     if not config.routing_preferences:
         return
     for route in config.routing_preferences:
-        yield route.name, route.models[0], False
+        yield route.name, served_model_label(config, route.models[0]), False
     for provider in config.model_providers:
-        yield None, provider.name, False
-        yield None, provider.name, True
+        yield NO_ROUTE_LABEL, provider.name, False
+        yield NO_ROUTE_LABEL, provider.name, True

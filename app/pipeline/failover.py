@@ -16,7 +16,10 @@ never retried within the request. Anything else (a success, another 4xx, a strea
 answer. When every try failed, the last failure is relayed.
 
 Health (:class:`app.pipeline.model_health.ModelHealth`): a model marked down is skipped (when every
-candidate is down, the first is tried anyway); each failure and success is recorded.
+candidate is down, the first is tried anyway); each failure and success is recorded. A
+``passthrough_auth`` model answers with the client's own key, so its marks are kept per
+credential (``credential``: a fingerprint of that key, :func:`app.http.auth.
+credential_fingerprint`): one user's rate limit does not fail everyone else over (SPEC §8).
 No Flask, no HTTP here: the caller supplies ``attempt``.
 """
 
@@ -114,6 +117,14 @@ def failure_reason(answer: Answer | None, error: GatewayError | None) -> str | N
     return None
 
 
+def health_key(endpoint: ModelEndpoint, credential: str | None) -> str:
+    """The name ``endpoint``'s health marks are kept under: the model's name, and for a
+    ``passthrough_auth`` model with a client credential, the model per credential."""
+    if credential is None or not endpoint.passthrough_auth:
+        return endpoint.name
+    return f"{endpoint.name}#{credential}"
+
+
 class Failover:
     """Runs attempt chains for one worker (its health marks are the worker's)."""
 
@@ -123,12 +134,18 @@ class Failover:
         self._max_models = config.max_attempts
         self._retries = max(0, max_retries)
         self._timeout = timeout_seconds
-        self.health = health or ModelHealth(config.failure_threshold, config.cooldown_seconds)
+        self.health = health if health is not None else ModelHealth(
+            config.failure_threshold, config.cooldown_seconds)
         self._metrics = metrics or Metrics()
         self._clock = clock
 
-    def run(self, candidates: Sequence[ModelEndpoint], attempt: Attempt) -> FailoverResult:
-        """Try ``candidates`` (ranked, the decided model first) until one answers."""
+    def run(self, candidates: Sequence[ModelEndpoint], attempt: Attempt,
+            credential: str | None = None) -> FailoverResult:
+        """Try ``candidates`` (ranked, the decided model first) until one answers.
+
+        ``credential``: the fingerprint of the key the client sent for ``passthrough_auth``
+        models (``None``: none sent); their health marks are that credential's.
+        """
         deadline = self._clock() + self._timeout
         health = self.health
         limit = self._max_models or len(candidates)
@@ -139,13 +156,14 @@ class Failover:
         for endpoint in candidates:
             if tried >= limit:
                 break
-            if not health.available(endpoint.name):
+            if not health.available(health_key(endpoint, credential)):
                 pending.append((endpoint.name, "down"))
                 failed_from = failed_from or endpoint.name
                 continue
             tried += 1
             outcome = self._try_model(endpoint, attempt, deadline, pending,
-                                      first=endpoint.name == candidates[0].name)
+                                      first=endpoint.name == candidates[0].name,
+                                      credential=credential)
             if outcome is None:  # the request cannot go to this fallback: the next one
                 continue
             result = outcome
@@ -159,7 +177,8 @@ class Failover:
             # Every candidate is marked down (or none could be planned): try the decided
             # model anyway rather than refuse the request.
             pending.clear()
-            result = self._try_model(candidates[0], attempt, deadline, pending, first=True)
+            result = self._try_model(candidates[0], attempt, deadline, pending, first=True,
+                                     credential=credential)
             failed_from = None
         if failed_from == result.served.name:
             failed_from = None
@@ -167,9 +186,11 @@ class Failover:
         return result
 
     def _try_model(self, endpoint: ModelEndpoint, attempt: Attempt, deadline: float,
-                   pending: list[tuple[str, str]], first: bool) -> FailoverResult | None:
+                   pending: list[tuple[str, str]], first: bool,
+                   credential: str | None = None) -> FailoverResult | None:
         """Up to 1 + ``max_retries`` tries of one model. The result's ``reasons`` are empty
         when its answer is to be relayed as it is."""
+        marked = health_key(endpoint, credential)
         for model, reason in pending:
             self._metrics.failover(model, endpoint.name, reason)
         pending.clear()
@@ -192,15 +213,15 @@ class Failover:
             if reason is None:
                 result.reasons.clear()
                 if answer is not None:
-                    self.health.record_success(endpoint.name)
+                    self.health.record_success(marked)
                 return result
             result.reasons.append(reason)
             wait = retry_after_seconds(answer.headers) if (
                 answer is not None and answer.status in RETRY_AFTER_STATUSES) else None
             if wait is not None:
-                self.health.mark_down(endpoint.name, wait)
+                self.health.mark_down(marked, wait)
                 reason = "retry_after"
-            elif self.health.record_failure(endpoint.name):
+            elif self.health.record_failure(marked):
                 wait = 0.0  # just marked down: not retried either
             log.info("model %s failed (%s)", endpoint.name, reason,
                      extra={"event": "model_failed", "model": endpoint.name,

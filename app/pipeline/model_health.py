@@ -7,14 +7,26 @@ to probe it (the others keep skipping it for another cool-down while the probe r
 success clears the mark; a failed probe marks it down again. A 429 or 503 with
 ``Retry-After`` marks a model down at once, for min(Retry-After, cooldown).
 
+Bounded whatever clients name (SPEC §8): a wildcard entry admits any model id and a
+``passthrough_auth`` model has a mark per credential, so the marks are capped at
+``max_marks`` (the least recently touched go first) and a mark that has been neither down
+nor touched for ``idle_seconds`` (at least the cool-down) is forgotten: its consecutive
+failures are that old.
+
 Safe under gevent: every method runs without yielding (plain dict operations).
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
+
+#: Most marks one worker keeps (models a wildcard admits, credentials of passthrough_auth).
+MAX_MARKS = 256
+#: A mark neither down nor touched for this long is forgotten.
+IDLE_SECONDS = 300.0
 
 
 @dataclass(slots=True)
@@ -22,6 +34,8 @@ class _Mark:
     failures: int = 0
     #: Monotonic time until which the model is skipped; ``None``: not down.
     down_until: float | None = None
+    #: Monotonic time of the last failure (or down mark) recorded.
+    touched: float = 0.0
 
 
 class HealthMark(NamedTuple):
@@ -40,11 +54,19 @@ class ModelHealth:
     """Consecutive-failure counts and down marks per model name, for one worker."""
 
     def __init__(self, failure_threshold: int = 3, cooldown_seconds: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, *, max_marks: int = MAX_MARKS,
+                 idle_seconds: float = IDLE_SECONDS):
         self._threshold = failure_threshold
         self._cooldown = cooldown_seconds
         self._clock = clock
-        self._marks: dict[str, _Mark] = {}
+        self._max_marks = max(1, max_marks)
+        self._idle = max(idle_seconds, cooldown_seconds)
+        #: Least recently touched first.
+        self._marks: OrderedDict[str, _Mark] = OrderedDict()
+
+    def __len__(self) -> int:
+        """How many marks are kept (at most ``max_marks``)."""
+        return len(self._marks)
 
     @property
     def cooldown_seconds(self) -> float:
@@ -61,6 +83,9 @@ class ModelHealth:
         if mark is None or mark.down_until is None:
             return True
         now = self._clock()
+        if self._expired(mark, now):
+            del self._marks[model]
+            return True
         if now < mark.down_until:
             return False
         mark.down_until = now + self._cooldown  # the probe's lease
@@ -79,22 +104,42 @@ class ModelHealth:
 
     def record_failure(self, model: str) -> bool:
         """``model`` failed once more; ``True`` when this failure marked it down."""
-        mark = self._marks.get(model)
-        if mark is None:
-            mark = self._marks[model] = _Mark()
+        now = self._clock()
+        mark = self._touch(model, now)
         mark.failures += 1
         if mark.failures >= self._threshold:
-            mark.down_until = self._clock() + self._cooldown
+            mark.down_until = now + self._cooldown
             return True
         return False
 
     def mark_down(self, model: str, seconds: float) -> None:
         """Skip ``model`` for min(``seconds``, cooldown) (a ``Retry-After``)."""
-        mark = self._marks.get(model)
-        if mark is None:
-            mark = self._marks[model] = _Mark()
+        now = self._clock()
+        mark = self._touch(model, now)
         mark.failures += 1
-        mark.down_until = self._clock() + max(0.0, min(seconds, self._cooldown))
+        mark.down_until = now + max(0.0, min(seconds, self._cooldown))
+
+    def _touch(self, model: str, now: float) -> _Mark:
+        """The mark of ``model`` (a fresh one if none, or if its own had expired), made the
+        most recently touched; expired and surplus marks are dropped, oldest first."""
+        marks = self._marks
+        mark = marks.get(model)
+        if mark is None or self._expired(mark, now):
+            mark = marks[model] = _Mark()
+        marks.move_to_end(model)
+        mark.touched = now
+        while marks:
+            oldest = next(iter(marks.values()))
+            if len(marks) <= self._max_marks and not self._expired(oldest, now):
+                break
+            marks.popitem(last=False)
+        return mark
+
+    def _expired(self, mark: _Mark, now: float) -> bool:
+        """Neither down nor touched for ``idle_seconds``: forget its failures."""
+        if mark.down_until is not None and now < mark.down_until:
+            return False
+        return now - mark.touched >= self._idle
 
     def marks(self) -> list[HealthMark]:
         """A read-only copy of every mark, by model name (for ``GET /status``).

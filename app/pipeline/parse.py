@@ -15,6 +15,11 @@ from app.config import RouteConfig
 from app.errors import InvalidAffinityIdError, InvalidRequestError
 
 MAX_AFFINITY_ID_LENGTH = 256
+#: A request-body route name is kept in pins and turn records and answered in a header.
+MAX_ROUTE_NAME_LENGTH = 128
+#: Key prefixes the gateway uses for its own records next to the pins (turn records,
+#: usage): an explicit session id may not begin with one (SPEC §8).
+RESERVED_SESSION_PREFIXES = ("turn:", "usage:")
 #: Plano's routing API lets a request bring its own routes under this key.
 ROUTES_FIELD = "routing_preferences"
 
@@ -79,7 +84,9 @@ def parse_request_routes(value: Any) -> tuple[RouteConfig, ...]:
     """A body's ``routing_preferences``: ``[{name, description, models: [...]}]``.
 
     The model names are checked against the configuration by the gateway, when (and only
-    when) the routes are used: a pinned hit ignores them.
+    when) the routes are used: a pinned hit ignores them. Route names are checked here,
+    before anything is stored or sent (SPEC §8): 1 to 128 characters of printable ASCII,
+    like an affinity id, as they end up in pins, an answer header and traces.
     """
     if not isinstance(value, list) or not value:
         raise InvalidRequestError(f"'{ROUTES_FIELD}' must be a non-empty array",
@@ -94,21 +101,36 @@ def parse_request_routes(value: Any) -> tuple[RouteConfig, ...]:
                 f"{ROUTES_FIELD}[{index}] must be an object with a string 'name', a string "
                 "'description' and a non-empty 'models' array of model names",
                 param=f"{ROUTES_FIELD}.{index}", code="invalid_routing_preferences")
+        if not is_route_name(item["name"]):
+            raise InvalidRequestError(
+                f"{ROUTES_FIELD}[{index}].name must be 1 to {MAX_ROUTE_NAME_LENGTH} "
+                "characters of printable ASCII", param=f"{ROUTES_FIELD}.{index}.name",
+                code="invalid_routing_preferences")
         routes.append(RouteConfig(item["name"], item["description"], tuple(models)))
     return tuple(routes)
+
+
+def is_route_name(name: str) -> bool:
+    """Whether a request-body route name is acceptable: at most 128 characters of printable
+    ASCII (emptiness is checked with the other fields)."""
+    return len(name) <= MAX_ROUTE_NAME_LENGTH and name.isascii() and name.isprintable()
 
 
 def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def validate_affinity_value(value: str | None, header: str, *,
-                            allow_colon: bool = True) -> str | None:
+def validate_affinity_value(value: str | None, header: str, *, allow_colon: bool = True,
+                            allow_reserved: bool = False) -> str | None:
     """Check an ``X-Model-Affinity`` or tenant header value; ``None`` when not sent.
 
     1 to 256 characters of printable ASCII (space through ``~``); a tenant may not contain
-    ``:`` because it is the separator of the logical key ``tenant:session``. Anything else
-    is refused with 400 ``invalid_affinity_id`` rather than stored under a surprising key.
+    ``:`` because it is the separator of the logical key ``tenant:session``; no value may
+    begin with a prefix of the gateway's own records (:data:`RESERVED_SESSION_PREFIXES`),
+    or ``X-Model-Affinity: turn:abc`` would read and write session ``abc``'s turn record
+    (``allow_reserved``: the admin API, whose operator may inspect those records).
+    Anything else is refused with 400 ``invalid_affinity_id`` rather than stored under a
+    surprising key.
     """
     if value is None:
         return None
@@ -121,6 +143,10 @@ def validate_affinity_value(value: str | None, header: str, *,
         problem = "must contain only printable ASCII characters"
     elif not allow_colon and ":" in value:
         problem = "must not contain ':'"
+    elif not allow_reserved and value.startswith(RESERVED_SESSION_PREFIXES):
+        problem = ("must not begin with " + " or ".join(
+            f"'{prefix}'" for prefix in RESERVED_SESSION_PREFIXES)
+            + " (the gateway's own keys)")
     if problem:
         raise InvalidAffinityIdError(f"header {header} {problem}", param=header)
     return value
