@@ -1,10 +1,12 @@
 """A logging HTTP proxy on loopback: see exactly what a real client (Claude Code, Codex) sends.
 
-Every request is written as one JSON line (method, path, headers, JSON body or text) to
-``--out``, then forwarded to ``--upstream`` (the MOCK upstream or a gateway) and its answer
-relayed back unchanged, streamed as it arrives; without ``--upstream`` every request gets a
-404 after being logged. It is how tests/data/agents/ was captured (docs/client-apis.md,
-"Claude Code and Codex"):
+Every request is forwarded to ``--upstream`` (the MOCK upstream or a gateway) and its answer
+relayed back unchanged, streamed as it arrives (end-to-end headers kept, hop-by-hop ones
+re-made; an answer cut by the upstream is cut for the client too); then one JSON line is
+written to ``--out``: method, path, headers, JSON body (or text), and the answer's status and
+headers. Without ``--upstream`` every request gets a 404. It is how tests/data/agents/ was
+captured (docs/client-apis.md, "Claude Code and Codex"), and how the agent tests read the
+gateway's answer headers, which the CLIs do not show:
 
     python -m devkit.capture --port 0 --upstream http://127.0.0.1:18080 --out /tmp/cap.jsonl
 
@@ -35,6 +37,12 @@ def record_of(method: str, path: str, headers, body: bytes) -> dict:
     return {"method": method, "path": path, "headers": dict(headers.items()), "body": parsed}
 
 
+def answered(record: dict, status: int, headers) -> dict:
+    """``record`` with the answer's status and headers (names lower-cased)."""
+    return {**record, "status": status,
+            "response_headers": {name.lower(): value for name, value in headers}}
+
+
 class CaptureHandler(http.server.BaseHTTPRequestHandler):
     """Logs the request, then relays it to the upstream (or answers 404)."""
 
@@ -47,11 +55,12 @@ class CaptureHandler(http.server.BaseHTTPRequestHandler):
     def _handle(self):
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
-        self.server.write(record_of(self.command, self.path, self.headers, body))
+        record = record_of(self.command, self.path, self.headers, body)
         if self.server.upstream is None:
+            self.server.write(answered(record, 404, []))
             self._answer(404, b'{"error": {"message": "capture: no upstream"}}')
             return
-        self._relay(body)
+        self._relay(body, record)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
 
@@ -62,7 +71,7 @@ class CaptureHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _relay(self, body: bytes):
+    def _relay(self, body: bytes, record: dict):
         up = self.server.upstream
         conn = http.client.HTTPConnection(up.hostname, up.port, timeout=120)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -72,8 +81,10 @@ class CaptureHandler(http.server.BaseHTTPRequestHandler):
             resp = conn.getresponse()
         except OSError as error:
             conn.close()
+            self.server.write(answered(record, 502, []))
             self._answer(502, json.dumps({"error": {"message": f"capture: {error}"}}).encode())
             return
+        self.server.write(answered(record, resp.status, resp.getheaders()))
         self.send_response(resp.status)
         for name, value in resp.getheaders():
             if name.lower() not in HOP_BY_HOP:
@@ -93,20 +104,36 @@ class CaptureHandler(http.server.BaseHTTPRequestHandler):
 
 
 class CaptureServer(http.server.ThreadingHTTPServer):
-    """The proxy: where to forward and where to log."""
+    """The proxy: where to forward, where to log (``out``, a text file, or None) and the
+    records so far (``records``, in the order the answers began)."""
 
     daemon_threads = True
 
-    def __init__(self, address, upstream: str | None, out):
+    def __init__(self, address, upstream: str | None, out=None):
         super().__init__(address, CaptureHandler)
         self.upstream = urllib.parse.urlsplit(upstream) if upstream else None
         self.out = out
+        self.records: list[dict] = []
         self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
 
     def write(self, record: dict):
         with self.lock:
-            self.out.write(json.dumps(record) + "\n")
-            self.out.flush()
+            self.records.append(record)
+            if self.out is not None:
+                self.out.write(json.dumps(record) + "\n")
+                self.out.flush()
+
+    def __enter__(self) -> CaptureServer:
+        threading.Thread(target=self.serve_forever, name="capture", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+        self.server_close()
 
 
 def main(argv=None) -> int:
