@@ -30,9 +30,10 @@ from tests.support.configs import make_config_dict
 pytestmark = [pytest.mark.integration, pytest.mark.agents]
 
 CLAUDE_MODEL = "anthropic/claude-sonnet-4-6"
-#: What Claude Code is told: a Claude name, an alias here. Told any other name, Claude Code
-#: puts a system message in `messages` (tests/data/agents/README.md).
-CLAUDE_ALIAS = "claude-sonnet-4-6"
+#: What Claude Code is told: the bare id, which the one provider serving it resolves. Told a
+#: name that is not Claude's, Claude Code puts a system message in `messages`
+#: (tests/data/agents/README.md).
+CLAUDE_ID = "claude-sonnet-4-6"
 OPENAI_MODEL = "openai/gpt-4o-mini"   # vendor openai: Responses go natively
 #: The models of the stream-cut test (their own, so the fault held by the mock hits no other);
 #: Claude Code is told a Claude name it knows (else it adds a system message, see above).
@@ -41,7 +42,7 @@ CUT_OPENAI = "openai/gpt-cut-4"
 #: (the model the CLI names, the gateway model it resolves to, and per CLI the upstream path
 #: the gateway must use: same-shape pass-through or translation).
 FAMILIES = {
-    "anthropic": {"claude": CLAUDE_ALIAS, "codex": CLAUDE_MODEL, "upstream_id": "claude-sonnet-4-6",
+    "anthropic": {"claude": CLAUDE_ID, "codex": CLAUDE_MODEL, "upstream_id": CLAUDE_ID,
                   "paths": {"claude": "/v1/messages", "codex": "/v1/messages"}},
     "openai": {"claude": OPENAI_MODEL, "codex": OPENAI_MODEL, "upstream_id": "gpt-4o-mini",
                "paths": {"claude": "/v1/chat/completions", "codex": "/v1/responses"}},
@@ -67,7 +68,7 @@ def installed():
 @pytest.fixture(scope="module")
 def gateway(installed, mock_llm, shared_redis):
     """The base routes (an envelope routed as user text would leave the requested model),
-    both families, a Claude-named alias as a Claude Code user would write, Redis pins."""
+    both families, a Claude-named alias as a Claude Code user would write one, Redis pins."""
     raw = make_config_dict(
         model_providers=[
             {"model": OPENAI_MODEL, "base_url": mock_llm.base_url, "default": True},
@@ -75,8 +76,7 @@ def gateway(installed, mock_llm, shared_redis):
             {"model": CLAUDE_MODEL, "base_url": mock_llm.base_url},
             {"model": CUT_CLAUDE, "base_url": mock_llm.base_url},
             {"model": CUT_OPENAI, "base_url": mock_llm.base_url}],
-        model_aliases={CLAUDE_ALIAS: {"target": CLAUDE_MODEL},
-                       CUT_CLAUDE_ALIAS: {"target": CUT_CLAUDE}},
+        model_aliases={CUT_CLAUDE_ALIAS: {"target": CUT_CLAUDE}},
         routing={"session_ttl_seconds": 300,
                  "session_cache": {"type": "redis", "url": shared_redis.url}})
     with Gateway(raw, workers=2) as running:
