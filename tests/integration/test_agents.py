@@ -186,3 +186,37 @@ def test_a_stream_cut_mid_answer_reaches_the_agent_as_an_error(cli, family, prox
     assert [u["body"].get("stream") for u in upstream] == [True], seen
     assert result.returncode != 0, seen
     assert "error" in result.output.lower(), seen
+
+
+@pytest.fixture(scope="module")
+def implicit_gateway(installed, mock_llm, shared_redis):
+    """Agent sessions off (header-only affinity restored), implicit sessions pinned."""
+    raw = make_config_dict(
+        model_providers=[
+            {"model": OPENAI_MODEL, "base_url": mock_llm.base_url, "default": True},
+            {"model": "openai/gpt-5.2", "base_url": mock_llm.base_url},
+            {"model": CLAUDE_MODEL, "base_url": mock_llm.base_url}],
+        routing={"session_ttl_seconds": 300, "implicit_affinity": True,
+                 "agent_sessions": {"enabled": False},
+                 "session_cache": {"type": "redis", "url": shared_redis.url}})
+    with Gateway(raw, workers=2) as running:
+        yield running
+
+
+@pytest.mark.parametrize("cli", ["claude", "codex"])
+def test_two_conversations_in_one_workspace_get_two_implicit_sessions(cli, implicit_gateway,
+                                                                      tmp_path):
+    """With agent sessions off, the id is derived from the conversation; the harness's
+    envelopes (Claude Code's reminders, Codex's <environment_context>, the same for every
+    conversation in a workspace) are skipped, so each conversation has its own id."""
+    model = CLAUDE_ID if cli == "claude" else OPENAI_MODEL
+    ids = []
+    for prompt in ("Name a colour, ticket one.", "Name a fruit, ticket two."):
+        with CaptureServer(("127.0.0.1", 0), implicit_gateway.url) as proxy:
+            result = run(cli, proxy, model, prompt, tmp_path)   # same HOME, same workspace
+            answers = [c["response_headers"] for c in api_calls(proxy)]
+        seen = [(a.get("x-plano-session-source"), a.get("x-plano-session-id")) for a in answers]
+        assert result.returncode == 0, (result.output[-2000:], seen)
+        assert [source for source, _ in seen] == ["implicit"] * len(seen), seen
+        ids.append(seen[0][1])
+    assert ids[0] != ids[1], ids
