@@ -49,7 +49,7 @@ class CaptureHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: CaptureServer
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+    def log_message(self, format, *args):
         """Quiet: the JSON lines are the log."""
 
     def _handle(self):
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     parser.add_argument("--upstream", help="base URL to forward to (e.g. the mock)")
     parser.add_argument("--out", default="-", help="JSON-lines file (default stdout)")
     args = parser.parse_args(argv)
-    out = sys.stdout if args.out == "-" else open(args.out, "a", encoding="utf-8")  # noqa: SIM115
+    out = sys.stdout if args.out == "-" else open(args.out, "a", encoding="utf-8")
     server = CaptureServer(("127.0.0.1", args.port), args.upstream, out)
     print(f"capture listening on http://127.0.0.1:{server.server_address[1]}", file=sys.stderr,
           flush=True)
