@@ -2,15 +2,18 @@
 CLIs (``bin/install_agents``), configured with nothing but the gateway's base URL, run a real
 three-call tool loop against the MOCK upstream (a tool call, its result, a final answer; the
 file the tool writes appears on disk), to an Anthropic-interface and an OpenAI-interface
-model, with and without a custom ``X-Model-Affinity`` header; and a stream cut mid-answer
-reaches each CLI as an error.
+model, with and without a custom ``X-Model-Affinity`` header; a stream cut mid-answer reaches
+each CLI as an error; a router that would move the tool-result calls elsewhere cannot, because
+the agent's own session id pins the loop; and with agent sessions off, two conversations in
+one workspace get two implicit session ids.
 
 The loop is scripted by ``[mock:tool NAME {args}]`` directives in the prompt (bin/mock_llm.py).
 Between each CLI and the gateway sits a transparent logging proxy (``devkit.capture``), so the
 gateway's answer headers, which the CLIs do not show, can be checked; what the upstream got
-is the mock's own record. One gateway (2 gevent workers, Redis session cache) serves the
-module. Marker ``agents``: skipped with the reason when the CLIs are not installed, except
-under CI=true, where that fails.
+is the mock's own record. Three gateways (2 gevent workers each, Redis session cache) serve
+the module: the main one, one with an LLM router, one with agent sessions off. Marker
+``agents``: skipped with the reason when the CLIs are not installed, except under CI=true,
+where that fails.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from devkit import agents
 from devkit.capture import CaptureServer
 from devkit.gateway import Gateway
 from tests.support.configs import make_config_dict
+from tests.support.routing_llm import RoutingLLM
 
 pytestmark = [pytest.mark.integration, pytest.mark.agents]
 
@@ -220,3 +224,67 @@ def test_two_conversations_in_one_workspace_get_two_implicit_sessions(cli, impli
         assert [source for source, _ in seen] == ["implicit"] * len(seen), seen
         ids.append(seen[0][1])
     assert ids[0] != ids[1], ids
+
+
+class ShiftingRouter(RoutingLLM):
+    """A routing LLM that answers ``first`` to the first call after :meth:`reset`, then
+    ``later``: what an LLM router reading a growing tool loop may well do."""
+
+    def __init__(self, first: str, later: str):
+        super().__init__(first)
+        self.first, self.later = first, later
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls = 0
+
+    def _answer(self) -> bytes:
+        with self._lock:
+            self.route = self.first if self.calls == 0 else self.later
+        return super()._answer()
+
+
+@pytest.fixture(scope="module")
+def shifting_router():
+    with ShiftingRouter("deep_reasoning", "fast_responses") as llm:
+        yield llm
+
+
+@pytest.fixture(scope="module")
+def routed_gateway(installed, mock_llm, shared_redis, shifting_router):
+    """The LLM router on :class:`ShiftingRouter`: deep_reasoning -> openai/gpt-5.2 first,
+    fast_responses -> openai/gpt-4o-mini after."""
+    raw = make_config_dict(
+        model_providers=[
+            {"model": OPENAI_MODEL, "base_url": mock_llm.base_url, "default": True},
+            {"model": "openai/gpt-5.2", "base_url": mock_llm.base_url},
+            {"model": CLAUDE_MODEL, "base_url": mock_llm.base_url},
+            {"model": "openai/arch-router", "base_url": shifting_router.base_url}],
+        routing={"model": "openai/arch-router", "session_ttl_seconds": 300,
+                 "session_cache": {"type": "redis", "url": shared_redis.url}})
+    with Gateway(raw, workers=2) as running:
+        yield running
+
+
+@pytest.mark.parametrize("with_header", [False, True], ids=["base-url-only", "affinity-header"])
+@pytest.mark.parametrize("cli", ["claude", "codex"])
+def test_the_session_keeps_a_rerouted_loop_on_one_model(cli, with_header, routed_gateway,
+                                                        shifting_router, mock_llm, tmp_path):
+    """A router that would send the tool-result calls elsewhere: the session id the agent
+    sends (only the base URL configured) pins the loop's first model as an explicit
+    X-Model-Affinity does, so the router is asked once and all three calls reach
+    openai/gpt-5.2."""
+    tag = uuid.uuid4().hex[:12]
+    shifting_router.reset()
+    model = CLAUDE_ID if cli == "claude" else OPENAI_MODEL
+    headers = {AFFINITY: f"agent-test-{tag}"} if with_header else None
+    with CaptureServer(("127.0.0.1", 0), routed_gateway.url) as proxy:
+        result = run(cli, proxy, model, loop_prompt(cli, tag, tmp_path / "workspace"), tmp_path,
+                     headers=headers)
+    assert result.returncode == 0, result.output[-2000:]
+    assert (result.workspace / "out.txt").read_text() == "42\n"
+    upstream = [(u["path"].split("?")[0], u["body"]["model"])
+                for u in upstream_calls(mock_llm, tag)]
+    path = "/v1/chat/completions" if cli == "claude" else "/v1/responses"
+    assert upstream == [(path, "gpt-5.2")] * 3, upstream
+    assert shifting_router.calls == 1
