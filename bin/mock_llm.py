@@ -93,7 +93,6 @@ def api_of(path: str) -> str | None:
     """``chat``, ``messages`` or ``responses`` for an API path (query ignored), else None."""
     bare = path.split("?", 1)[0]
     return next((api for suffix, api in API_SUFFIXES if bare.endswith(suffix)), None)
-TOOL_MARKER = "[mock:tool]"
 #: ``[mock:tool NAME {args}]``: one step of a tool-call script (NAME optional: the first tool).
 DIRECTIVE = re.compile(r"\[mock:tool(?:\s+([A-Za-z0-9_.:-]+))?\s*")
 PATCH = "*** mock patch ***"
