@@ -79,27 +79,31 @@ class CaptureHandler(http.server.BaseHTTPRequestHandler):
             conn.request(self.command, up.path.rstrip("/") + self.path, body=body,
                          headers=headers)
             resp = conn.getresponse()
-        except OSError as error:
+        except (OSError, http.client.HTTPException) as error:
             conn.close()
             self.server.write(answered(record, 502, []))
             self._answer(502, json.dumps({"error": {"message": f"capture: {error}"}}).encode())
             return
         self.server.write(answered(record, resp.status, resp.getheaders()))
+        try:
+            self._stream(resp)
+        except (OSError, http.client.HTTPException):
+            # The upstream cut its body (cut ours too), or the client went away.
+            self.close_connection = True
+        finally:
+            conn.close()
+
+    def _stream(self, resp: http.client.HTTPResponse):
+        """The answer's status, end-to-end headers and body (re-chunked as it arrives)."""
         self.send_response(resp.status)
         for name, value in resp.getheaders():
             if name.lower() not in HOP_BY_HOP:
                 self.send_header(name, value)
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
-        try:
-            while chunk := resp.read1(65536):
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                self.wfile.flush()
-        except http.client.IncompleteRead:
-            self.close_connection = True   # the upstream cut the body: cut ours too
-            return
-        finally:
-            conn.close()
+        while chunk := resp.read1(65536):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
 

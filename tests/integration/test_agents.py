@@ -39,10 +39,11 @@ CLAUDE_MODEL = "anthropic/claude-sonnet-4-6"
 #: (tests/data/agents/README.md).
 CLAUDE_ID = "claude-sonnet-4-6"
 OPENAI_MODEL = "openai/gpt-4o-mini"   # vendor openai: Responses go natively
-#: The models of the stream-cut test (their own, so the fault held by the mock hits no other);
-#: Claude Code is told a Claude name it knows (else it adds a system message, see above).
+#: The models of the stream-cut test (their own, so the fault held by the mock hits no other).
+#: Claude Code is told Claude names it knows, aliases here, so that this test depends on the
+#: stream's handling only (another name adds a system message, see above).
 CUT_CLAUDE, CUT_CLAUDE_ALIAS = "anthropic/claude-cut-4", "claude-haiku-4-5"
-CUT_OPENAI = "openai/gpt-cut-4"
+CUT_OPENAI, CUT_OPENAI_ALIAS = "openai/gpt-cut-4", "claude-sonnet-4-5"
 #: (the model the CLI names, the gateway model it resolves to, and per CLI the upstream path
 #: the gateway must use: same-shape pass-through or translation).
 FAMILIES = {
@@ -80,7 +81,8 @@ def gateway(installed, mock_llm, shared_redis):
             {"model": CLAUDE_MODEL, "base_url": mock_llm.base_url},
             {"model": CUT_CLAUDE, "base_url": mock_llm.base_url},
             {"model": CUT_OPENAI, "base_url": mock_llm.base_url}],
-        model_aliases={CUT_CLAUDE_ALIAS: {"target": CUT_CLAUDE}},
+        model_aliases={CUT_CLAUDE_ALIAS: {"target": CUT_CLAUDE},
+                       CUT_OPENAI_ALIAS: {"target": CUT_OPENAI}},
         routing={"session_ttl_seconds": 300,
                  "session_cache": {"type": "redis", "url": shared_redis.url}})
     with Gateway(raw, workers=2) as running:
@@ -172,7 +174,8 @@ def test_a_stream_cut_mid_answer_reaches_the_agent_as_an_error(cli, family, prox
     tag = uuid.uuid4().hex[:12]
     model, upstream_id = {"anthropic": (CUT_CLAUDE_ALIAS if cli == "claude" else CUT_CLAUDE,
                                         "claude-cut-4"),
-                          "openai": (CUT_OPENAI, "gpt-cut-4")}[family]
+                          "openai": (CUT_OPENAI_ALIAS if cli == "claude" else CUT_OPENAI,
+                                     "gpt-cut-4")}[family]
     faults = f"{mock_llm.url}/_mock/faults"
     requests.post(faults, json={"model": upstream_id, "break_after": 5}, timeout=5)
     try:
