@@ -32,6 +32,14 @@ Endpoints:
   ``[mock:context-length]`` -> 400 with the provider's context-length error (chat and
       responses: OpenAI's ``context_length_exceeded`` wording; messages: Anthropic's
       ``prompt is too long: N tokens > M maximum``).
+  A script of tool calls drives a real agent's multi-call loop (Claude Code, Codex): the user
+  text holds one or more ``[mock:tool NAME {JSON arguments}]`` directives; the answer to it
+  calls tool NAME with exactly those arguments, each tool result after it gets the next
+  directive's call, and the result of the last one gets the final answer (quoting it).
+  E.g. ``[mock:tool Bash {"command": "echo 42 > out.txt"}]`` for Claude Code,
+  ``[mock:tool exec_command {"cmd": "echo 42 > out.txt"}]`` for Codex. A custom tool gets a
+  JSON string argument as its raw input. A NAME the request does not offer is answered with a
+  text saying so and naming the tools offered.
   GET /health                    -> {"status": "ok", "mock": true}
   GET /_mock/requests            -> the last 100 recorded requests (every path except /health
                                     and /_mock/*): [{"path", "headers", "body"}]
@@ -99,12 +107,15 @@ def api_of(path: str) -> str | None:
     """``chat``, ``messages`` or ``responses`` for an API path (query ignored), else None."""
     bare = path.split("?", 1)[0]
     return next((api for suffix, api in API_SUFFIXES if bare.endswith(suffix)), None)
-TOOL_MARKER = "[mock:tool]"
+
+
 PARALLEL_MARKER = "[mock:parallel]"
 REASONING_MARKER = "[mock:reasoning]"
 CONTEXT_MARKER = "[mock:context-length]"
 #: The context window the MOCK context-length errors name, and the prompt size they report.
 MOCK_CONTEXT_WINDOW, MOCK_PROMPT_TOKENS = 128000, 131072
+#: ``[mock:tool NAME {args}]``: one step of a tool-call script (NAME optional: the first tool).
+DIRECTIVE = re.compile(r"\[mock:tool(?:\s+([A-Za-z0-9_.:-]+))?\s*")
 PATCH = "*** mock patch ***"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -433,19 +444,66 @@ def stream_events(cid, created, model, content, usage, body, reasoning=None) -> 
     return [json.dumps(c).encode() for c in chunks] + [b"[DONE]"]
 
 
+def directives(text: str) -> list[tuple[str | None, object]]:
+    """The ``[mock:tool NAME {args}]`` steps of a user text, in order: (NAME or None, the
+    parsed arguments or None). ``[mock:tool]`` is one step calling the first tool; a
+    directive whose arguments are not JSON followed by ``]`` is not a step."""
+    steps, decoder, at = [], json.JSONDecoder(), 0
+    while (match := DIRECTIVE.search(text, at)) is not None:
+        at = match.end()
+        args = None
+        if text.startswith("]", at):
+            steps.append((match.group(1), None))
+            continue
+        try:
+            args, end = decoder.raw_decode(text, at)
+        except ValueError:
+            continue
+        end = len(text) - len(text[end:].lstrip())
+        if text.startswith("]", end):
+            steps.append((match.group(1), args))
+            at = end
+    return steps
+
+
 @dataclass(slots=True)
 class View:
     """What the mock reads from a request of any API: the last user text, images, the
-    tools offered ((name, kind) pairs) and the text of a trailing tool result."""
+    tools offered ((name, kind, schema) triples), the text of a trailing tool result, and
+    the tool-call script: the steps of the latest user text holding directives and how many
+    tool results came after it."""
     last_user: str = ""
     images: int = 0
     tools: list = None
     tool_result: str | None = None
     words: int = 1
+    script: list = None
+    results_since: int = 0
+
+    def user_text(self, text: str) -> None:
+        """A user turn of plain text (no tool result): it starts the conversation's turn
+        over, and a script when it holds directives (else no script is running)."""
+        self.last_user, self.tool_result = text, None
+        self.script, self.results_since = directives(text), 0
+
+    def result(self, text: str) -> None:
+        """A tool result: the trailing turn, one more step of the script done."""
+        self.tool_result = text
+        self.results_since += 1
+
+    @property
+    def step(self) -> tuple[str | None, object] | None:
+        """The script step to answer with now (None: answer with text). A step is due when
+        the last turn is the directive text itself or a tool result after it."""
+        if not self.tools or not self.script or self.results_since >= len(self.script):
+            return None
+        if self.results_since and self.tool_result is None:
+            return None
+        return self.script[self.results_since]
 
     @property
     def wants_tool(self) -> bool:
-        return bool(self.tools) and TOOL_MARKER in self.last_user and self.tool_result is None
+        return self.step is not None
 
     @property
     def wants_parallel(self) -> bool:
@@ -469,12 +527,12 @@ def chat_view(body: dict) -> View:
         content = m.get("content")
         texts.append(text_of(content))
         if m.get("role") == "user":
-            view.last_user, view.tool_result = text_of(content), None
+            view.user_text(text_of(content))
             if isinstance(content, list):
                 view.images += sum(1 for p in content
                                    if isinstance(p, dict) and p.get("type") == "image_url")
         elif m.get("role") == "tool":
-            view.tool_result = text_of(content)
+            view.result(text_of(content))
     view.words = _count_words(texts)
     return view
 
@@ -494,12 +552,15 @@ def messages_view(body: dict) -> View:
         text = text_of([b for b in blocks if isinstance(b, dict) and b.get("type") == "text"])
         texts.append(text)
         view.images += sum(1 for b in blocks if isinstance(b, dict) and b.get("type") == "image")
-        view.tool_result = None
         if results:
             inner = results[-1].get("content")
-            view.tool_result = inner if isinstance(inner, str) else text_of(inner or [])
-        if text:
-            view.last_user = text
+            view.result(inner if isinstance(inner, str) else text_of(inner or []))
+            if text:
+                view.last_user = text
+        elif text:
+            view.user_text(text)
+        else:                       # e.g. images only: a user turn, the text unchanged
+            view.tool_result, view.script = None, None
     view.words = _count_words(texts)
     return view
 
@@ -518,21 +579,25 @@ def responses_view(body: dict) -> View:
         kind = item.get("type", "message")
         if kind == "message" and item.get("role") == "user":
             content = item.get("content")
-            view.last_user, view.tool_result = text_of(content), None
+            view.user_text(text_of(content))
             texts.append(view.last_user)
             if isinstance(content, list):
                 view.images += sum(1 for p in content
                                    if isinstance(p, dict) and p.get("type") == "input_image")
         elif kind in ("function_call_output", "custom_tool_call_output"):
             out = item.get("output")
-            view.tool_result = out if isinstance(out, str) else text_of(out or [])
+            view.result(out if isinstance(out, str) else text_of(out or []))
     view.words = _count_words(texts)
     return view
 
 
 def answer_text(model: str, view: View) -> str:
     """The canned answer for a :class:`View` (labelled as the mock's)."""
-    if view.tool_result is not None:
+    if view.step is not None:           # a script step naming a tool not offered
+        offered = ", ".join(t[0] for t in view.tools)
+        text = (f"[mock-llm] model {model}: tool {view.step[0]} is not offered by this "
+                f"request (offered: {offered})")
+    elif view.tool_result is not None:
         text = (f"[mock-llm] canned answer from model {model} to tool result: "
                 f"{view.tool_result[:60]}")
     else:
@@ -542,11 +607,20 @@ def answer_text(model: str, view: View) -> str:
     return text
 
 
-def tool_call_of(view: View, n: int) -> tuple[str, str, str, str]:
-    """(call id, name, kind, arguments or raw input) of the mock's tool call. A function
-    whose schema takes one ``input`` string (how gateways offer a free-form custom tool to
-    JSON-schema APIs) gets the same raw text a custom tool would."""
-    name, kind, schema = view.tools[0]
+def tool_call_of(view: View, n: int) -> tuple[str, str, str, str] | None:
+    """(call id, name, kind, arguments or raw input) of the mock's tool call for the due
+    script step; None when that step names a tool the request does not offer. A step
+    without arguments: a function whose schema takes one ``input`` string (how gateways
+    offer a free-form custom tool to JSON-schema APIs) gets the same raw text a custom tool
+    would. Without a due step (``[mock:parallel]``): the first tool, default arguments."""
+    wanted, args = view.step or (None, None)
+    offered = [t for t in view.tools if wanted is None or t[0] == wanted]
+    if not offered:
+        return None
+    name, kind, schema = offered[0]
+    if args is not None:
+        raw = args if kind == "custom" and isinstance(args, str) else json.dumps(args)
+        return f"call_mock_{n}", name, kind, raw
     properties = schema.get("properties") if isinstance(schema, dict) else None
     if kind == "custom":
         payload = PATCH

@@ -13,6 +13,10 @@
 - :mod:`devkit.load` — the one Python load generator (tests and ``bin/bench``);
 - :mod:`devkit.demo` — ``bin/run_demo.sh``;
 - :mod:`devkit.browser` — headless Chromium for the status page (tests, screenshots).
+- :mod:`devkit.agents` — the real Claude Code and Codex CLIs (``bin/install_agents``) run
+  headless against a base URL;
+- :mod:`devkit.capture` — a logging proxy: what a client really sends, and the answer's
+  headers.
 
 Installed into ``.venv`` in editable mode from ``pyproject.toml`` (bin/ is its source
 directory), so it imports as ``devkit`` everywhere.

@@ -73,7 +73,7 @@ def test_the_routing_llm_sees_the_prompt_and_no_envelope(agent, shape):
 
 
 def test_the_tool_result_call_is_routed_on_the_prompt_not_the_reminders():
-    first, body = (r["body"] for r in captured(CLAUDE_CODE))
+    first, body = (r["body"] for r in captured(CLAUDE_CODE)[:2])
     prompt = build_routing_prompt(ROUTE_CONFIGS, messages_api.router_messages(body))
     assert conversation_json(prompt)[0] == {"role": "user", "content": prompt_of(first)}
     assert "<system-reminder>" not in prompt
@@ -107,8 +107,9 @@ def test_two_conversations_in_one_workspace_get_two_ids(agent, shape):
 
 @pytest.mark.parametrize("agent, shape", AGENTS)
 def test_every_call_of_one_conversation_has_one_id(agent, shape):
-    first, after_tool = (r["body"] for r in captured(agent))
-    assert implicit_session_id(first, shape) == implicit_session_id(after_tool, shape)
+    bodies = [r["body"] for r in captured(agent)]
+    assert len(bodies) >= 2
+    assert len({implicit_session_id(body, shape) for body in bodies}) == 1
 
 
 def test_the_reminders_of_the_first_message_do_not_change_the_id():
