@@ -49,10 +49,14 @@ class Vendor:
     responses_native: bool = False
     #: Azure: the path prefix names the deployment (the model id) and an api-version is sent.
     azure: bool = False
+    #: The API takes OpenAI's ``prompt_cache_key`` (SPEC §19): the gateway sets it from the
+    #: session. Only OpenAI and Azure OpenAI; others may reject an unknown field.
+    prompt_cache_key: bool = False
 
 
 VENDORS: dict[str, Vendor] = {
-    "openai": Vendor(INTERFACE_OPENAI, "https://api.openai.com", "/v1", responses_native=True),
+    "openai": Vendor(INTERFACE_OPENAI, "https://api.openai.com", "/v1", responses_native=True,
+                     prompt_cache_key=True),
     "anthropic": Vendor(INTERFACE_ANTHROPIC, "https://api.anthropic.com", "/v1",
                         auth=AUTH_X_API_KEY),
     "deepseek": Vendor(INTERFACE_OPENAI, "https://api.deepseek.com", "/v1"),
@@ -69,7 +73,7 @@ VENDORS: dict[str, Vendor] = {
     "qwen": Vendor(INTERFACE_OPENAI, None, "/compatible-mode/v1"),
     "ollama": Vendor(INTERFACE_OPENAI, "http://localhost:11434", "/v1"),
     "azure_openai": Vendor(INTERFACE_OPENAI, None, "/openai/deployments/{model_id}",
-                           auth=AUTH_API_KEY, azure=True),
+                           auth=AUTH_API_KEY, azure=True, prompt_cache_key=True),
     # Plano's own routing models (Arch-Router, Plano-Orchestrator) behind an OpenAI server
     # you run: there is no public host to default to.
     "plano": Vendor(INTERFACE_OPENAI, None, "/v1"),
