@@ -37,7 +37,7 @@ class ApiRelay:
 
     def forward(self, api: str, provider_name: str, call: UpstreamCall, *,
                 pinned: bool, read_timeout: float | None = None,
-                auth_headers: Mapping[str, str] | None = None) -> Answer:
+                auth_headers: Mapping[str, str] | None = None, meter=None) -> Answer:
         """Send ``call`` to ``provider_name`` and shape the answer for client API ``api``
         (``read_timeout`` as in :meth:`app.relay.Relay.forward`; ``auth_headers``: the
         client's own key for a ``passthrough_auth`` provider).
@@ -53,7 +53,7 @@ class ApiRelay:
             headers = dict(span.headers)
         try:
             answer = self._forward(api, provider_name, call, pinned, headers, span,
-                                   read_timeout)
+                                   read_timeout, meter)
         except UpstreamError as error:
             if span is not None:
                 span.end(error=error)
@@ -63,7 +63,8 @@ class ApiRelay:
         return answer
 
     def _forward(self, api: str, provider_name: str, call: UpstreamCall, pinned: bool,
-                 headers: dict, span: ClientSpan | None, read_timeout: float | None) -> Answer:
+                 headers: dict, span: ClientSpan | None, read_timeout: float | None,
+                 meter=None) -> Answer:
         client: ProviderClient = self._relay.clients[provider_name]
         started = time.perf_counter()
         deadline = time.monotonic() + (read_timeout or client.read_timeout_seconds)
@@ -73,23 +74,25 @@ class ApiRelay:
         extra = relayed_headers(response.headers)
         if (call.stream and response.status_code < 400
                 and content_type.startswith("text/event-stream")):
-            answer = Answer(response.status_code, extra, (), "text/event-stream")
+            answer = Answer(response.status_code, extra, (), "text/event-stream", meter=meter)
             answer.body = self._stream(api, client, response, provider_name, call, started,
-                                       answer, span)
+                                       answer, span, meter)
             return answer
         return self._relay.whole_answer(
             client, response, provider_name, started=started, deadline=deadline,
-            extra=extra, span=span,
+            extra=extra, span=span, meter=meter,
             shape_error=lambda status, raw: call.error(status, raw, client.secrets),
             shape_reply=lambda raw: call.reply(raw, pinned))
 
     def _stream(self, api: str, client: ProviderClient, response: requests.Response,
                 model_name: str, call: UpstreamCall, started: float, answer: Answer,
-                span: ClientSpan | None) -> Iterator[bytes]:
+                span: ClientSpan | None, meter=None) -> Iterator[bytes]:
         translator = call.stream_translator()
         failure = None
         try:
             for raw in client.iter_raw(response):
+                if meter is not None:  # usage accounting (SPEC §19)
+                    meter.feed(raw)
                 out = translator.feed(raw)
                 if out:
                     yield out
@@ -106,5 +109,7 @@ class ApiRelay:
             response.close()
             answer.upstream_seconds = time.perf_counter() - started
             self._relay.metrics.upstream_finished(model_name, answer.upstream_seconds)
+            if meter is not None:  # usage accounting (SPEC §19): record what was read
+                meter.finish(span)
             if span is not None:
                 span.end(response.status_code, failure)

@@ -27,10 +27,12 @@ _PINNED_AFFINITIES = frozenset({AFFINITY_NEW, AFFINITY_PINNED})
 def attempt_for(api: str, body: dict, stream: bool, decision: Decision, relay: Relay,
                 api_relay: ApiRelay, client_headers: Mapping[str, str] | None,
                 auth_for: Callable[[ModelEndpoint], Mapping[str, str] | None] = lambda _: None,
-                ) -> Attempt:
+                accounting=None) -> Attempt:
     """The per-try call for one request of client API ``api`` (``chat``, ``messages``,
     ``responses``); the body's ``model`` is set to each candidate's provider id.
-    ``auth_for(endpoint)``: the client's own key for a ``passthrough_auth`` candidate."""
+    ``auth_for(endpoint)``: the client's own key for a ``passthrough_auth`` candidate.
+    ``accounting``: the request's :class:`app.usage.accounting.RequestAccounting` (cache
+    hints and usage meters, SPEC §19), or ``None``."""
     decided = decision.endpoint
     pinned = decision.pinned
 
@@ -39,15 +41,22 @@ def attempt_for(api: str, body: dict, stream: bool, decision: Decision, relay: R
         if api == "chat" and endpoint.interface == "openai":
             forwarded = dict(body)
             forwarded["model"] = endpoint.model_id
+            meter = None
+            if accounting is not None:  # SPEC §19: usage asked for, cache key, meter
+                forwarded, meter = accounting.chat_call(forwarded, endpoint, stream)
             answer = relay.forward(endpoint.name, forwarded, stream=stream, pinned=served_pin,
-                                   read_timeout=read_timeout, headers=auth_for(endpoint))
+                                   read_timeout=read_timeout, headers=auth_for(endpoint),
+                                   meter=meter)
         else:
             target = Target(endpoint.name, endpoint.model_id, endpoint.interface,
                             endpoint.vendor, endpoint.responses_native, endpoint.max_tokens)
-            call = plan_call(api, body, target, client_headers=client_headers)
+            call = plan_call(api, body, target, client_headers=client_headers,
+                             hints=accounting.hints(endpoint) if accounting else None)
             answer = api_relay.forward(api, endpoint.name, call, pinned=served_pin,
                                        read_timeout=read_timeout,
-                                       auth_headers=auth_for(endpoint))
+                                       auth_headers=auth_for(endpoint),
+                                       meter=accounting.meter(endpoint, call.path)
+                                       if accounting else None)
         if answer.mimetype == "text/event-stream":
             answer.body = first_bytes_read(answer)
         return answer

@@ -66,6 +66,8 @@ class Answer:
     upstream_seconds: float | None = None
     #: A stream's upstream failure, once it broke off (told to the client in-band).
     failure: UpstreamError | None = None
+    #: The call's usage observer (:class:`app.usage.meter.UsageMeter`, SPEC §19), if any.
+    meter: object = None
 
 
 def _dumps(value) -> bytes:
@@ -308,8 +310,10 @@ class Relay:
 
     def forward(self, provider_name: str, body: dict, *, stream: bool, pinned: bool,
                 headers: Mapping[str, str] | None = None,
-                read_timeout: float | None = None) -> Answer:
+                read_timeout: float | None = None, meter=None) -> Answer:
         """Send ``body`` (its ``model`` already the provider's id) and shape the answer.
+
+        ``meter``: the call's usage observer (:mod:`app.usage.meter`), fed the answer.
 
         ``read_timeout`` (default: the client's, the listener timeout) bounds the wait for
         the answer's head and, without a stream, the whole answer: what an attempt chain
@@ -324,7 +328,7 @@ class Relay:
             headers = span.headers
         try:
             return self._forward(provider_name, body, stream, pinned, headers, span,
-                                 read_timeout)
+                                 read_timeout, meter)
         except UpstreamError as error:
             if span is not None:
                 span.end(error=error)
@@ -332,7 +336,7 @@ class Relay:
 
     def _forward(self, provider_name: str, body: dict, stream: bool, pinned: bool,
                  headers: Mapping[str, str] | None, span: ClientSpan | None,
-                 read_timeout: float | None) -> Answer:
+                 read_timeout: float | None, meter=None) -> Answer:
         client = self._clients[provider_name]
         started = time.perf_counter()
         deadline = time.monotonic() + (read_timeout or client.read_timeout_seconds)
@@ -342,13 +346,13 @@ class Relay:
         extra = relayed_headers(response.headers)
         if stream and response.status_code < 400 and content_type.startswith(
                 "text/event-stream"):
-            answer = Answer(response.status_code, extra, (), "text/event-stream")
+            answer = Answer(response.status_code, extra, (), "text/event-stream", meter=meter)
             answer.body = UpstreamStream(self._metrics, client, response, provider_name,
-                                         started, answer, span)
+                                         started, answer, span, meter)
             return answer
         return self.whole_answer(
             client, response, provider_name, started=started, deadline=deadline,
-            extra=extra, span=span,
+            extra=extra, span=span, meter=meter,
             shape_error=lambda status, raw: _dumps(upstream_error_body(status, raw,
                                                                        client.secrets)),
             shape_reply=lambda raw: rewrite_completion(raw, provider_name, pinned))
@@ -356,7 +360,7 @@ class Relay:
     def whole_answer(self, client: ProviderClient, response: requests.Response,
                      provider_name: str, *, started: float, deadline: float, extra: dict,
                      span: ClientSpan | None, shape_error: Callable[[int, bytes], bytes],
-                     shape_reply: Callable[[bytes], bytes | None]) -> Answer:
+                     shape_reply: Callable[[bytes], bytes | None], meter=None) -> Answer:
         """Read a non-streamed answer to the end (by ``deadline``), record its duration and
         end its span; the body is ``shape_error(status, raw)`` for an HTTP error status,
         else ``shape_reply(raw)``, whose ``None`` (not a JSON object) is an
@@ -373,9 +377,12 @@ class Relay:
             if body is None:
                 raise UpstreamError(f"provider {provider_name} answered with a body that is "
                                     "not a JSON object")
+            if meter is not None:  # usage accounting (SPEC §19): read from the raw answer
+                meter.answer(raw)
+                meter.finish(span)
         if span is not None:
             span.end(response.status_code)
-        return Answer(response.status_code, extra, body, upstream_seconds=seconds)
+        return Answer(response.status_code, extra, body, upstream_seconds=seconds, meter=meter)
 
     def start_span(self, provider_name: str, stream: bool,
                    headers: Mapping[str, str] | None) -> ClientSpan:
@@ -396,7 +403,8 @@ class UpstreamStream:
     """
 
     def __init__(self, metrics: Metrics, client: ProviderClient, response: requests.Response,
-                 model_name: str, started: float, answer: Answer, span: ClientSpan | None):
+                 model_name: str, started: float, answer: Answer, span: ClientSpan | None,
+                 meter=None):
         self._metrics = metrics
         self._client = client
         self._response = response
@@ -404,6 +412,7 @@ class UpstreamStream:
         self._started = started
         self._answer = answer
         self._span = span
+        self._meter = meter  # usage accounting (SPEC §19), or None
         self._failure: UpstreamError | None = None
         self._released = False
         self._events = self._relay()
@@ -421,8 +430,11 @@ class UpstreamStream:
         decoder = SSEDecoder()
         model_json = json.dumps(model_name)
         fast = ChunkRewriter(model_json.encode())
+        meter = self._meter
         try:
             for raw in self._client.iter_raw(self._response):
+                if meter is not None:  # usage accounting (SPEC §19)
+                    meter.feed(raw)
                 # Everything one upstream read completed goes out in one write: no event
                 # waits for a later one, and a burst costs one send, not one per token.
                 # The common read (whole one-line data events) is rewritten in bytes.
@@ -430,10 +442,14 @@ class UpstreamStream:
                 if out is None:
                     out = b"".join(rewrite_chunk(event, model_name, model_json)
                                    for event in decoder.feed(raw))
+                if out and meter is not None:  # drops the usage chunk the client did not ask for
+                    out = meter.outgoing(out)
                 if out:
                     yield out
             tail = b"".join(rewrite_chunk(event, model_name, model_json)
                             for event in decoder.flush())
+            if tail and meter is not None:
+                tail = meter.outgoing(tail)
             if tail:
                 yield tail
         except UpstreamError as error:
@@ -454,5 +470,7 @@ class UpstreamStream:
         self._response.close()
         self._answer.upstream_seconds = time.perf_counter() - self._started
         self._metrics.upstream_finished(self._model_name, self._answer.upstream_seconds)
+        if self._meter is not None:  # usage accounting (SPEC §19): record what was read
+            self._meter.finish(self._span)
         if self._span is not None:
             self._span.end(self._response.status_code, self._failure)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from app.relay import Relay
     from app.session_cache.base import SessionCache
     from app.tracing import Tracing
+    from app.usage.recorder import UsageRecorder
 
 #: The key under ``app.extensions``.
 EXTENSION_KEY = "plano"
@@ -52,6 +53,8 @@ class Services:
     api_relay: ApiRelay | None = None
     #: The attempt chain and this worker's model health marks (SPEC §15).
     failover: Failover | None = None
+    #: Usage, prices and per-session totals (SPEC §19); ``None``: not accounted.
+    usage: UsageRecorder | None = None
 
 
 def install_services(app: Flask, services: Services) -> None:

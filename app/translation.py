@@ -72,8 +72,12 @@ def interface_path(api: str, target: Target) -> str:
 
 
 def plan_call(api: str, body: dict, target: Target, *,
-              client_headers: dict | None = None) -> UpstreamCall:
+              client_headers: dict | None = None,
+              hints: Callable[[str, dict], dict] | None = None) -> UpstreamCall:
     """The upstream call for a validated ``body`` of client API ``api`` to ``target``.
+
+    ``hints(upstream path, upstream body) -> body``: cache hints added to what is sent
+    (:mod:`app.usage.hints`, SPEC §19); ``None``: the body as built.
 
     Raises a 400 (:class:`~app.conversation.UntranslatableError` or
     :class:`~app.conversation.UnsupportedParameterError`) for what cannot be translated.
@@ -85,7 +89,10 @@ def plan_call(api: str, body: dict, target: Target, *,
                        ("responses", openai_responses.PATH)):
         headers = (anthropic_messages.headers(None, client_headers)
                    if api == "messages" else {})
-        return UpstreamCall(path, dumps({**body, "model": target.model_id}), headers, stream,
+        upstream = {**body, "model": target.model_id}
+        if hints is not None:
+            upstream = hints(path, upstream)
+        return UpstreamCall(path, dumps(upstream), headers, stream,
                             True, reply=_passthrough_reply(target.model_name),
                             stream_translator=lambda: PassthroughStream(target.model_name),
                             error=error)
@@ -128,6 +135,8 @@ def plan_call(api: str, body: dict, target: Target, *,
         return StreamTranslator(make_parser(),
                                 _renderer(api, target.model_name, include_usage))
 
+    if hints is not None:
+        upstream_body = hints(path, upstream_body)
     return UpstreamCall(path, dumps(upstream_body), headers, stream, False, dropped,
                         reply=reply, stream_translator=translator, error=error)
 

@@ -107,18 +107,19 @@ def usage_from_bytes(api: str, raw: bytes) -> Usage | None:
 
 
 def _usage_slice(raw: bytes) -> bytes | None:
-    """The bytes of the last top-level-looking ``"usage": {...}`` object, or ``None``."""
-    match = None
-    for match in USAGE_OBJECT.finditer(raw):
-        pass
-    if match is None or (match.start() > 0 and raw[match.start() - 1] == 0x5C):
+    """The bytes of the last ``"usage": {...}`` object (not inside a string: its quote is
+    not escaped), or ``None``. Usage objects hold numbers and nested objects only, so
+    counting braces finds its end."""
+    matches = list(USAGE_OBJECT.finditer(raw))
+    if not matches:
         return None
-    start = match.end() - 1
+    start = matches[-1].start()
+    if start > 0 and raw[start - 1] == 0x5C:  # \"usage\": inside a string
+        return None
+    start = matches[-1].end() - 1
     depth = 0
     for index in range(start, min(len(raw), start + 4096)):
         byte = raw[index]
-        if byte == 0x22 and raw[index - 1] != 0x5C:  # a quote: usage values hold no strings
-            continue
         if byte == 0x7B:
             depth += 1
         elif byte == 0x7D:
