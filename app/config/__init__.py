@@ -16,6 +16,7 @@ from app.config.model import (
                               FailoverConfig,
                               ListenerConfig,
                               ModelEndpoint,
+                              PromptCachingConfig,
                               RouteConfig,
                               RoutingConfig,
                               ServerConfig,
@@ -24,5 +25,5 @@ from app.config.model import (
 )
 
 __all__ = ["CONFIG_ENV_VAR", "AdminConfig", "Config", "FailoverConfig", "ListenerConfig",
-           "ModelEndpoint", "RouteConfig", "RoutingConfig", "ServerConfig", "SessionCacheConfig",
-           "TracingConfig", "config_from_dict", "expand_env", "load_config"]
+           "ModelEndpoint", "PromptCachingConfig", "RouteConfig", "RoutingConfig",
+           "ServerConfig", "SessionCacheConfig", "TracingConfig", "config_from_dict", "expand_env", "load_config"]
