@@ -26,4 +26,5 @@ from app.config.model import (
 
 __all__ = ["CONFIG_ENV_VAR", "AdminConfig", "Config", "FailoverConfig", "ListenerConfig",
            "ModelEndpoint", "PromptCachingConfig", "RouteConfig", "RoutingConfig",
-           "ServerConfig", "SessionCacheConfig", "TracingConfig", "config_from_dict", "expand_env", "load_config"]
+           "ServerConfig", "SessionCacheConfig", "TracingConfig", "config_from_dict",
+           "expand_env", "load_config"]
