@@ -172,8 +172,8 @@ class PrometheusMetrics(Metrics):
         self._tokens.prepare((name, kind) for (name,) in concrete for kind in TOKEN_KINDS)
         self._cost = _Children(Counter(
             "plano_cost_usd_total", "USD cost of provider answers by model (models with a "
-            "price only).", ("model",), registry=registry))
-        self._cost.prepare(concrete)
+            "price only: an unpriced model has no series, never a cost of 0).", ("model",),
+            registry=registry))
         self._prompt_cache = _Children(Counter(
             "plano_prompt_cache_requests_total", "Answers by model and prompt-cache outcome "
             "(hit: the provider read cached prompt tokens).", ("model", "outcome"),
