@@ -13,7 +13,7 @@ from app.metrics import Metrics
 from app.prometheus_metrics import PrometheusMetrics
 from app.session_cache.memory import MemorySessionCache
 from app.usage.meter import UsageMeter
-from app.usage.prices import TABLE_PATH, Price, PriceTable, Prices
+from app.usage.prices import TABLE_PATH, Price, Prices, PriceTable
 from app.usage.recorder import UsageRecorder
 from app.usage.tokens import CHAT, MESSAGES, Usage
 
