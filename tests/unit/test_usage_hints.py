@@ -181,3 +181,14 @@ def test_prompt_caching_defaults_are_the_spec_ones():
     assert PromptCachingConfig() == PromptCachingConfig(
         enabled=False, inject_cache_control=True, min_prefix_tokens=1024,
         prompt_cache_key=True, warm_window_seconds=300)
+
+
+def test_a_body_nested_a_thousand_levels_deep_gets_hints_without_recursion():
+    nested: list = ["deep " * 1000]
+    for _ in range(5000):
+        nested = [nested]
+    body = conversation()
+    body["messages"][0] = {"role": "user", "content": [{"type": "text", "text": "x",
+                                                        "extra": nested}]}
+    marked = with_breakpoints(body, 1024)
+    assert count_breakpoints(marked) == 2

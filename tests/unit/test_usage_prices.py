@@ -175,3 +175,21 @@ def test_prometheus_exposes_tokens_cost_and_cache_outcomes_by_model():
             in text)
     assert ('plano_prompt_cache_requests_total{model="ollama/llama3",outcome="miss"} 1.0'
             in text)
+
+
+def test_failing_usage_writes_never_open_the_session_caches_circuit_breaker():
+    import redis
+
+    from app.session_cache.breaker import CircuitBreaker
+    from app.session_cache.redis_cache import RedisSessionCache
+
+    class TimingOut:
+        def pipeline(self, transaction=True):
+            raise redis.TimeoutError("slow")
+
+    cache = RedisSessionCache(TimingOut(), breaker=CircuitBreaker(1, 60.0))
+    recorder = UsageRecorder(_config(), RecordingMetrics(), cache)
+    record = recorder.observe("openai/gpt-4o-mini", Usage(1, 0, 0, 1))
+    for _ in range(5):
+        recorder.write_session("s1", record, switched=False)
+    assert cache.breaker.state == "closed"  # pins keep being looked up
