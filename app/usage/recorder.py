@@ -101,6 +101,7 @@ class UsageRecorder:
         self._pending: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._flusher: threading.Thread | None = None
+        self._atexit = False
 
     def label(self, model_name: str) -> str:
         """The metric label of a served model: its configured name, or its vendor's
@@ -128,10 +129,17 @@ class UsageRecorder:
                 for name, amount in increments.items():
                     pending[name] = pending.get(name, 0) + amount
             full = len(self._pending) >= MAX_PENDING_SESSIONS
+            flusher = None
+            if self._flusher is None and not full:
+                flusher = self._flusher = threading.Thread(
+                    target=self._flush_loop, name="plano-usage", daemon=True)
         if full:
             self.flush()
-        elif self._flusher is None:
-            self._start_flusher()
+        elif flusher is not None:
+            if not self._atexit:
+                self._atexit = True
+                atexit.register(self.flush)
+            flusher.start()
 
     def flush(self) -> None:
         """Write every session's pending totals now (one round trip each); never raises."""
@@ -147,21 +155,17 @@ class UsageRecorder:
                 log.warning("session usage not recorded: %s", error,
                             extra={"event": "usage_store_error"})
 
-    def _start_flusher(self) -> None:
-        """The worker's flush loop (a greenlet under gevent's patched threading), started
-        on first use, so it runs in the worker, never in the gunicorn master."""
-        with self._lock:
-            if self._flusher is not None:
-                return
-            self._flusher = threading.Thread(target=self._flush_loop, name="plano-usage",
-                                             daemon=True)
-        atexit.register(self.flush)
-        self._flusher.start()
-
     def _flush_loop(self) -> None:
+        """The worker's flush loop (a greenlet under gevent's patched threading), started
+        by the first pending write, so it runs in the worker, never in the gunicorn
+        master; it ends when a flush leaves nothing pending (the next write restarts it)."""
         while True:
             time.sleep(self._flush_seconds)
             self.flush()
+            with self._lock:
+                if not self._pending:
+                    self._flusher = None
+                    return
 
     def session_totals(self, session_key: str) -> dict | None:
         """The session's totals (admin API), this worker's pending ones written first;
