@@ -40,8 +40,13 @@ class UsageMeter:
         reader.feed(raw)
 
     def outgoing(self, out: bytes) -> bytes:
-        """What to relay for ``out`` (a chat stream's whole events)."""
-        return drop_usage_chunks(out) if self._strip else out
+        """What to relay for ``out`` (a chat stream's whole events, those the last
+        :meth:`feed` completed, or the stream's tail): only a read that completed a usage
+        object is searched for the usage-only chunk."""
+        reader = self._reader
+        if not self._strip or reader is None or not (reader.found or reader.partial):
+            return out
+        return drop_usage_chunks(out)
 
     def answer(self, raw: bytes) -> None:
         """A whole (successful) JSON answer."""

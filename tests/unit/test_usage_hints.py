@@ -163,10 +163,15 @@ def test_chat_streams_ask_for_usage_and_strip_it_only_when_the_client_did_not():
     body, meter = accounting.chat_call({"model": "gpt-4o", "stream": True}, endpoint, True)
     assert body["stream_options"] == {"include_usage": True}
     chunk = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n'
+    ordinary = b'data: {"choices":[{"delta":{"content":"x"}}],"usage":null}\n\n'
+    meter.feed(ordinary)
+    assert meter.outgoing(ordinary) == ordinary
+    meter.feed(chunk)
     assert meter.outgoing(chunk) == b""
     body, meter = accounting.chat_call(
         {"model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True}},
         endpoint, True)
+    meter.feed(chunk)
     assert meter.outgoing(chunk) == chunk
     body, _ = accounting.chat_call({"model": "gpt-4o"}, endpoint, False)
     assert "stream_options" not in body
