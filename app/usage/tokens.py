@@ -35,6 +35,8 @@ MESSAGES = "messages"
 
 #: A JSON member ``"usage": {`` (an object, not the ``null`` of ordinary chat chunks).
 USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+#: A JSON object nested at most three deep without strings holding braces (a usage object).
+_BALANCED = re.compile(rb"\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\}")
 #: A partial line longer than this is not an event we read (bounded memory).
 _MAX_PENDING = 1 << 20
 
@@ -122,17 +124,8 @@ def _usage_slice(raw: bytes) -> bytes | None:
     start = match.start()
     if start > 0 and raw[start - 1] == 0x5C:  # \"usage\": inside a string
         return None
-    start = match.end() - 1
-    depth = 0
-    for index in range(start, min(len(raw), start + 4096)):
-        byte = raw[index]
-        if byte == 0x7B:
-            depth += 1
-        elif byte == 0x7D:
-            depth -= 1
-            if depth == 0:
-                return raw[start:index + 1]
-    return None
+    body = _BALANCED.match(raw, match.end() - 1)
+    return body.group() if body is not None else None
 
 
 class StreamUsageReader:
