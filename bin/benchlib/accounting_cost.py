@@ -1,6 +1,7 @@
 """What usage accounting and prompt caching (SPEC §19) cost a pinned chat request, in CPU
 microseconds, in-process (no load generator, so the shared machine's noise stays out of it
-as far as it can). Run: ``cd bin && ../.venv/bin/python -m benchlib.accounting_cost``.
+as far as it can). Run: ``cd bin && PYTHONPATH=.. ../.venv/bin/python -m
+benchlib.accounting_cost [REQUESTS] [ROUNDS]``.
 
 The real app (``create_app``, Prometheus metrics, a real redis-server as session cache)
 serves pinned ``/v1/chat/completions`` requests through Flask's test client to a canned
@@ -149,7 +150,10 @@ def run(requests_per_round: int = 1000, rounds: int = 7) -> dict:
     from devkit.redis_servers import RedisServer
 
     with RedisServer() as server:
-        clients = {name: _app(server.url, name).test_client() for name in VARIANTS}
+        from app.services import services_of
+
+        apps = {name: _app(server.url, name) for name in VARIANTS}
+        clients = {name: app.test_client() for name, app in apps.items()}
         result = {}
         for stream in (False, True):
             for client in clients.values():  # pin the session, warm everything up
@@ -159,6 +163,10 @@ def run(requests_per_round: int = 1000, rounds: int = 7) -> dict:
                 for name, client in clients.items():
                     best[name] = min(best[name], _round(client, requests_per_round, stream))
             result["stream" if stream else "json"] = {k: round(v, 1) for k, v in best.items()}
+        for app in apps.values():  # write the pending totals while Redis still runs
+            usage = services_of(app).usage
+            if usage is not None:
+                usage.flush()
     result.update(requests_per_round=requests_per_round, rounds=rounds,
                   accounting_alone_cpu_us=micro())
     return result
