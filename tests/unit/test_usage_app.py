@@ -94,3 +94,15 @@ def test_the_provider_span_carries_the_usage_attributes():
     assert span.attributes["plano.usage.cache_write_tokens"] == 0
     assert span.attributes["plano.usage.cost_usd"] > 0
     tracer_provider.shutdown()
+
+
+def test_session_ids_with_the_gateways_own_key_prefixes_are_refused():
+    client, providers = _client()
+    for session in ("usage:victim", "turn:victim"):
+        response = client.post("/v1/chat/completions", json=chat_body(FAST_PROMPT),
+                               headers={"X-Model-Affinity": session})
+        assert response.status_code == 400
+        assert response.get_json()["error"]["code"] == "invalid_affinity_id"
+    assert all(not p.sent for p in providers.values())
+    assert client.post("/v1/chat/completions", json=chat_body(FAST_PROMPT),
+                       headers={"X-Model-Affinity": "my-usage:ok"}).status_code == 200
