@@ -59,6 +59,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     from app.router import create_router
     from app.services import Services, install_services
     from app.session_cache import create_session_cache
+    from app.usage.recorder import UsageRecorder
 
     config = config or load_config()
     app = Flask(__name__)
@@ -88,7 +89,8 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
         gevent_sockets=gevent_is_serving(),
         failover=Failover(config.routing.failover,
                           timeout_seconds=config.model_listener.timeout_seconds,
-                          max_retries=config.model_listener.max_retries, metrics=metrics)))
+                          max_retries=config.model_listener.max_retries, metrics=metrics),
+        usage=UsageRecorder(config, metrics, cache)))
     app.register_blueprint(bp)
     if config.admin.token:
         from app.http.admin import admin_bp

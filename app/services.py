@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from app.pipeline.failover import Failover
     from app.pipeline.relay import Relay
     from app.session_cache.base import SessionCache
+    from app.usage.recorder import UsageRecorder
 
 #: The key under ``app.extensions``.
 EXTENSION_KEY = "plano"
@@ -49,6 +50,8 @@ class Services:
     gevent_sockets: bool = False
     #: The attempt chain and this worker's model health marks (SPEC §15).
     failover: Failover | None = None
+    #: Usage, prices and per-session totals (SPEC §19); ``None``: not accounted.
+    usage: UsageRecorder | None = None
 
 
 def install_services(app: Flask, services: Services) -> None:

@@ -62,6 +62,8 @@ Fault injection, per request, through headers (so one process serves every test)
   x-mock-end-after: N    -> a stream sends N events, then ends cleanly (framing complete)
                             without its terminal event ([DONE], message_stop,
                             response.completed): an incomplete answer that looks finished
+  x-mock-cached-tokens: N -> usage reports N prompt tokens read from the prompt cache
+                            (instead of the simulated cache below)
 The same faults can be asked for in the request body, which a gateway forwards untouched:
   "mock_fault": {"status": 429, "raw_status": 500, "latency_ms": 3000, "route": "x",
                  "content": "...", "retry_after": 5, "drop": 1, "break_after": 2,
@@ -76,6 +78,14 @@ and, held by the mock until lifted (faults a client cannot put in the body, e.g.
                                     ones; without count, until DELETE)
   GET /_mock/faults, DELETE /_mock/faults (all) or DELETE /_mock/faults?model=ID
 
+A MOCK prompt cache, per model (SPEC §20): a conversation prefix (tools, system, then each
+message) that the same model saw within --cache-warm-seconds (default 300; 0: off) is
+billed as cache reads, reported the way each provider does: Chat
+``prompt_tokens_details.cached_tokens``, Responses ``input_tokens_details.cached_tokens``,
+Messages ``cache_read_input_tokens`` (and ``cache_creation_input_tokens`` for the rest of the
+prefix; Anthropic caches only requests that carry ``cache_control`` breakpoints). Tokens
+are words. ``cache_control`` markers are ignored when comparing prefixes.
+
 On start it prints one line to stdout:
   mock_llm listening on http://HOST:PORT (MOCK upstream: answers are canned, not from a real model)
 Unless --quiet, one line per request goes to stderr (drain or redirect it when piping).
@@ -86,6 +96,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import hashlib
 import http
 import itertools
 import json
@@ -173,6 +184,9 @@ class State:
         self.streams = {"started": 0, "completed": 0, "aborted": 0}
         #: Held per-model faults (POST /_mock/faults): model id -> {"fault", "count"}.
         self.faults: dict[str, dict] = {}
+        #: The MOCK prompt cache: (model, prefix hash) -> when last seen (monotonic).
+        self.prompt_cache: collections.OrderedDict = collections.OrderedDict()
+        self.cache_warm = 300.0
 
     def take_fault(self, model) -> dict | None:
         """The held fault of ``model``, counting one use of it."""
@@ -307,7 +321,7 @@ def manage_faults(state: State, req: Request) -> Reply:
 
 #: The integer fault headers (``x-mock-<name>``); any that is not an integer is a 400.
 _MOCK_INTS = ("latency-ms", "raw-status", "status", "chunk-delay-ms", "retry-after",
-              "break-after", "end-after")
+              "break-after", "end-after", "cached-tokens")
 
 
 def mock_ints(h: dict) -> dict:
@@ -394,8 +408,9 @@ def chat_reply(state: State, h: dict, body, delay: float, raw_status: int | None
         convo = chat_view(body)   # tool calls, tool results and images (rarely: not the
         if (convo.tool_result is not None or convo.images or convo.wants_tool  # bench path)
                 or convo.wants_parallel):
-            return api_reply(state, "chat", body, convo, delay)
+            return api_reply(state, "chat", body, convo, delay, h)
     reasoning = MOCK_REASONING if REASONING_MARKER in last_user else None
+    usage = with_prompt_cache(state, "chat", h, body, usage)
     if body.get("stream") is True:
         return Reply(200, content_type="text/event-stream", delay=delay,
                      events=stream_events(cid, created, model, content, usage, body,
@@ -464,6 +479,134 @@ def directives(text: str) -> list[tuple[str | None, object]]:
             steps.append((match.group(1), args))
             at = end
     return steps
+
+
+# --------------------------------------------------------------- MOCK prompt cache
+
+#: Prefix hashes kept at most (oldest forgotten first).
+PROMPT_CACHE_LIMIT = 100_000
+
+
+def _words(value) -> int:
+    """Words in every string of a JSON value (the mock's tokens)."""
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, dict):
+        return sum(_words(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_words(v) for v in value)
+    return 0
+
+
+def _without_cache_control(value):
+    """``value`` without ``cache_control`` members (breakpoints move; prefixes do not)."""
+    if isinstance(value, dict):
+        return {k: _without_cache_control(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_without_cache_control(v) for v in value]
+    return value
+
+
+def prompt_units(api: str, body: dict) -> list:
+    """The request's prompt in cache order: (tools, system, instructions) first, then
+    each message or input item, as (canonical JSON, words) pairs."""
+    head = {k: body.get(k) for k in ("tools", "system", "instructions") if body.get(k)}
+    items = body.get("input") if api == "responses" else body.get("messages")
+    if isinstance(items, str):
+        items = [items]
+    units = [head] + (list(items) if isinstance(items, list) else [])
+    return [(json.dumps(_without_cache_control(u), sort_keys=True), _words(u)) for u in units]
+
+
+def prompt_cache_tokens(state: State, api: str, h: dict, body, prompt: int) -> tuple:
+    """(prompt, cache-read, cache-write) tokens of a request (MOCK prompt cache).
+
+    ``x-mock-cached-tokens`` forces the cache reads. Otherwise the longest prefix (all but
+    the newest unit) that this model saw within the warm window is read from the cache;
+    Messages requests without ``cache_control`` are not cached, and with it, the rest of the
+    prefix is written. Every prefix of the request is then remembered as warm.
+    """
+    forced = header_int(h, "x-mock-cached-tokens") if h else None
+    if forced is not None:
+        return prompt, max(0, min(forced, prompt)), 0
+    if state.cache_warm <= 0 or not isinstance(body, dict):
+        return prompt, 0, 0
+    try:
+        if api == "messages" and "cache_control" not in json.dumps(body):
+            return prompt, 0, 0
+    except (RecursionError, ValueError):
+        return prompt, 0, 0
+    model = body.get("model")
+    try:
+        units = prompt_units(api, body)
+    except (RecursionError, ValueError):  # a hostile body nested too deep: not cached
+        return prompt, 0, 0
+    now = time.monotonic()
+    cache = state.prompt_cache
+    digest = ""
+    total = cached = 0
+    for index, (text, words) in enumerate(units):
+        digest = hashlib.sha1((digest + text).encode()).hexdigest()
+        seen = cache.pop((model, digest), None)
+        if index < len(units) - 1 and seen is not None and now - seen < state.cache_warm \
+                and cached == total:
+            cached = total + words
+        total += words
+        cache[(model, digest)] = now
+    while len(cache) > PROMPT_CACHE_LIMIT:
+        cache.popitem(last=False)
+    prompt = max(prompt, total)
+    written = 0
+    if api == "messages":
+        written = max(0, total - units[-1][1] - cached) if units else 0
+    return prompt, cached, written
+
+
+def with_prompt_cache(state: State, api: str, h: dict, body, usage: dict) -> dict:
+    """A chat ``usage`` object with the MOCK cache's reads (``prompt_tokens_details``)."""
+    prompt, cached, _ = prompt_cache_tokens(state, api, h, body, usage["prompt_tokens"])
+    return {**usage, "prompt_tokens": prompt, "total_tokens": prompt + usage[
+        "completion_tokens"], "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+def _usage_object(api: str, old: dict, counts: tuple) -> dict:
+    """A provider's usage object with (prompt, cache-read, cache-write) counts put in."""
+    prompt, cached, written = counts
+    usage = dict(old)
+    if api == "messages":
+        usage["input_tokens"] = max(0, prompt - cached - written)
+        usage["cache_read_input_tokens"] = cached
+        usage["cache_creation_input_tokens"] = written
+    elif api == "responses":
+        usage["input_tokens"] = prompt
+        usage["input_tokens_details"] = {"cached_tokens": cached}
+        usage["total_tokens"] = prompt + usage.get("output_tokens", 0)
+    else:
+        usage["prompt_tokens"] = prompt
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        usage["total_tokens"] = prompt + usage.get("completion_tokens", 0)
+    return usage
+
+
+def cached_usage_in(api: str, result, counts: tuple, stream: bool):
+    """A rendered answer (JSON object, or SSE events) with its usage carrying ``counts``:
+    the JSON's ``usage``; in a stream, the chat usage chunk, Anthropic's ``message_start``
+    and the Responses ``response.completed`` snapshot."""
+    if not stream:
+        if isinstance(result, dict) and isinstance(result.get("usage"), dict):
+            result["usage"] = _usage_object(api, result["usage"], counts)
+        return result
+    out = []
+    for event in result:
+        name, data = event if isinstance(event, tuple) else (None, event)
+        if b'"usage": {' in data and name in (None, "message_start", "response.completed"):
+            payload = json.loads(data)
+            holder = payload.get("message") or payload.get("response") or payload
+            if isinstance(holder.get("usage"), dict):
+                holder["usage"] = _usage_object(api, holder["usage"], counts)
+            data = json.dumps(payload).encode()
+        out.append((name, data) if name is not None else data)
+    return out
 
 
 @dataclass(slots=True)
@@ -631,7 +774,8 @@ def tool_call_of(view: View, n: int) -> tuple[str, str, str, str] | None:
     return f"call_mock_{n}", name, kind, payload
 
 
-def api_reply(state: State, api: str, body: dict, view: View, delay: float) -> Reply:
+def api_reply(state: State, api: str, body: dict, view: View, delay: float,
+              h: dict | None = None) -> Reply:
     """The JSON or SSE reply of ``api`` (chat, messages, responses) for a View."""
     model = body.get("model")
     n = next(state.ids)
@@ -651,6 +795,8 @@ def api_reply(state: State, api: str, body: dict, view: View, delay: float) -> R
     render = {"chat": (chat_json, chat_sse), "messages": (messages_json, messages_sse),
               "responses": (responses_json, responses_sse)}[api][1 if stream else 0]
     result = render(n, model, text, call, usage, body)
+    result = cached_usage_in(api, result, prompt_cache_tokens(state, api, h or {}, body,
+                                                              usage[0]), stream)
     if stream:
         return Reply(200, content_type="text/event-stream", delay=delay, events=result)
     return Reply(200, json.dumps(result).encode(), delay=delay)
@@ -881,7 +1027,7 @@ def api_answer(state: State, api: str, h: dict, body, delay: float, status: int 
     view = messages_view(body) if api == "messages" else responses_view(body)
     if CONTEXT_MARKER in view.last_user:
         return context_length_reply(api)
-    reply = api_reply(state, api, body, view, delay)
+    reply = api_reply(state, api, body, view, delay, h)
     if chunk_delay is not None:
         reply.chunk_delay = max(chunk_delay, 0) / 1000.0
     return reply
@@ -1099,6 +1245,7 @@ async def serve(args) -> None:
     """Run the server until SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     state = State(args.latency_ms, args.chunk_delay_ms, args.quiet, args.route)
+    state.cache_warm = args.cache_warm_seconds
     server = await loop.create_server(lambda: MockHTTP(state), args.host, args.port,
                                       backlog=1024)
     port = server.sockets[0].getsockname()[1]
@@ -1128,6 +1275,8 @@ def main(argv=None) -> int:
     parser.add_argument("--route", help="answer every chat request with {\"route\": ROUTE} "
                         "unless x-mock-route says otherwise (a routing LLM)")
     parser.add_argument("--quiet", action="store_true", help="no per-request log on stderr")
+    parser.add_argument("--cache-warm-seconds", type=float, default=300.0,
+                        help="MOCK prompt cache: how long a prefix stays warm (0: off)")
     args = parser.parse_args(argv)
     try:
         import uvloop  # optional speed-up, used only when already installed

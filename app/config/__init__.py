@@ -17,6 +17,7 @@ from app.config.model import (
                               FailoverConfig,
                               ListenerConfig,
                               ModelEndpoint,
+                              PromptCachingConfig,
                               RouteConfig,
                               RoutingConfig,
                               ServerConfig,
@@ -25,5 +26,6 @@ from app.config.model import (
 )
 
 __all__ = ["CONFIG_ENV_VAR", "AdminConfig", "AgentSessionsConfig", "Config", "FailoverConfig",
-           "ListenerConfig", "ModelEndpoint", "RouteConfig", "RoutingConfig", "ServerConfig",
-           "SessionCacheConfig", "TracingConfig", "config_from_dict", "expand_env", "load_config"]
+           "ListenerConfig", "ModelEndpoint", "PromptCachingConfig", "RouteConfig",
+           "RoutingConfig", "ServerConfig", "SessionCacheConfig", "TracingConfig",
+           "config_from_dict", "expand_env", "load_config"]

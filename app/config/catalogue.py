@@ -57,11 +57,14 @@ class Vendor:
     #: Tool-call ids must be exactly 9 alphanumerics (Mistral refuses others): translated
     #: requests get stand-ins, restored in answers (:mod:`app.upstreams.tool_mapping`).
     nine_char_call_ids: bool = False
+    #: The API takes OpenAI's ``prompt_cache_key`` (SPEC §19): the gateway sets it from the
+    #: session. Only OpenAI and Azure OpenAI; others may reject an unknown field.
+    prompt_cache_key: bool = False
 
 
 VENDORS: dict[str, Vendor] = {
     "openai": Vendor(INTERFACE_OPENAI, "https://api.openai.com", "/v1", responses_native=True,
-                     max_completion_tokens=True),
+                     max_completion_tokens=True, prompt_cache_key=True),
     "anthropic": Vendor(INTERFACE_ANTHROPIC, "https://api.anthropic.com", "/v1",
                         auth=AUTH_X_API_KEY),
     "deepseek": Vendor(INTERFACE_OPENAI, "https://api.deepseek.com", "/v1"),
@@ -79,7 +82,8 @@ VENDORS: dict[str, Vendor] = {
     "qwen": Vendor(INTERFACE_OPENAI, None, "/compatible-mode/v1"),
     "ollama": Vendor(INTERFACE_OPENAI, "http://localhost:11434", "/v1"),
     "azure_openai": Vendor(INTERFACE_OPENAI, None, "/openai/deployments/{model_id}",
-                           auth=AUTH_API_KEY, azure=True, max_completion_tokens=True),
+                           auth=AUTH_API_KEY, azure=True, max_completion_tokens=True,
+                           prompt_cache_key=True),
     # Plano's own routing models (Arch-Router, Plano-Orchestrator) behind an OpenAI server
     # you run: there is no public host to default to.
     "plano": Vendor(INTERFACE_OPENAI, None, "/v1"),

@@ -67,6 +67,11 @@ class ModelEndpoint:
     max_tokens: int = 4096
     #: Extra headers sent with every call (Plano's ``headers``), as ``(name, value)`` pairs.
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    #: The vendor takes OpenAI's ``prompt_cache_key`` (catalogue flag, SPEC §19).
+    prompt_cache_key: bool = False
+    #: ``pricing:`` override, USD per million tokens, as ``(kind, price)`` pairs (kinds:
+    #: input, cached_input, cache_write, output); empty: the genai-prices table (SPEC §19).
+    pricing: tuple[tuple[str, float], ...] = ()
 
     @property
     def model_id_in_path(self) -> bool:
@@ -184,6 +189,22 @@ class RoutingConfig:
 
 
 @dataclass(frozen=True)
+class PromptCachingConfig:
+    """Plano's ``prompt_caching`` block (SPEC §19): cache hints sent upstream when enabled.
+
+    ``inject_cache_control``: Anthropic breakpoints on prefixes of at least
+    ``min_prefix_tokens``; ``prompt_cache_key``: OpenAI/Azure cache key from the session;
+    ``warm_window_seconds``: how long a provider's cache is taken to stay warm.
+    """
+
+    enabled: bool = False
+    inject_cache_control: bool = True
+    min_prefix_tokens: int = 1024
+    prompt_cache_key: bool = True
+    warm_window_seconds: int = 300
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Limits and opt-in behaviour of the HTTP front."""
 
@@ -297,6 +318,7 @@ class Config:
     models: ModelDirectory = field(repr=False)
     routes_by_name: Mapping[str, RouteConfig] = field(repr=False)
     default_endpoint: ModelEndpoint = field(repr=False)
+    prompt_caching: PromptCachingConfig = PromptCachingConfig()
     warnings: tuple[str, ...] = ()
     #: Where it was loaded from (a file path); ``None`` when built from a dict in code.
     source: str | None = None

@@ -12,6 +12,9 @@ this gateway's shape in memory, the way Plano's CLI does it:
 * keys that are only cosmetic here (a provider's ``name``, ``tracing.trace_arch_internal``,
   a listener map's ``message_format``) are dropped.
 
+``model_metrics_sources: [{type: cost, ...}]`` is accepted and served from the bundled price
+table (SPEC §19; one warning says so); other source types are refused.
+
 Keys that configure Plano features this gateway does not have (prompt targets, agents,
 filters, endpoints, guards, rate limits, state storage, cost-based routing, ...) are problems
 ``dotted.path: not supported by this gateway``: never silently ignored.
@@ -27,7 +30,7 @@ NOT_SUPPORTED = "not supported by this gateway"
 #: Top-level keys of Plano features outside this gateway.
 _UNSUPPORTED_TOP_LEVEL = ("agents", "filters", "endpoints", "prompt_targets", "prompt_guards",
                           "ratelimits", "state_storage", "system_prompt", "mode",
-                          "model_metrics_sources", "functions", "error_target")
+                          "functions", "error_target")
 _UNSUPPORTED_LISTENER_KEYS = ("router", "agents", "input_filters", "output_filters")
 _UNSUPPORTED_ROUTING_KEYS = ("routing_budget",)
 _UNSUPPORTED_TRACING_KEYS = ("opentracing_grpc_endpoint", "span_attributes", "exporters")
@@ -45,6 +48,7 @@ def migrate(raw: dict) -> tuple[dict, list[str], list[str]]:
         if key in config:
             problems.append(f"{key}: {NOT_SUPPORTED}")
             del config[key]
+    _accept_metrics_sources(config, problems, warnings)
     _rename_llm_providers(config, problems)
     _convert_listener_map(config, problems)
     _check_listeners(config, problems)
@@ -57,6 +61,30 @@ def migrate(raw: dict) -> tuple[dict, list[str], list[str]]:
     if isinstance(tracing, dict):
         tracing.pop("trace_arch_internal", None)  # Plano's own internal spans: cosmetic here
     return config, problems, warnings
+
+
+def _accept_metrics_sources(config: dict, problems: list[str], warnings: list[str]) -> None:
+    """``model_metrics_sources``: ``type: cost`` sources are served from the bundled
+    genai-prices table (their ``provider`` and ``refresh_interval`` are not used: nothing
+    is fetched at run time); any other type is not supported."""
+    if "model_metrics_sources" not in config:
+        return
+    sources = config.pop("model_metrics_sources")
+    if not isinstance(sources, list):
+        problems.append("model_metrics_sources: must be a list")
+        return
+    cost = 0
+    for index, source in enumerate(sources):
+        kind = source.get("type") if isinstance(source, dict) else None
+        if kind == "cost":
+            cost += 1
+        else:
+            problems.append(f"model_metrics_sources.{index}.type: {kind!r} {NOT_SUPPORTED} "
+                            "(only 'cost')")
+    if cost:
+        warnings.append("model_metrics_sources: model costs are served from the bundled "
+                        "genai-prices table (app/usage/price_table.json) and the providers' "
+                        "pricing: overrides; nothing is fetched at run time")
 
 
 def _rename_llm_providers(config: dict, problems: list[str]) -> None:

@@ -35,6 +35,7 @@ from app.config.model import (
     ListenerConfig,
     ModelDirectory,
     ModelEndpoint,
+    PromptCachingConfig,
     RouteConfig,
     RoutingConfig,
     ServerConfig,
@@ -105,6 +106,17 @@ class ListenerSchema(_Strict):
                               max_retries=data["max_retries"])
 
 
+class PricingSchema(_Strict):
+    """A provider entry's ``pricing:`` override, USD per million tokens (SPEC §19)."""
+
+    input = fields.Float(required=True, validate=validate.Range(min=0))
+    output = fields.Float(required=True, validate=validate.Range(min=0))
+    cached_input = fields.Float(load_default=None, allow_none=True,
+                                validate=validate.Range(min=0))
+    cache_write = fields.Float(load_default=None, allow_none=True,
+                               validate=validate.Range(min=0))
+
+
 class ProviderSchema(_Strict):
     """One ``model_providers`` entry; the vendor prefix is looked up in the catalogue."""
 
@@ -124,6 +136,7 @@ class ProviderSchema(_Strict):
     responses = OptionalString(load_default=None, allow_none=True,
                                validate=validate.OneOf(["native", "translate"]))
     max_tokens = fields.Integer(load_default=4096, validate=validate.Range(1, 10_000_000))
+    pricing = fields.Nested(PricingSchema, load_default=None, allow_none=True)
 
     @validates_schema
     def check_vendor(self, data, **kwargs):
@@ -168,7 +181,9 @@ class ProviderSchema(_Strict):
             interface=vendor.interface, auth=vendor.auth, url_query=query,
             responses_native=_responses_native(vendor, data["responses"]),
             passthrough_auth=data["passthrough_auth"], max_tokens=data["max_tokens"],
-            headers=tuple(data["headers"].items()))
+            headers=tuple(data["headers"].items()), prompt_cache_key=vendor.prompt_cache_key,
+            pricing=tuple((kind, price) for kind, price in (data["pricing"] or {}).items()
+                          if price is not None))
 
 
 def _responses_native(vendor, setting: str | None) -> bool:
@@ -355,6 +370,20 @@ class AdminSchema(_Strict):
         return AdminConfig(**data)
 
 
+class PromptCachingSchema(_Strict):
+    """Plano's top-level ``prompt_caching`` block (SPEC §19)."""
+
+    enabled = fields.Boolean(load_default=False)
+    inject_cache_control = fields.Boolean(load_default=True)
+    min_prefix_tokens = fields.Integer(load_default=1024, validate=validate.Range(0, 10_000_000))
+    prompt_cache_key = fields.Boolean(load_default=True)
+    warm_window_seconds = fields.Integer(load_default=300, validate=validate.Range(1, 86400))
+
+    @post_load
+    def build(self, data, **kwargs):
+        return PromptCachingConfig(**data)
+
+
 class ConfigSchema(_Strict):
     version = fields.String(load_default="v0.4.0")
     listeners = fields.List(fields.Nested(ListenerSchema), load_default=lambda: [
@@ -368,6 +397,7 @@ class ConfigSchema(_Strict):
     server = fields.Nested(ServerSchema, load_default=ServerConfig)
     tracing = fields.Nested(TracingSchema, load_default=TracingConfig)
     admin = fields.Nested(AdminSchema, load_default=AdminConfig)
+    prompt_caching = fields.Nested(PromptCachingSchema, load_default=PromptCachingConfig)
 
     @validates_schema(skip_on_field_errors=False)
     def check_references(self, data, **kwargs):
@@ -408,6 +438,7 @@ class ConfigSchema(_Strict):
             models=models,
             routes_by_name=MappingProxyType({r.name: r for r in routes}),
             default_endpoint=default,
+            prompt_caching=data["prompt_caching"],
         )
 
 

@@ -1,6 +1,8 @@
 """The admin API: inspect and clear session pins (enabled only when ``admin.token`` is set).
 
-``GET /admin/sessions/<id>`` answers the binding and its remaining TTL, ``DELETE`` unpins;
+``GET /admin/sessions/<id>`` answers the binding and its remaining TTL, and the session's
+usage totals beside it (SPEC §19: requests, tokens by kind, cost, cache hits, switches;
+``null`` when none were recorded), ``DELETE`` unpins;
 the tenant comes from the configured tenant header, as on the chat endpoint. Every call
 needs ``Authorization: Bearer <admin.token>``: missing -> 401, wrong -> 403, both as JSON
 envelopes. Calls are counted in ``plano_admin_requests_total{action,status}``.
@@ -65,17 +67,41 @@ def get_session(session_id: str):
     try:
         binding = cache.get(key)
         ttl = cache.ttl(key) if binding is not None else None
+        usage = _usage_totals(key)
     except InvalidBindingError:
         raise GatewayError(f"session '{session_id}' holds a value that is not a binding "
                            "(DELETE clears it)", code="invalid_binding", status=409) from None
     except SessionCacheError as error:
         raise SessionCacheUnreachableError(f"session cache: {error.outcome}") from None
-    if binding is None:
+    if binding is None and usage is None:
         raise NotFoundError(f"session '{session_id}' is not pinned", code="session_not_found")
-    payload = {"session_id": session_id, "tenant": tenant, "model_name": binding.model_name,
-               "route_name": binding.route_name, "ttl_seconds": ttl,
-               "backend": cache.backend_name}
+    payload = {"session_id": session_id, "tenant": tenant,
+               "model_name": binding.model_name if binding else None,
+               "route_name": binding.route_name if binding else None, "ttl_seconds": ttl,
+               "backend": cache.backend_name, "usage": usage}
     return Response(json.dumps(payload), status=200, mimetype="application/json")
+
+
+#: The per-session totals shown, in order (SPEC §19); missing fields are 0.
+_USAGE_FIELDS = ("requests", "input_tokens", "cache_read_tokens", "cache_write_tokens",
+                 "output_tokens", "cache_hits", "switches", "unpriced_requests")
+
+
+def _usage_totals(key: str) -> dict | None:
+    """The session's usage totals for the answer; ``cost_usd`` is ``null`` when no answer
+    of the session had a price. A failing read shows ``null`` (the pin is still shown)."""
+    recorder = current_services().usage
+    if recorder is None:
+        return None
+    try:
+        totals = recorder.session_totals(key)
+    except (SessionCacheError, NotImplementedError):
+        return None
+    if totals is None:
+        return None
+    shown = {name: int(totals.get(name, 0)) for name in _USAGE_FIELDS}
+    shown["cost_usd"] = round(totals["cost_usd"], 8) if "cost_usd" in totals else None
+    return shown
 
 
 @admin_bp.delete("/sessions/<path:session_id>")

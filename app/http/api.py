@@ -43,6 +43,7 @@ from app.pipeline.parse import (
     validate_affinity_value,
 )
 from app.services import Services, current_services
+from app.usage.accounting import CACHE_HEADER, RequestAccounting, cache_off
 
 AFFINITY_HEADER = "X-Model-Affinity"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -141,6 +142,10 @@ def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, 
     context = request_session(chat.body, _SHAPES[api], request.headers,
                               explicit_id=session_id, tenant=tenant, model=chat.model,
                               config=svc.config, metrics=svc.metrics)
+    if context.implicit and cache_off(request.headers.get(CACHE_HEADER)):
+        # X-Plano-Cache: off (SPEC §19): no implicit affinity for this request either.
+        context = SessionContext(None, user_turn=context.user_turn,
+                                 derived_id=context.derived_id)
     decision = svc.gateway.decide(chat, context.session_id, tenant,
                                   implicit=context.implicit, user_turn=context.user_turn,
                                   agent=context.agent)
@@ -230,8 +235,14 @@ def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
     if api == "messages":
         client_headers = {name: value for name in ("anthropic-version", "anthropic-beta")
                           if (value := request.headers.get(name))}
+    tenant = _session_and_tenant(svc)[1] if context.session_id is not None else None
+    key = session_key(context.session_id, tenant) if context.session_id is not None else None
+    accounting = None
+    if svc.usage is not None:  # SPEC §19: cache hints and usage meters for each attempt
+        accounting = RequestAccounting(svc.usage, svc.config.prompt_caching, key,
+                                       cache_off(request.headers.get(CACHE_HEADER)))
     attempt = attempt_for(api, parsed.body, decision, svc.relay, client_headers,
-                          auth_for=_passthrough_auth)
+                          auth_for=_passthrough_auth, accounting=accounting)
     try:
         candidates = svc.gateway.candidates(decision)
         result = svc.failover.run(candidates, attempt,
@@ -245,12 +256,25 @@ def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
         record.failover_from = result.failed_from
         record.affinity = headers.get("x-plano-affinity", record.affinity)
         if should_repin(decision, result, svc.config.routing.failover.repin):
-            tenant = _session_and_tenant(svc)[1]
             svc.gateway.repin(session_key(context.session_id, tenant), decision.endpoint.name,
                               decision.route_name, result.served.name)
     if result.error is not None:
         return error_response(result.error, headers, anthropic=api == "messages")
-    return _answer_response(result.answer, headers)
+    response = _answer_response(result.answer, headers)
+    if key is not None and svc.usage is not None:
+        # The session's usage totals are written once the answer's last byte is sent.
+        response.call_on_close(_session_usage_writer(
+            svc, key, result.answer, result.served.name != decision.endpoint.name))
+    return response
+
+
+def _session_usage_writer(svc: Services, key: str, answer, switched: bool) -> Callable[[], None]:
+    """Adds the answer's usage (if it reported any) to the session's totals (SPEC §19)."""
+    def write() -> None:
+        record = getattr(answer.meter, "record", None)
+        if record is not None:
+            svc.usage.write_session(key, record, switched)
+    return write
 
 
 @bp.post("/routing/v1/chat/completions")

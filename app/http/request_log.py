@@ -97,6 +97,9 @@ class RequestRecord:
                   "trace_id": self.trace_id}
         if self.failover_from is not None:
             fields["failover_from"] = self.failover_from
+        usage = getattr(getattr(self.answer, "meter", None), "record", None)
+        if usage is not None:  # tokens by kind and cost (SPEC §19)
+            fields.update(usage.log_fields())
         return fields
 
     def write(self) -> None:

@@ -52,6 +52,12 @@ class Metrics:
         of its route (SPEC §15); ``reason``: connection, timeout, stream, http_<status>,
         retry_after or down."""
 
+    def usage(self, model: str, tokens: tuple[int, int, int, int], cost_usd: float | None,
+              cache_hit: bool) -> None:
+        """One answer's usage (SPEC §19): ``tokens`` = (input, cache_read, cache_write,
+        output), its USD cost (``None``: the model has no price) and whether the provider
+        read from its prompt cache."""
+
     def exposition(self) -> tuple[bytes, str] | None:
         """The ``/metrics`` body and its content type; ``None``: nothing to expose."""
         return None

@@ -12,6 +12,10 @@ Names and labels (SPEC §10)::
     plano_admin_requests_total{action,status}              counter
     plano_failovers_total{from_model,to_model,reason}      counter (SPEC §15)
     plano_agent_session_ignored_total{header,reason}       counter (SPEC §18)
+    plano_tokens_total{model,kind}                         counter (SPEC §19; kind: input,
+                                                           cache_read, cache_write, output)
+    plano_cost_usd_total{model}                            counter (priced models only)
+    plano_prompt_cache_requests_total{model,outcome}       counter (hit: cache reads > 0)
 
 Under gunicorn the numbers of all workers are added up: ``config/gunicorn.conf.py`` points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory in the master before any worker starts,
@@ -66,6 +70,8 @@ ROUTER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                     60.0, 120.0)
 CHAT_ENDPOINTS = ("/v1/chat/completions", "/routing/v1/chat/completions")
+#: The ``kind`` label of ``plano_tokens_total``, in the order of :meth:`Metrics.usage`.
+TOKEN_KINDS = ("input", "cache_read", "cache_write", "output")
 
 
 def multiprocess_dir() -> str | None:
@@ -191,6 +197,23 @@ class PrometheusMetrics(Metrics):
         if agent_sessions.enabled:
             self._agent_ignored.prepare((header, reason) for header in agent_sessions.headers
                                         for reason in IGNORED_REASONS)
+        concrete = [(p.name,) for p in config.model_providers if not p.is_wildcard]
+        self._tokens = _Children(Counter(
+            "plano_tokens_total", "Tokens of provider answers by model and kind (input: "
+            "uncached prompt tokens; cache_read, cache_write: prompt tokens read from or "
+            "written to the provider's prompt cache; output).", ("model", "kind"),
+            registry=registry))
+        self._tokens.prepare((name, kind) for (name,) in concrete for kind in TOKEN_KINDS)
+        self._cost = _Children(Counter(
+            "plano_cost_usd_total", "USD cost of provider answers by model (models with a "
+            "price only: an unpriced model has no series, never a cost of 0).", ("model",),
+            registry=registry))
+        self._prompt_cache = _Children(Counter(
+            "plano_prompt_cache_requests_total", "Answers by model and prompt-cache outcome "
+            "(hit: the provider read cached prompt tokens).", ("model", "outcome"),
+            registry=registry))
+        self._prompt_cache.prepare((name, outcome) for (name,) in concrete
+                                   for outcome in ("hit", "miss"))
         self._admin = _Children(Counter(
             "plano_admin_requests_total", "Admin API calls by action and status.",
             ("action", "status"), registry=registry), _label)
@@ -239,6 +262,16 @@ class PrometheusMetrics(Metrics):
     def failover(self, from_model: str, to_model: str, reason: str) -> None:
         self._failovers.get((self.model_label(from_model), self.model_label(to_model),
                              reason)).inc()
+
+    def usage(self, model: str, tokens: tuple[int, int, int, int], cost_usd: float | None,
+              cache_hit: bool) -> None:
+        model = self.model_label(model)
+        for kind, count in zip(TOKEN_KINDS, tokens, strict=True):
+            if count:
+                self._tokens.get((model, kind)).inc(count)
+        if cost_usd:
+            self._cost.get((model,)).inc(cost_usd)
+        self._prompt_cache.get((model, "hit" if cache_hit else "miss")).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text of every worker (multiprocess) or of this instance."""

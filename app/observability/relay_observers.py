@@ -25,7 +25,7 @@ class Call:
     """One provider call, as its observers see it."""
 
     __slots__ = ("model_name", "stream", "headers", "started", "status", "seconds", "error",
-                 "span")
+                 "span", "meter")
 
     def __init__(self, model_name: str, stream: bool, headers: dict, started: float):
         self.model_name = model_name
@@ -41,6 +41,8 @@ class Call:
         self.error: Exception | None = None
         #: The provider's client span (tracing on).
         self.span: ClientSpan | None = None
+        #: The call's own usage meter (:class:`app.usage.meter.UsageMeter`), if any.
+        self.meter = None
 
 
 class RelayObserver:

@@ -325,6 +325,11 @@ class ClientSpan:
         self.headers = carrier
         self._ended = False
 
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Add attributes before the span ends (usage, SPEC §19)."""
+        if not self._ended:
+            self._span.set_attributes(attributes)
+
     def end(self, status_code: int | None = None, error: Exception | None = None) -> None:
         """Finish the span: an HTTP status of 400 or more, or ``error``, marks a failure.
 

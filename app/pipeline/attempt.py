@@ -28,18 +28,27 @@ _PINNED_AFFINITIES = frozenset({AFFINITY_NEW, AFFINITY_PINNED})
 def attempt_for(api: str, body: dict, decision: Decision, relay: Relay,
                 client_headers: Mapping[str, str] | None,
                 auth_for: Callable[[ModelEndpoint], Mapping[str, str] | None] = lambda _: None,
-                ) -> Attempt:
+                accounting=None) -> Attempt:
     """The per-try call for one request of client API ``api`` (``chat``, ``messages``,
     ``responses``); the body's ``model`` is set to each candidate's provider id.
-    ``auth_for(endpoint)``: the client's own key for a ``passthrough_auth`` candidate."""
+    ``auth_for(endpoint)``: the client's own key for a ``passthrough_auth`` candidate.
+    ``accounting``: the request's :class:`app.usage.accounting.RequestAccounting` (cache
+    hints and usage meters, SPEC §19), or ``None``."""
     decided = decision.endpoint
     pinned = decision.pinned
 
     def attempt(endpoint: ModelEndpoint, read_timeout: float) -> Answer:
-        call = plan_call(api, body, target_of(endpoint), client_headers=client_headers)
+        meter = None
+        if accounting is None:
+            call = plan_call(api, body, target_of(endpoint), client_headers=client_headers)
+        else:  # SPEC §19: cache hints on the way out, usage asked for, the call's meter
+            call = plan_call(api, body, target_of(endpoint), client_headers=client_headers,
+                             hints=accounting.hints(endpoint), stream_usage=True)
+            meter = accounting.meter(endpoint, call)
         answer = relay.send(endpoint.name, call,
                             pinned=pinned and endpoint.name == decided.name,
-                            read_timeout=read_timeout, auth_headers=auth_for(endpoint))
+                            read_timeout=read_timeout, auth_headers=auth_for(endpoint),
+                            meter=meter)
         if answer.mimetype == "text/event-stream":
             answer.body = first_bytes_read(answer)
         return answer

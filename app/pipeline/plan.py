@@ -75,6 +75,9 @@ class UpstreamCall:
     stream_translator: Callable[[], "StreamTranslator"] = None
     #: upstream HTTP error (status, body, provider secrets to scrub) -> client error JSON
     error: Callable[..., bytes] = None
+    #: The gateway asked for a Chat stream's usage chunk the client did not ask for: it is
+    #: removed from what is relayed (SPEC §19).
+    strip_usage: bool = False
 
 
 def interface_path(api: str, target: Target) -> str:
@@ -87,8 +90,15 @@ def interface_path(api: str, target: Target) -> str:
 
 
 def plan_call(api: str, body: dict, target: Target, *,
-              client_headers: dict | None = None) -> UpstreamCall:
+              client_headers: dict | None = None,
+              hints: Callable[[str, dict], dict] | None = None,
+              stream_usage: bool = False) -> UpstreamCall:
     """The upstream call for a validated ``body`` of client API ``api`` to ``target``.
+
+    ``hints(upstream path, upstream body) -> body``: cache hints added to what is sent
+    (:mod:`app.usage.hints`, SPEC §19); ``None``: the body as built. ``stream_usage``: a
+    pass-through Chat stream asks for ``stream_options.include_usage`` (SPEC §19), and the
+    call's ``strip_usage`` says the client did not ask for the usage-only chunk.
 
     Raises a 400 (:class:`~app.conversation.UntranslatableError` or
     :class:`~app.conversation.UnsupportedParameterError`) for what cannot be translated.
@@ -96,7 +106,7 @@ def plan_call(api: str, body: dict, target: Target, *,
     path = interface_path(api, target)
     stream = body.get("stream") is True
     if api == "chat" and path == openai_chat.PATH:
-        return _chat_passthrough(body, target, stream)
+        return _chat_passthrough(body, target, stream, hints, stream_usage)
     error = _error_renderer(api)
     if (api, path) in (("messages", anthropic_messages.PATH),
                        ("responses", openai_responses.PATH)):
@@ -106,7 +116,10 @@ def plan_call(api: str, body: dict, target: Target, *,
             body, dropped = anthropic_messages.drop_unsigned_thinking(body)
         else:
             headers = {}
-        return UpstreamCall(path, dumps({**body, "model": target.model_id}), headers, stream,
+        upstream = {**body, "model": target.model_id}
+        if hints is not None:
+            upstream = hints(path, upstream)
+        return UpstreamCall(path, dumps(upstream), headers, stream,
                             True, dropped, reply=_passthrough_reply(target.model_name),
                             stream_translator=lambda: PassthroughStream(target.model_name,
                                                                         api),
@@ -155,16 +168,33 @@ def plan_call(api: str, body: dict, target: Target, *,
                                 _renderer(api, target.model_name, include_usage),
                                 check_for(path, target.model_name))
 
+    if hints is not None:
+        upstream_body = hints(path, upstream_body)
     return UpstreamCall(path, dumps(upstream_body), headers, stream, False, dropped,
                         reply=reply, stream_translator=translator, error=error)
 
 
-def _chat_passthrough(body: dict, target: Target, stream: bool) -> UpstreamCall:
+def _chat_passthrough(body: dict, target: Target, stream: bool,
+                      hints: Callable[[str, dict], dict] | None,
+                      stream_usage: bool) -> UpstreamCall:
     """The byte-level plan: the client's own body with ``model`` set to the provider's id,
     to the interface's own path; the answer's ``model`` rewritten in bytes."""
     reply, error, shaper = _passthrough_functions(target.model_name)
-    return UpstreamCall(None, dumps({**body, "model": target.model_id}), {}, stream, True,
-                        reply=reply, stream_translator=shaper, error=error)
+    upstream = {**body, "model": target.model_id}
+    strip = False
+    if stream and stream_usage:
+        options = upstream.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage") is True):
+            upstream["stream_options"] = ({**options, "include_usage": True}
+                                          if isinstance(options, dict)
+                                          else {"include_usage": True})
+            strip = True
+    if hints is not None:
+        upstream = hints(openai_chat.PATH, upstream)
+    call = UpstreamCall(None, dumps(upstream), {}, stream, True, reply=reply,
+                        stream_translator=shaper, error=error)
+    call.strip_usage = strip
+    return call
 
 
 @functools.lru_cache(maxsize=1024)

@@ -65,6 +65,9 @@ class Answer:
     upstream_seconds: float | None = None
     #: A stream's upstream failure, once it broke off (told to the client in-band).
     failure: UpstreamError | None = None
+    #: The call's usage meter (:class:`app.usage.meter.UsageMeter`, SPEC §19), if any: its
+    #: ``record`` is the answer's usage once the call ended.
+    meter: object = None
 
 
 def relayed_headers(upstream: Mapping[str, str]) -> dict:
@@ -98,13 +101,16 @@ class Relay:
 
     def send(self, provider_name: str, call: UpstreamCall, *, pinned: bool,
              read_timeout: float | None = None,
-             auth_headers: Mapping[str, str] | None = None) -> Answer:
+             auth_headers: Mapping[str, str] | None = None, meter=None) -> Answer:
         """Send ``call`` to ``provider_name`` and shape the answer with the plan.
 
         ``read_timeout`` (default: the client's, the listener timeout) bounds the wait for
         the answer's head and, without a stream, the whole answer: what an attempt chain
         has left of the listener timeout (:mod:`app.pipeline.failover`). ``auth_headers``: the
-        client's own key for a ``passthrough_auth`` provider.
+        client's own key for a ``passthrough_auth`` provider. ``meter``: the call's usage
+        meter (:mod:`app.usage.meter`, SPEC §19), a per-call observer: fed each stream read
+        (or the whole JSON answer), it filters what is relayed and is finished before the
+        client span ends.
 
         Raises :class:`UpstreamError` (502/504) when the provider cannot be reached or does
         not answer in time; an HTTP error status from the provider is an :class:`Answer`.
@@ -114,6 +120,7 @@ class Relay:
         if auth_headers:
             headers = {**headers, **auth_headers}
         state = Call(provider_name, call.stream, headers, time.perf_counter())
+        state.meter = meter
         observers = self._observers
         for observer in observers:
             observer.started(state)
@@ -136,7 +143,7 @@ class Relay:
             extra[DROPPED_HEADER] = ",".join(call.dropped)
         if (call.stream and response.status_code < 400
                 and response.headers.get("Content-Type", "").startswith("text/event-stream")):
-            answer = Answer(response.status_code, extra, (), "text/event-stream")
+            answer = Answer(response.status_code, extra, (), "text/event-stream", meter=meter)
             answer.body = UpstreamStream(self, client, response, state, answer,
                                          call.stream_translator())
             return answer
@@ -162,13 +169,18 @@ class Relay:
                                       "that is not a JSON object")
                 self._end(state, error)
                 raise error
+            if state.meter is not None:
+                state.meter.answer(raw)
         self._end(state)
-        return Answer(response.status_code, extra, body, upstream_seconds=state.seconds)
+        return Answer(response.status_code, extra, body, upstream_seconds=state.seconds,
+                      meter=state.meter)
 
     def _end(self, state: Call, error: Exception | None = None) -> None:
         state.seconds = time.perf_counter() - state.started
         if error is not None and state.error is None:
             state.error = error
+        if state.meter is not None:  # usage read so far, on the span before it ends
+            state.meter.finish(state.span)
         for observer in self._observers:
             observer.ended(state)
 
@@ -214,9 +226,16 @@ class UpstreamStream:
 
     def _relay_events(self) -> Iterator[bytes]:
         shaper = self._shaper
+        meter = self._state.meter
+        feed_meter = meter.feed if meter is not None else None
+        strip = meter.outgoing if meter is not None and meter.strips else None
         try:
             for raw in self._client.iter_raw(self._response):
+                if feed_meter is not None:
+                    feed_meter(raw)
                 out = shaper.feed(raw)
+                if strip is not None and out:
+                    out = strip(out)
                 if shaper.failure is not None:
                     self._failed(shaper.failure)
                     if out:
@@ -227,6 +246,8 @@ class UpstreamStream:
             tail = shaper.finish()
             if shaper.failure is not None:
                 self._failed(shaper.failure)
+            if strip is not None and tail:
+                tail = strip(tail)
             if tail:
                 yield tail
         except UpstreamError as error:

@@ -28,6 +28,13 @@ semantics, and one behaviour suite (``tests/contract``) runs against every backe
 * ``delete(key)`` removes the binding; returns whether a live one was stored (an expired
   binding is not stored: ``False``, as Redis answers).
 * ``ttl(key)`` returns the whole seconds left, or ``None`` when nothing is stored.
+* ``add_usage(key, increments, ttl_seconds)`` adds each number of ``increments`` (ints
+  and floats by field name) to the totals stored under ``key`` (absent fields start at 0)
+  and sets their TTL to ``ttl_seconds``, in one round trip (Redis: a pipelined HINCRBY /
+  HINCRBYFLOAT per field and EXPIRE on one hash, so Cluster works). ``usage(key)`` returns
+  those totals (ints stay ints) or ``None``. The gateway keeps a session's usage under
+  ``usage:<session key>`` (SPEC §19), beside the pin, never in the pin's value. A key of
+  another type raises :class:`app.errors.InvalidBindingError`.
 * A backend failure (unreachable, timed out, erroring) raises :class:`app.errors.SessionCacheError`,
   never returns ``None``: "not found" and "could not look" are different answers. A stored
   value that cannot be decoded (or a Redis key of another type) raises
@@ -40,7 +47,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,15 @@ class SessionCache(ABC):
     @abstractmethod
     def ttl(self, key: str) -> int | None:
         """Whole seconds the binding under ``key`` has left, or ``None``."""
+
+    def add_usage(self, key: str, increments: Mapping[str, int | float],
+                  ttl_seconds: int) -> None:
+        """Add ``increments`` to the totals under ``key``; their TTL becomes ``ttl_seconds``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no usage totals")
+
+    def usage(self, key: str) -> dict[str, int | float] | None:
+        """The totals under ``key``, or ``None``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no usage totals")
 
     def ping(self) -> bool:
         """Whether the backend answers right now (for /healthz); never raises."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Mapping
 
 from app.session_cache.base import SessionBinding, SessionCache, StoredPin
 
@@ -38,6 +38,8 @@ class MemorySessionCache(SessionCache):
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, SessionBinding]] = OrderedDict()
         self._bindings: dict[SessionBinding, SessionBinding] = {}
+        #: Usage totals (SPEC §19): key -> (expiry, {field: number}), LRU like the pins.
+        self._usage: OrderedDict[str, tuple[float, dict]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -114,6 +116,28 @@ class MemorySessionCache(SessionCache):
                 if expires > now and not key.startswith(skip_prefixes):
                     found.append(StoredPin(key, binding, max(0, int(expires - now + 0.999))))
         return found
+
+    def add_usage(self, key: str, increments: Mapping[str, int | float],
+                  ttl_seconds: int) -> None:
+        with self._lock:
+            now = self._clock()
+            entry = self._usage.pop(key, None)
+            totals = dict(entry[1]) if entry is not None and entry[0] > now else {}
+            for name, amount in increments.items():
+                totals[name] = totals.get(name, 0) + amount
+            self._usage[key] = (now + ttl_seconds, totals)
+            while len(self._usage) > self._max_entries:
+                self._usage.popitem(last=False)
+
+    def usage(self, key: str) -> dict[str, int | float] | None:
+        with self._lock:
+            entry = self._usage.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= self._clock():
+                del self._usage[key]
+                return None
+            return dict(entry[1])
 
     def _store(self, key: str, binding: SessionBinding, ttl_seconds: int) -> None:
         """(Re)place the entry as the most recent one; evict past the bound. Lock held."""

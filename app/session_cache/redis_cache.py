@@ -4,8 +4,9 @@ Plano's layout: key ``key_prefix + logical key``, value compact JSON
 ``{"model_name":"openai/gpt-5.2","route_name":"deep_reasoning"}``, TTL set once by
 ``SET key value NX EX ttl`` and never extended, unless ``session_ttl_mode`` is ``sliding``:
 then a hit is ``GETEX key EX ttl``, which renews it. A hit is one round trip (GET or GETEX),
-a miss two (GET, SET NX; a lost race adds the winner's GET). Single-key commands only, no MULTI or
-pipelines, so Redis Cluster works unchanged.
+a miss two (GET, SET NX; a lost race adds the winner's GET). Single-key commands only, no MULTI,
+so Redis Cluster works unchanged; the one pipeline (a session's usage totals, SPEC §19: HINCRBY /
+HINCRBYFLOAT per field and EXPIRE) touches one hash, so it too runs on Cluster.
 
 Replacing a stale pin (one naming a model no longer configured) is a compare-and-set in
 one round trip: a Lua script (EVALSHA, falling back to EVAL when the server does not have
@@ -35,7 +36,7 @@ import hashlib
 import json
 import logging
 import threading
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import redis
@@ -56,7 +57,7 @@ from app.config import SessionCacheConfig
 from app.errors import InvalidBindingError, SessionCacheError, SessionCacheSkippedError
 from app.pools import worker_connections
 from app.session_cache.base import SessionBinding, SessionCache, StoredPin
-from app.session_cache.breaker import CircuitBreaker
+from app.session_cache.breaker import CLOSED, CircuitBreaker
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,36 @@ class RedisSessionCache(SessionCache):
         seconds = int(self._call("TTL", full_key, self.client.ttl, full_key))
         return None if seconds == -2 else seconds
 
+    def add_usage(self, key: str, increments: Mapping[str, int | float],
+                  ttl_seconds: int) -> None:
+        """One pipelined round trip on the hash ``key_prefix + key``: HINCRBY (ints) or
+        HINCRBYFLOAT (floats) per field, then EXPIRE ttl. Not a transaction: totals only
+        ever grow, so a concurrent writer's increments interleave harmlessly."""
+        if int(ttl_seconds) < 1:
+            raise ValueError("ttl_seconds must be at least 1")
+        full_key = self.key_prefix + key
+        self._call("HINCRBY", full_key, self._pipeline_usage, full_key, increments,
+                   int(ttl_seconds), _best_effort=True)
+
+    def _pipeline_usage(self, full_key: str, increments: Mapping[str, int | float],
+                        ttl_seconds: int) -> Any:
+        pipe = self.client.pipeline(transaction=False)
+        for name, amount in increments.items():
+            if isinstance(amount, int):
+                pipe.hincrby(full_key, name, amount)
+            else:
+                pipe.hincrbyfloat(full_key, name, amount)
+        pipe.expire(full_key, ttl_seconds)
+        return pipe.execute()
+
+    def usage(self, key: str) -> dict[str, int | float] | None:
+        """HGETALL of the totals hash; ``None`` when absent."""
+        full_key = self.key_prefix + key
+        raw = self._call("HGETALL", full_key, self.client.hgetall, full_key)
+        if not raw:
+            return None
+        return {_text(name): _number(value) for name, value in raw.items()}
+
     def ping(self) -> bool:
         """PING within the socket timeout, for /healthz; never raises.
 
@@ -308,8 +339,26 @@ class RedisSessionCache(SessionCache):
                 logger.debug("closing session cache redis client: %s", exc)
 
     def _call(self, command: str, key: str | None, fn: Callable[..., Any], *args: Any,
-              **kwargs: Any) -> Any:
-        """Run one Redis command behind the breaker; translate every failure."""
+              _best_effort: bool = False, **kwargs: Any) -> Any:
+        """Run one Redis command behind the breaker; translate every failure.
+
+        ``_best_effort`` (the usage totals, SPEC §19): only while the breaker is closed,
+        never as its half-open probe, and its outcome is not reported to the breaker, so
+        accounting under load can never open the breaker and cost sessions their pins.
+        """
+        if _best_effort:
+            if self.breaker.state != CLOSED:
+                raise SessionCacheSkippedError(
+                    f"redis at {self.address} skipped: cooling down after repeated failures")
+            try:
+                return fn(*args, **kwargs)
+            except ResponseError as exc:
+                if "WRONGTYPE" in str(exc):
+                    raise InvalidBindingError(
+                        f"redis key {key!r} holds another Redis type (WRONGTYPE)") from None
+                raise SessionCacheError(_failure_message(command, exc)) from exc
+            except _BACKEND_ERRORS as exc:
+                raise SessionCacheError(_failure_message(command, exc)) from exc
         if not self.breaker.allow():
             raise SessionCacheSkippedError(
                 f"redis at {self.address} skipped: cooling down after repeated failures")
@@ -324,7 +373,7 @@ class RedisSessionCache(SessionCache):
             self._record_failure(command, exc)
             raise SessionCacheError(_failure_message(command, exc)) from exc
         except ResponseError as exc:
-            if str(exc).startswith("WRONGTYPE"):
+            if "WRONGTYPE" in str(exc):
                 # Redis answered, so this is not a backend failure: the key is just unusable.
                 self._record_success()
                 raise InvalidBindingError(
@@ -429,6 +478,12 @@ class _LazyClient:
     def evalsha(self, *args: Any) -> Any:
         return self._get_client().evalsha(*args)
 
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get_client().pipeline(*args, **kwargs)
+
+    def hgetall(self, *args: Any) -> Any:
+        return self._get_client().hgetall(*args)
+
     def eval(self, *args: Any) -> Any:
         return self._get_client().eval(*args)
 
@@ -520,6 +575,22 @@ def _failure_message(command: str, exc: BaseException) -> str:
 def _glob_escape(text: str) -> str:
     """``text`` as a literal in a Redis glob pattern (``MATCH``)."""
     return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _number(value: bytes | str) -> int | float:
+    """A hash field's number: an int when it is one (HINCRBY), else a float."""
+    text = _text(value)
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return 0
 
 
 def _encode(binding: SessionBinding) -> bytes:

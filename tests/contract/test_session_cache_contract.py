@@ -234,7 +234,53 @@ class GenericSessionCacheTests:
             cache.get_renewing("s1", ttl_seconds=60)
         assert raw.lrange(PREFIX + "s1", 0, -1) == [b"a"]
 
+    # -- per-session usage totals (SPEC §19)
+
+    def test_usage_totals_add_up_per_field_and_keep_ints_as_ints(self, cache):
+        assert cache.usage("usage:s1") is None
+        cache.add_usage("usage:s1", {"requests": 1, "input_tokens": 100,
+                                     "cost_usd": 0.25}, ttl_seconds=60)
+        cache.add_usage("usage:s1", {"requests": 1, "input_tokens": 50, "cache_hits": 1,
+                                     "cost_usd": 0.5}, ttl_seconds=60)
+        totals = cache.usage("usage:s1")
+        assert totals["requests"] == 2 and isinstance(totals["requests"], int)
+        assert totals["input_tokens"] == 150 and totals["cache_hits"] == 1
+        assert totals["cost_usd"] == pytest.approx(0.75)
+        assert cache.usage("usage:other") is None
+
+    def test_usage_totals_expire_with_their_ttl(self, cache):
+        cache.add_usage("usage:s1", {"requests": 1}, ttl_seconds=60)
+        self.expire_now("usage:s1")
+        assert cache.usage("usage:s1") is None
+        cache.add_usage("usage:s1", {"requests": 1}, ttl_seconds=60)
+        assert cache.usage("usage:s1") == {"requests": 1}
+
+    def test_usage_totals_leave_the_pin_alone(self, cache):
+        cache.put_if_absent("s1", DEEP, ttl_seconds=600)
+        cache.add_usage("usage:s1", {"requests": 3}, ttl_seconds=60)
+        assert cache.get("s1") == DEEP
+        assert cache.ttl("s1") > 60
+
     # -- exact Redis layout and foreign values (Redis backends only)
+
+    def test_usage_totals_are_a_redis_hash_beside_the_pin(self, cache):
+        raw = self.raw_client()
+        cache.put_if_absent("my-session-abc", DEEP, ttl_seconds=600)
+        cache.add_usage("usage:my-session-abc", {"requests": 1, "output_tokens": 7,
+                                                 "cost_usd": 0.001}, ttl_seconds=600)
+        key = "plano:affinity:usage:my-session-abc"
+        assert raw.type(key) == b"hash"
+        assert raw.hget(key, "output_tokens") == b"7"
+        assert 0 < raw.ttl(key) <= 600
+        assert raw.get("plano:affinity:my-session-abc") == \
+            b'{"model_name":"openai/gpt-5.2","route_name":"deep_reasoning"}'
+
+    def test_usage_totals_under_a_key_of_another_type_are_invalid(self, cache):
+        raw = self.raw_client()
+        raw.set(PREFIX + "usage:s1", b"text", ex=60)
+        with pytest.raises(InvalidBindingError):
+            cache.add_usage("usage:s1", {"requests": 1}, ttl_seconds=60)
+        assert raw.get(PREFIX + "usage:s1") == b"text"
 
     def test_exact_key_and_value_layout(self, cache):
         raw = self.raw_client()

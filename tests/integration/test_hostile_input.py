@@ -45,6 +45,7 @@ from tests.support.servers import require_redis_server
 pytestmark = pytest.mark.integration
 
 KEY_PREFIX = "plano:hostile:"
+USAGE_PREFIX = "usage:"  # a session's usage totals (SPEC §19) live beside its pin
 TENANT_HEADER = "x-org-id"
 AFFINITY_HEADER = "X-Model-Affinity"
 MAX_BODY_BYTES = 64 * 1024
@@ -210,11 +211,13 @@ def redis_client(hostile_redis):
 
 
 def is_valid_id(value: str | None, *, tenant: bool = False) -> bool:
-    """SPEC §8: absent, or 1..256 characters of printable ASCII (no ':' in a tenant)."""
+    """SPEC §8: absent, or 1..256 characters of printable ASCII (no ':' in a tenant, a
+    session not beginning with the gateway's own ``turn:`` or ``usage:``)."""
     if value is None:
         return True
     return (0 < len(value) <= MAX_ID and all(" " <= char <= "~" for char in value)
-            and not (tenant and ":" in value))
+            and not (tenant and ":" in value)
+            and (tenant or not value.startswith(("turn:", "usage:"))))
 
 
 def check_answer(status: int, content_type: str, body: bytes, provider_calls: int,
@@ -247,10 +250,11 @@ def key_for(session: str, tenant: str | None) -> str:
 
 
 def is_well_formed_key(key: str) -> bool:
-    """``prefix + session`` or ``prefix + tenant:session``, each part a valid id."""
+    """``prefix + session`` or ``prefix + tenant:session``, each part a valid id, or the
+    same behind ``usage:`` (a session's usage totals, SPEC §19)."""
     if not key.startswith(KEY_PREFIX):
         return False
-    rest = key[len(KEY_PREFIX):]
+    rest = key[len(KEY_PREFIX):].removeprefix(USAGE_PREFIX)
     if is_valid_id(rest):
         return True
     tenant, sep, session = rest.partition(":")
@@ -625,6 +629,10 @@ def test_every_redis_key_is_prefixed_and_well_formed(app_client, gateway, hostil
     offenders = [key for key in keys if not is_well_formed_key(key)]
     assert offenders == []
     for key in keys:
+        if key.startswith(KEY_PREFIX + USAGE_PREFIX):
+            assert redis_client.type(key) == "hash"
+            assert set(redis_client.hgetall(key)) >= {"requests", "input_tokens"}
+            continue
         value = json.loads(redis_client.get(key))
         assert set(value) == {"model_name", "route_name"}
         assert value["model_name"] in ("openai/gpt-4o-mini", "openai/gpt-5.2")

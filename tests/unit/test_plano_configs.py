@@ -68,11 +68,31 @@ def test_dollar_var_is_expanded_as_a_whole_value_and_inside_a_string():
         "openai/m").base_url == "http://example.internal:8000/v1"
 
 
-def test_cost_features_are_refused_by_path_without_a_traceback():
+def test_routing_budget_is_refused_by_path_and_cost_metrics_sources_are_accepted():
     with pytest.raises(ConfigError) as caught:
         load("routing_budget.yaml")
-    assert caught.value.problems == ["model_metrics_sources: not supported by this gateway",
-                                     "routing.routing_budget: not supported by this gateway"]
+    # model_metrics_sources (type: cost) is served from the price table (SPEC §19);
+    # routing.routing_budget (SPEC §20) is not built yet.
+    assert caught.value.problems == ["routing.routing_budget: not supported by this gateway"]
+
+
+def test_cost_metrics_source_and_prompt_caching_start_with_one_warning():
+    config = config_from_dict({
+        "model_providers": [{"model": "openai/gpt-4o", "access_key": "k"}],
+        "model_metrics_sources": [{"type": "cost", "provider": "models.dev",
+                                   "refresh_interval": 86400}],
+        "prompt_caching": {"enabled": True, "min_prefix_tokens": 2048}})
+    assert config.prompt_caching.enabled and config.prompt_caching.min_prefix_tokens == 2048
+    assert config.prompt_caching.prompt_cache_key and config.prompt_caching.inject_cache_control
+    assert [w for w in config.warnings if w.startswith("model_metrics_sources:")]
+
+
+def test_a_metrics_source_other_than_cost_is_refused_by_path():
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({"model_providers": [{"model": "openai/gpt-4o", "access_key": "k"}],
+                          "model_metrics_sources": [{"type": "latency"}]})
+    assert caught.value.problems == [
+        "model_metrics_sources.0.type: 'latency' not supported by this gateway (only 'cost')"]
 
 
 def test_llm_providers_and_v01_listener_map_are_accepted():
@@ -159,4 +179,4 @@ def test_check_lists_every_problem_and_fails():
     out = io.StringIO()
     assert check_main(["--config", str(PLANO_CONFIGS / "routing_budget.yaml")],
                       out=out, environ={}) == 1
-    assert "model_metrics_sources: not supported by this gateway" in out.getvalue()
+    assert "routing.routing_budget: not supported by this gateway" in out.getvalue()

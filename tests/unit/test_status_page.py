@@ -145,14 +145,25 @@ def test_page_counts_requests_and_pinned_share_per_route_and_model(client):
     assert "<script" not in page
 
 
-def test_page_says_usage_is_not_measured_instead_of_showing_zeros(client):
+def test_usage_families_missing_from_the_metrics_are_not_measured_never_zeros(config):
+    # A scrape without the usage families (a gateway whose metrics do not export them):
+    # the page says so, and shows no made-up zeros.
+    sessions = SessionsView("memory", True, [], None, 20)
+    view = build_status(config, "# TYPE plano_requests_total counter\n", aggregated=True,
+                        health=[], sessions=sessions, gateway_version="0", worker="1",
+                        now=0.0)
+    assert set(view.unmeasured) >= {"plano_tokens_total", "plano_cost_usd_total",
+                                    "plano_prompt_cache_requests_total"}
+    deep = next(model for model in view.models if model.name == DEEP)
+    assert deep.tokens is None and deep.cost_usd is None and deep.prompt_cache is None
+
+
+def test_page_of_a_fresh_gateway_shows_usage_as_measured(client):
+    # The gateway exports the usage families from its start (SPEC §19): no "not measured"
+    # note; tokens and cache hits are counted (none yet), a cost only once one is known.
     page = client.get("/status", headers=basic(ADMIN_TOKEN)).get_data(as_text=True)
-    note = field(page, "usage-note")
-    for name in ("plano_tokens_total", "plano_cost_usd_total",
-                 "plano_prompt_cache_requests_total"):
-        assert name in note
-    for kind in ("tokens", "cost", "prompt-cache"):
-        assert field(page, f"model:{DEEP}:{kind}") == "not measured yet"
+    assert "usage-note" not in page_fields(page)
+    assert field(page, f"model:{DEEP}:tokens") != "not measured yet"
 
 
 def test_page_labels_numbers_of_one_process_when_not_aggregated(client):

@@ -1,0 +1,174 @@
+"""What one answer's usage becomes (SPEC §19): metrics, span attributes, log fields and the
+session's totals.
+
+:meth:`UsageRecorder.observe` runs when the provider call ends (the relay's release: the
+last upstream byte read), costs a few dictionary lookups and counter increments, and never
+raises into the request. :meth:`UsageRecorder.write_session` is called when the WSGI server
+closes the answer, after its last byte reached the client: it only adds the answer's
+numbers to this worker's pending totals of the session (a dictionary update). A background
+flush (every :data:`FLUSH_SECONDS`, and at exit) writes each session's pending totals with
+one round trip (:meth:`app.session_cache.base.SessionCache.add_usage`): never on a
+request's latency path, and one write per busy session per second instead of one per
+request (an 8-command pipeline cost a pinned request ~190 µs of worker CPU, more than the
+request's own Redis lookup). A failing cache is logged, counted
+(``plano_session_cache_events_total{outcome="store_error"}``) and skipped.
+
+Counting, the same in metrics, log fields and session totals: ``input`` tokens are the
+prompt tokens billed at the full price (cache reads and writes excluded), so input +
+cache_read + cache_write is the whole prompt. The one exception is the OpenTelemetry
+attribute ``gen_ai.usage.input_tokens``, which by its semantic conventions counts the whole
+prompt, cached tokens included.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from app.observability.metrics import Metrics
+from app.usage.prices import Prices
+from app.usage.tokens import Usage
+
+log = logging.getLogger(__name__)
+
+#: The logical key prefix of a session's usage totals (beside its pin, SPEC §19).
+USAGE_KEY_PREFIX = "usage:"
+#: How often a worker writes its sessions' pending totals (seconds).
+FLUSH_SECONDS = 1.0
+#: Sessions pending at most before a flush is due at once (bounded memory).
+MAX_PENDING_SESSIONS = 10_000
+
+ATTR_INPUT = "gen_ai.usage.input_tokens"
+ATTR_OUTPUT = "gen_ai.usage.output_tokens"
+ATTR_CACHE_READ = "plano.usage.cache_read_tokens"
+ATTR_CACHE_WRITE = "plano.usage.cache_write_tokens"
+ATTR_COST = "plano.usage.cost_usd"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One answer's usage, priced: the served model (its metric label) and the USD cost
+    (``None``: the model has no price)."""
+
+    model: str
+    usage: Usage
+    cost_usd: float | None
+
+    def span_attributes(self) -> dict:
+        """Attributes for the provider call's client span."""
+        usage = self.usage
+        attributes = {ATTR_INPUT: usage.prompt, ATTR_OUTPUT: usage.output,
+                      ATTR_CACHE_READ: usage.cache_read, ATTR_CACHE_WRITE: usage.cache_write}
+        if self.cost_usd is not None:
+            attributes[ATTR_COST] = self.cost_usd
+        return attributes
+
+    def log_fields(self) -> dict:
+        """Fields for the access log line."""
+        usage = self.usage
+        return {"input_tokens": usage.input, "cache_read_tokens": usage.cache_read,
+                "cache_write_tokens": usage.cache_write, "output_tokens": usage.output,
+                "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 8)}
+
+    def session_increments(self, switched: bool) -> dict:
+        """What this answer adds to its session's totals."""
+        usage = self.usage
+        increments = {"requests": 1, "input_tokens": usage.input,
+                      "cache_read_tokens": usage.cache_read,
+                      "cache_write_tokens": usage.cache_write, "output_tokens": usage.output,
+                      "cache_hits": int(usage.cache_read > 0), "switches": int(switched)}
+        if self.cost_usd is None:
+            increments["unpriced_requests"] = 1
+        else:
+            increments["cost_usd"] = float(self.cost_usd)
+        return increments
+
+
+class UsageRecorder:
+    """Prices usage and records it (one per worker, built by ``create_app``)."""
+
+    def __init__(self, config, metrics: Metrics, session_cache, prices: Prices | None = None,
+                 flush_seconds: float = FLUSH_SECONDS):
+        self._metrics = metrics
+        self._cache = session_cache
+        self._ttl = config.routing.session_ttl_seconds
+        self._configured = frozenset(config.endpoints_by_name)
+        self.prices = prices or Prices(config.model_providers)
+        self._flush_seconds = flush_seconds
+        self._pending: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._atexit = False
+
+    def label(self, model_name: str) -> str:
+        """The metric label of a served model: its configured name, or its vendor's
+        wildcard entry (``openai/*``) for a model a wildcard admitted (SPEC §8)."""
+        if model_name in self._configured:
+            return model_name
+        return f"{model_name.partition('/')[0]}/*"
+
+    def observe(self, model_name: str, usage: Usage) -> UsageRecord:
+        """Price ``usage`` of ``model_name`` and count it in the metrics."""
+        cost = self.prices.cost(model_name, usage)
+        label = self.label(model_name)
+        self._metrics.usage(label, (usage.input, usage.cache_read, usage.cache_write,
+                                    usage.output), cost, usage.cache_read > 0)
+        return UsageRecord(label, usage, cost)
+
+    def write_session(self, session_key: str, record: UsageRecord, switched: bool) -> None:
+        """Add ``record`` to the session's pending totals (written by the next flush)."""
+        increments = record.session_increments(switched)
+        with self._lock:
+            pending = self._pending.get(session_key)
+            if pending is None:
+                self._pending[session_key] = increments
+            else:
+                for name, amount in increments.items():
+                    pending[name] = pending.get(name, 0) + amount
+            full = len(self._pending) >= MAX_PENDING_SESSIONS
+            flusher = None
+            if self._flusher is None and not full:
+                flusher = self._flusher = threading.Thread(
+                    target=self._flush_loop, name="plano-usage", daemon=True)
+        if full:
+            self.flush()
+        elif flusher is not None:
+            if not self._atexit:
+                self._atexit = True
+                atexit.register(self.flush)
+            flusher.start()
+
+    def flush(self) -> None:
+        """Write every session's pending totals now (one round trip each); never raises."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for session_key, increments in pending.items():
+            try:
+                self._cache.add_usage(USAGE_KEY_PREFIX + session_key,
+                                      {k: v for k, v in increments.items() if v}, self._ttl)
+            except Exception as error:  # noqa: BLE001 - accounting never fails anything
+                self._metrics.session_cache_event(
+                    getattr(self._cache, "backend_name", "unknown"), "store_error")
+                log.warning("session usage not recorded: %s", error,
+                            extra={"event": "usage_store_error"})
+
+    def _flush_loop(self) -> None:
+        """The worker's flush loop (a greenlet under gevent's patched threading), started
+        by the first pending write, so it runs in the worker, never in the gunicorn
+        master; it ends when a flush leaves nothing pending (the next write restarts it)."""
+        while True:
+            time.sleep(self._flush_seconds)
+            self.flush()
+            with self._lock:
+                if not self._pending:
+                    self._flusher = None
+                    return
+
+    def session_totals(self, session_key: str) -> dict | None:
+        """The session's totals (admin API), this worker's pending ones written first;
+        raises the cache's errors. Other workers' pending totals land within a flush."""
+        self.flush()
+        return self._cache.usage(USAGE_KEY_PREFIX + session_key)
