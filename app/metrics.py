@@ -24,6 +24,11 @@ class Metrics:
         """One request served without calling the router: turn-level routing reused the
         model (and route) recorded for the session's current turn."""
 
+    def switch_decision(self, decision: str, reason: str) -> None:
+        """One routing-budget judgement of a warm session's user turn (SPEC §20):
+        ``allowed`` / ``retained`` and why (``same_anchor``, ``free``, ``within_cap``,
+        ``over_cap``, ``no_pricing``)."""
+
     def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
         """One answered request."""
 

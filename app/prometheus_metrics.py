@@ -6,6 +6,7 @@ Names and labels (SPEC §10)::
     plano_router_decisions_total{route,model,fallback}     counter (route "other": no match)
     plano_router_decision_duration_seconds                 histogram
     plano_router_skips_total{route,model}                  counter (turn-level routing)
+    plano_session_switch_decisions_total{decision,reason}  counter (routing budget, SPEC §20)
     plano_requests_total{endpoint,status,pinned}           counter
     plano_upstream_duration_seconds{model}                 histogram
     plano_admin_requests_total{action,status}              counter
@@ -43,6 +44,7 @@ from prometheus_client import (
     values,
 )
 
+from app.affinity.budget import DECISIONS as SWITCH_DECISIONS
 from app.config import Config
 from app.metrics import Metrics
 
@@ -143,9 +145,16 @@ class PrometheusMetrics(Metrics):
             "Requests served without a router call: a continuation reused the model of its "
             "session's current turn (routing.route_on_user_only).", ("route", "model"),
             registry=registry), _label)
-        if config.routing.route_on_user_only:
+        if config.routing.turn_routing:
             self._router_skips.prepare((route, model) for route, model, failed
                                        in _known_decisions(config) if not failed)
+
+        self._switch_decisions = _Children(Counter(
+            "plano_session_switch_decisions_total",
+            "Routing-budget judgements of warm sessions' user turns (SPEC §20): allowed or "
+            "retained, and why.", ("decision", "reason"), registry=registry))
+        if config.routing.turn_routing:
+            self._switch_decisions.prepare(SWITCH_DECISIONS)
 
         self._requests = _Children(Counter(
             "plano_requests_total", "Answered requests by endpoint, status and pinned.",
@@ -194,6 +203,9 @@ class PrometheusMetrics(Metrics):
 
     def router_skip(self, route: str | None, model: str) -> None:
         self._router_skips.get((route, model)).inc()
+
+    def switch_decision(self, decision: str, reason: str) -> None:
+        self._switch_decisions.get((decision, reason)).inc()
 
     def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
         self._requests.get((endpoint, status, pinned)).inc()

@@ -29,7 +29,8 @@ class SessionContext:
 
     ``session_id``: the id the decision uses — the ``X-Model-Affinity`` value, else the
     derived id when a mode uses derived ids (``implicit_affinity`` or
-    ``route_on_user_only``; then ``implicit`` is true), else ``None``. ``derived_id``: the
+    ``route_on_user_only``, or ``routing_budget`` which implies it; then ``implicit`` is
+    true), else ``None``. ``derived_id``: the
     id derived from the conversation whenever no header was sent (reported in
     ``x-plano-session-id`` even when unused). ``user_turn`` is only computed with
     ``route_on_user_only``; otherwise it is ``True`` (every request is its own turn).
@@ -48,10 +49,10 @@ def session_context(body: dict, shape: str, *, explicit_id: str | None, tenant: 
     ``body`` is the parsed JSON body of the ``shape`` API, ``model`` the requested model as
     sent, ``routing`` the ``routing`` configuration.
     """
-    user_turn = starts_user_turn(body, shape) if routing.route_on_user_only else True
+    user_turn = starts_user_turn(body, shape) if routing.turn_routing else True
     if explicit_id is not None:
         return SessionContext(explicit_id, implicit=False, user_turn=user_turn)
     derived = implicit_session_id(body, shape, tenant=tenant, model=model)
-    if derived is not None and (routing.implicit_affinity or routing.route_on_user_only):
+    if derived is not None and (routing.implicit_affinity or routing.turn_routing):
         return SessionContext(derived, implicit=True, user_turn=user_turn, derived_id=derived)
     return SessionContext(None, user_turn=user_turn, derived_id=derived)

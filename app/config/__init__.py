@@ -18,6 +18,7 @@ from app.config.model import (
                               ModelEndpoint,
                               PromptCachingConfig,
                               RouteConfig,
+                              RoutingBudgetConfig,
                               RoutingConfig,
                               ServerConfig,
                               SessionCacheConfig,
@@ -25,6 +26,7 @@ from app.config.model import (
 )
 
 __all__ = ["CONFIG_ENV_VAR", "AdminConfig", "Config", "FailoverConfig", "ListenerConfig",
-           "ModelEndpoint", "PromptCachingConfig", "RouteConfig", "RoutingConfig",
+           "ModelEndpoint", "PromptCachingConfig", "RouteConfig", "RoutingBudgetConfig",
+           "RoutingConfig",
            "ServerConfig", "SessionCacheConfig", "TracingConfig", "config_from_dict",
            "expand_env", "load_config"]

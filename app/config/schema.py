@@ -35,6 +35,7 @@ from app.config.model import (
     ModelEndpoint,
     PromptCachingConfig,
     RouteConfig,
+    RoutingBudgetConfig,
     RoutingConfig,
     ServerConfig,
     SessionCacheConfig,
@@ -280,6 +281,19 @@ class FailoverSchema(_Strict):
         return FailoverConfig(**data)
 
 
+class RoutingBudgetSchema(_Strict):
+    """Plano's ``routing.routing_budget`` (SPEC §20), with Plano's keys and bounds."""
+
+    max_switch_spend_pct = fields.Float(required=True, validate=validate.Range(0, 100))
+    replenish_on_rebind = fields.Boolean(load_default=True)
+    cache_read_discount = fields.Float(load_default=0.1, validate=validate.Range(0, 1))
+    record_counterfactual = fields.Boolean(load_default=False)
+
+    @post_load
+    def build(self, data, **kwargs):
+        return RoutingBudgetConfig(**data)
+
+
 class RoutingSchema(_Strict):
     model = OptionalString(load_default=None, allow_none=True)
     timeout_ms = fields.Integer(load_default=5000, validate=validate.Range(1, 600000))
@@ -291,6 +305,7 @@ class RoutingSchema(_Strict):
                                      validate=validate.OneOf(("fixed", "sliding")))
     implicit_affinity = fields.Boolean(load_default=False)
     failover = fields.Nested(FailoverSchema, load_default=FailoverConfig)
+    routing_budget = fields.Nested(RoutingBudgetSchema, load_default=None, allow_none=True)
 
     @post_load
     def build(self, data, **kwargs):

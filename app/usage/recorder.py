@@ -100,11 +100,18 @@ class UsageRecorder:
                                     usage.output), cost, usage.cache_read > 0)
         return UsageRecord(label, usage, cost)
 
-    def write_session(self, session_key: str, record: UsageRecord, switched: bool) -> None:
-        """Add ``record`` to the session's totals (one round trip); never raises."""
+    def write_session(self, session_key: str, record: UsageRecord | None, switched: bool,
+                      replace: dict | None = None) -> None:
+        """Add ``record`` (``None``: the answer reported no usage) to the session's totals
+        and set the fields of ``replace`` (the routing budget's state, SPEC §20), in one
+        round trip; never raises."""
+        increments = record.session_increments(switched) if record is not None else {}
+        if not increments and not replace:
+            return
+        extra = {"replace": replace} if replace else {}
         try:
-            self._cache.add_usage(USAGE_KEY_PREFIX + session_key,
-                                  record.session_increments(switched), self._ttl)
+            self._cache.add_usage(USAGE_KEY_PREFIX + session_key, increments, self._ttl,
+                                  **extra)
         except Exception as error:  # noqa: BLE001 - accounting must never fail a request
             self._metrics.session_cache_event(getattr(self._cache, "backend_name", "unknown"),
                                               "store_error")
