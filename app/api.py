@@ -290,10 +290,12 @@ def _session_usage_writer(svc: Services, key: str, answer, switched: bool,
     and the session's activity (who answered, when, on how many prompt tokens)."""
     def write() -> None:
         record = getattr(answer.meter, "record", None)
-        replace = _budget_fields(decision, served,
-                                 record.usage.prompt if record is not None else 0)
-        if record is not None or replace:
-            svc.usage.write_session(key, record, switched, replace=replace)
+        if record is not None:
+            svc.usage.write_session(key, record, switched)
+        fields = _budget_fields(decision, served,
+                                record.usage.prompt if record is not None else 0)
+        if fields:
+            svc.usage.write_budget(key, fields)
     return write
 
 
@@ -342,8 +344,8 @@ def _routing_answer(api: str) -> Response:
         tenant = _session_and_tenant(svc)[1]
         fields = _budget_fields(decision, decision.endpoint.name,
                                 max(1, estimated_tokens(chat)))
-        response.call_on_close(lambda: svc.usage.write_session(
-            session_key(context.session_id, tenant), None, False, replace=fields))
+        response.call_on_close(lambda: svc.usage.write_budget(
+            session_key(context.session_id, tenant), fields))
     return response
 
 

@@ -18,8 +18,8 @@ Affinity modes (SPEC §16) on the same path:
 * ``routing_budget`` (SPEC §20, which turns turn-level routing on): a user turn whose
   router decision names another model than the session's current one, while the session is
   warm, switches only within the budget (:mod:`app.affinity.budget`); the state is read
-  from the session's usage totals (one HGETALL per routed user turn) and written back with
-  them after the answer. ``x-plano-max-switch-spend-pct`` sets the cap per request.
+  from the session's usage totals (one HGETALL per routed user turn) and written back into
+  them after the answer (:meth:`app.usage.recorder.UsageRecorder.write_budget`). ``x-plano-max-switch-spend-pct`` sets the cap per request.
 """
 
 from __future__ import annotations

@@ -445,10 +445,16 @@ def prompt_cache_tokens(state: State, api: str, h: dict, body, prompt: int) -> t
         return prompt, max(0, min(forced, prompt)), 0
     if state.cache_warm <= 0 or not isinstance(body, dict):
         return prompt, 0, 0
-    if api == "messages" and "cache_control" not in json.dumps(body):
+    try:
+        if api == "messages" and "cache_control" not in json.dumps(body):
+            return prompt, 0, 0
+    except (RecursionError, ValueError):
         return prompt, 0, 0
     model = body.get("model")
-    units = prompt_units(api, body)
+    try:
+        units = prompt_units(api, body)
+    except (RecursionError, ValueError):  # a hostile body nested too deep: not cached
+        return prompt, 0, 0
     now = time.monotonic()
     cache = state.prompt_cache
     digest = ""

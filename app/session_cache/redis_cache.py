@@ -57,7 +57,7 @@ from app.config import SessionCacheConfig
 from app.errors import InvalidBindingError, SessionCacheError, SessionCacheSkippedError
 from app.pools import worker_connections
 from app.session_cache.base import SessionBinding, SessionCache
-from app.session_cache.breaker import CircuitBreaker
+from app.session_cache.breaker import CLOSED, CircuitBreaker
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class RedisSessionCache(SessionCache):
             raise ValueError("ttl_seconds must be at least 1")
         full_key = self.key_prefix + key
         self._call("HINCRBY", full_key, self._pipeline_usage, full_key, increments,
-                   int(ttl_seconds), replace)
+                   int(ttl_seconds), replace, _best_effort=True)
 
     def _pipeline_usage(self, full_key: str, increments: Mapping[str, int | float],
                         ttl_seconds: int, replace: Mapping[str, int | float] | None) -> Any:
@@ -289,8 +289,26 @@ class RedisSessionCache(SessionCache):
                 logger.debug("closing session cache redis client: %s", exc)
 
     def _call(self, command: str, key: str | None, fn: Callable[..., Any], *args: Any,
-              **kwargs: Any) -> Any:
-        """Run one Redis command behind the breaker; translate every failure."""
+              _best_effort: bool = False, **kwargs: Any) -> Any:
+        """Run one Redis command behind the breaker; translate every failure.
+
+        ``_best_effort`` (the usage totals, SPEC §19): only while the breaker is closed,
+        never as its half-open probe, and its outcome is not reported to the breaker, so
+        accounting under load can never open the breaker and cost sessions their pins.
+        """
+        if _best_effort:
+            if self.breaker.state != CLOSED:
+                raise SessionCacheSkippedError(
+                    f"redis at {self.address} skipped: cooling down after repeated failures")
+            try:
+                return fn(*args, **kwargs)
+            except ResponseError as exc:
+                if "WRONGTYPE" in str(exc):
+                    raise InvalidBindingError(
+                        f"redis key {key!r} holds another Redis type (WRONGTYPE)") from None
+                raise SessionCacheError(_failure_message(command, exc)) from exc
+            except _BACKEND_ERRORS as exc:
+                raise SessionCacheError(_failure_message(command, exc)) from exc
         if not self.breaker.allow():
             raise SessionCacheSkippedError(
                 f"redis at {self.address} skipped: cooling down after repeated failures")

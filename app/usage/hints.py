@@ -44,14 +44,19 @@ def with_prompt_cache_key(body: dict, session_key: str | None) -> dict:
 
 
 def _chars(value) -> int:
-    """Characters of text in a JSON value (strings only: a cheap token estimate base)."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, dict):
-        return sum(_chars(item) for item in value.values())
-    if isinstance(value, list):
-        return sum(_chars(item) for item in value)
-    return 0
+    """Characters of text in a JSON value (strings only: a cheap token estimate base).
+    Iterative: a hostile body nested a thousand levels deep costs no recursion."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return total
 
 
 def count_breakpoints(body: dict) -> int:

@@ -17,7 +17,7 @@ class UsageMeter:
     """Reads one call's usage and records it once."""
 
     __slots__ = ("_recorder", "_model", "_api", "_reader", "_strip", "_usage", "record",
-                 "_finished")
+                 "_finished", "feed")
 
     def __init__(self, recorder: UsageRecorder, model_name: str, upstream_api: str,
                  strip_usage_chunk: bool = False):
@@ -26,26 +26,27 @@ class UsageMeter:
         self._recorder = recorder
         self._model = model_name
         self._api = upstream_api
-        self._reader: StreamUsageReader | None = None
+        self._reader = StreamUsageReader(upstream_api)
+        #: One upstream stream read (the reader's own ``feed``: no extra call per chunk).
+        self.feed = self._reader.feed
         self._strip = strip_usage_chunk
         self._usage: Usage | None = None
         self.record: UsageRecord | None = None
         self._finished = False
 
-    def feed(self, raw: bytes) -> None:
-        """One upstream stream read."""
-        reader = self._reader
-        if reader is None:
-            reader = self._reader = StreamUsageReader(self._api)
-        reader.feed(raw)
-
     def outgoing(self, out: bytes) -> bytes:
-        """What to relay for ``out`` (a chat stream's whole events)."""
-        return drop_usage_chunks(out) if self._strip else out
+        """What to relay for ``out`` (a chat stream's whole events, those the last
+        :meth:`feed` completed, or the stream's tail): only a read that completed a usage
+        object is searched for the usage-only chunk."""
+        reader = self._reader
+        if not self._strip or not (reader.found or reader.partial):
+            return out
+        return drop_usage_chunks(out)
 
     def answer(self, raw: bytes) -> None:
         """A whole (successful) JSON answer."""
         self._usage = usage_from_bytes(self._api, raw)
+        self._reader = None
 
     def finish(self, span=None) -> UsageRecord | None:
         """Record the usage read (once); its attributes go on ``span`` when given."""

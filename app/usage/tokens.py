@@ -35,6 +35,8 @@ MESSAGES = "messages"
 
 #: A JSON member ``"usage": {`` (an object, not the ``null`` of ordinary chat chunks).
 USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+#: A JSON object nested at most three deep without strings holding braces (a usage object).
+_BALANCED = re.compile(rb"\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\}")
 #: A partial line longer than this is not an event we read (bounded memory).
 _MAX_PENDING = 1 << 20
 
@@ -110,23 +112,20 @@ def _usage_slice(raw: bytes) -> bytes | None:
     """The bytes of the last ``"usage": {...}`` object (not inside a string: its quote is
     not escaped), or ``None``. Usage objects hold numbers and nested objects only, so
     counting braces finds its end."""
-    matches = list(USAGE_OBJECT.finditer(raw))
-    if not matches:
+    position = raw.rfind(b'"usage"')
+    match = None
+    while position >= 0:
+        match = USAGE_OBJECT.match(raw, position)
+        if match is not None:
+            break
+        position = raw.rfind(b'"usage"', 0, position)
+    if match is None:
         return None
-    start = matches[-1].start()
+    start = match.start()
     if start > 0 and raw[start - 1] == 0x5C:  # \"usage\": inside a string
         return None
-    start = matches[-1].end() - 1
-    depth = 0
-    for index in range(start, min(len(raw), start + 4096)):
-        byte = raw[index]
-        if byte == 0x7B:
-            depth += 1
-        elif byte == 0x7D:
-            depth -= 1
-            if depth == 0:
-                return raw[start:index + 1]
-    return None
+    body = _BALANCED.match(raw, match.end() - 1)
+    return body.group() if body is not None else None
 
 
 class StreamUsageReader:
@@ -139,15 +138,20 @@ class StreamUsageReader:
     ``response.completed`` / ``response.incomplete`` / ``response.failed`` snapshot.
     """
 
-    __slots__ = ("_api", "_pending", "_fields")
+    __slots__ = ("_api", "_pending", "_fields", "found")
 
     def __init__(self, api: str):
         self._api = api
         self._pending = b""
         self._fields: dict | None = None
+        #: Whether the last read completed an event with a usage object.
+        self.found = False
 
     def feed(self, raw: bytes) -> None:
         """Take one upstream read."""
+        self.found = False
+        if not self._pending and raw.endswith(b"\n") and b'"usage"' not in raw:
+            return  # the common read: whole events, none with usage
         data = self._pending + raw if self._pending else raw
         end = data.rfind(b"\n")
         if end < 0:
@@ -158,6 +162,7 @@ class StreamUsageReader:
             self._pending = b""
         if USAGE_OBJECT.search(data, 0, end) is None:
             return
+        self.found = True
         for line in data[:end].split(b"\n"):
             if line.startswith(b"data:") and USAGE_OBJECT.search(line):
                 self._event(line[5:].strip())
@@ -184,6 +189,11 @@ class StreamUsageReader:
             usage = event.get("usage")
         if isinstance(usage, dict):
             self._fields = usage
+
+    @property
+    def partial(self) -> bool:
+        """Whether a line without its newline is waiting (a stream's unterminated tail)."""
+        return bool(self._pending)
 
     def result(self) -> Usage | None:
         """The usage read so far (``None``: the stream reported none)."""

@@ -1,6 +1,7 @@
 """What usage accounting and prompt caching (SPEC §19) cost a pinned chat request, in CPU
 microseconds, in-process (no load generator, so the shared machine's noise stays out of it
-as far as it can). Run: ``cd bin && ../.venv/bin/python -m benchlib.accounting_cost``.
+as far as it can). Run: ``cd bin && PYTHONPATH=.. ../.venv/bin/python -m
+benchlib.accounting_cost [REQUESTS] [ROUNDS]``.
 
 The real app (``create_app``, Prometheus metrics, a real redis-server as session cache)
 serves pinned ``/v1/chat/completions`` requests through Flask's test client to a canned
@@ -105,12 +106,54 @@ def _round(client, count: int, stream: bool) -> float:
 VARIANTS = ("no_accounting", "accounting", "accounting_caching")
 
 
+def micro(count: int = 20000) -> dict:
+    """CPU µs of the accounting work alone for one request (what the relay and endpoint
+    call: plan, meter fed the answer, record with Prometheus metrics, log fields, the
+    session's pending totals), without Flask, Redis or the load's noise."""
+    from app.config import config_from_dict
+    from app.prometheus_metrics import PrometheusMetrics
+    from app.session_cache.memory import MemorySessionCache
+    from app.usage.accounting import RequestAccounting
+    from app.usage.recorder import UsageRecorder
+
+    result = {}
+    for caching in (False, True):
+        config = config_from_dict(gateway_config(prompt_caching={"enabled": caching}))
+        recorder = UsageRecorder(config, PrometheusMetrics(config, multiproc_dir=""),
+                                 MemorySessionCache(1000), flush_seconds=3600)
+        endpoint = config.endpoint(FAST_MODEL)
+        for stream in (False, True):
+            started = time.process_time()
+            for index in range(count):
+                accounting = RequestAccounting(recorder, config.prompt_caching,
+                                               f"s{index % 100}")
+                body, meter = accounting.chat_call({"model": "gpt-4o-mini", "messages": []},
+                                                   endpoint, stream)
+                if stream:
+                    for raw in _STREAM:
+                        meter.feed(raw)
+                        meter.outgoing(raw)
+                else:
+                    meter.answer(_ANSWER)
+                record = meter.finish(None)
+                record.log_fields()
+                recorder.write_session(accounting.session_key, record, False)
+            elapsed = (time.process_time() - started) / count * 1e6
+            result[f"{'stream' if stream else 'json'}_caching_{'on' if caching else 'off'}"] = \
+                round(elapsed, 1)
+            recorder.flush()
+    return result
+
+
 def run(requests_per_round: int = 1000, rounds: int = 7) -> dict:
     """Best-of-``rounds`` CPU µs per pinned request for each variant, JSON and stream."""
     from devkit.redis_servers import RedisServer
 
     with RedisServer() as server:
-        clients = {name: _app(server.url, name).test_client() for name in VARIANTS}
+        from app.services import services_of
+
+        apps = {name: _app(server.url, name) for name in VARIANTS}
+        clients = {name: app.test_client() for name, app in apps.items()}
         result = {}
         for stream in (False, True):
             for client in clients.values():  # pin the session, warm everything up
@@ -120,7 +163,12 @@ def run(requests_per_round: int = 1000, rounds: int = 7) -> dict:
                 for name, client in clients.items():
                     best[name] = min(best[name], _round(client, requests_per_round, stream))
             result["stream" if stream else "json"] = {k: round(v, 1) for k, v in best.items()}
-    result.update(requests_per_round=requests_per_round, rounds=rounds)
+        for app in apps.values():  # write the pending totals while Redis still runs
+            usage = services_of(app).usage
+            if usage is not None:
+                usage.flush()
+    result.update(requests_per_round=requests_per_round, rounds=rounds,
+                  accounting_alone_cpu_us=micro())
     return result
 
 
@@ -136,6 +184,7 @@ def main(argv: list[str]) -> int:
             print(f"  {name:20s} {figures[name]:8.1f} CPU us/request  "
                   f"(+{figures[name] - base:6.1f})")
         print(f"  caching on / off     {figures['accounting_caching'] / figures['accounting']:.3f}")
+    print(f"  accounting alone (no Flask, no Redis): {result['accounting_alone_cpu_us']} CPU us")
     print(json.dumps(result))
     return 0
 

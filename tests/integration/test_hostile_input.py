@@ -45,6 +45,7 @@ from tests.support.servers import require_redis_server
 pytestmark = pytest.mark.integration
 
 KEY_PREFIX = "plano:hostile:"
+USAGE_PREFIX = "usage:"  # a session's usage totals (SPEC §19) live beside its pin
 TENANT_HEADER = "x-org-id"
 AFFINITY_HEADER = "X-Model-Affinity"
 MAX_BODY_BYTES = 64 * 1024
@@ -247,10 +248,11 @@ def key_for(session: str, tenant: str | None) -> str:
 
 
 def is_well_formed_key(key: str) -> bool:
-    """``prefix + session`` or ``prefix + tenant:session``, each part a valid id."""
+    """``prefix + session`` or ``prefix + tenant:session``, each part a valid id, or the
+    same behind ``usage:`` (a session's usage totals, SPEC §19)."""
     if not key.startswith(KEY_PREFIX):
         return False
-    rest = key[len(KEY_PREFIX):]
+    rest = key[len(KEY_PREFIX):].removeprefix(USAGE_PREFIX)
     if is_valid_id(rest):
         return True
     tenant, sep, session = rest.partition(":")
@@ -625,6 +627,10 @@ def test_every_redis_key_is_prefixed_and_well_formed(app_client, gateway, hostil
     offenders = [key for key in keys if not is_well_formed_key(key)]
     assert offenders == []
     for key in keys:
+        if key.startswith(KEY_PREFIX + USAGE_PREFIX):
+            assert redis_client.type(key) == "hash"
+            assert set(redis_client.hgetall(key)) >= {"requests", "input_tokens"}
+            continue
         value = json.loads(redis_client.get(key))
         assert set(value) == {"model_name", "route_name"}
         assert value["model_name"] in ("openai/gpt-4o-mini", "openai/gpt-5.2")

@@ -163,10 +163,15 @@ def test_chat_streams_ask_for_usage_and_strip_it_only_when_the_client_did_not():
     body, meter = accounting.chat_call({"model": "gpt-4o", "stream": True}, endpoint, True)
     assert body["stream_options"] == {"include_usage": True}
     chunk = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n'
+    ordinary = b'data: {"choices":[{"delta":{"content":"x"}}],"usage":null}\n\n'
+    meter.feed(ordinary)
+    assert meter.outgoing(ordinary) == ordinary
+    meter.feed(chunk)
     assert meter.outgoing(chunk) == b""
     body, meter = accounting.chat_call(
         {"model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True}},
         endpoint, True)
+    meter.feed(chunk)
     assert meter.outgoing(chunk) == chunk
     body, _ = accounting.chat_call({"model": "gpt-4o"}, endpoint, False)
     assert "stream_options" not in body
@@ -181,3 +186,14 @@ def test_prompt_caching_defaults_are_the_spec_ones():
     assert PromptCachingConfig() == PromptCachingConfig(
         enabled=False, inject_cache_control=True, min_prefix_tokens=1024,
         prompt_cache_key=True, warm_window_seconds=300)
+
+
+def test_a_body_nested_a_thousand_levels_deep_gets_hints_without_recursion():
+    nested: list = ["deep " * 1000]
+    for _ in range(5000):
+        nested = [nested]
+    body = conversation()
+    body["messages"][0] = {"role": "user", "content": [{"type": "text", "text": "x",
+                                                        "extra": nested}]}
+    marked = with_breakpoints(body, 1024)
+    assert count_breakpoints(marked) == 2

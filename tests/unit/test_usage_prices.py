@@ -151,6 +151,8 @@ def test_a_failing_session_cache_is_counted_and_never_raises():
     recorder = UsageRecorder(_config(), metrics, Broken(10))
     record = recorder.observe("openai/gpt-4o-mini", Usage(1, 0, 0, 1))
     recorder.write_session("s1", record, switched=False)
+    assert metrics.events == []  # nothing written yet: pending until the flush
+    recorder.flush()
     assert metrics.events == [("memory", "store_error")]
 
 
@@ -175,3 +177,57 @@ def test_prometheus_exposes_tokens_cost_and_cache_outcomes_by_model():
             in text)
     assert ('plano_prompt_cache_requests_total{model="ollama/llama3",outcome="miss"} 1.0'
             in text)
+
+
+def test_failing_usage_writes_never_open_the_session_caches_circuit_breaker():
+    import redis
+
+    from app.session_cache.breaker import CircuitBreaker
+    from app.session_cache.redis_cache import RedisSessionCache
+
+    class TimingOut:
+        def pipeline(self, transaction=True):
+            raise redis.TimeoutError("slow")
+
+    cache = RedisSessionCache(TimingOut(), breaker=CircuitBreaker(1, 60.0))
+    recorder = UsageRecorder(_config(), RecordingMetrics(), cache)
+    record = recorder.observe("openai/gpt-4o-mini", Usage(1, 0, 0, 1))
+    for session in range(5):
+        recorder.write_session(f"s{session}", record, switched=False)
+    recorder.flush()
+    assert cache.breaker.state == "closed"  # pins keep being looked up
+
+
+def test_a_workers_writes_of_one_session_coalesce_into_one_round_trip_per_flush():
+    class Counting(MemorySessionCache):
+        calls: list = []
+
+        def add_usage(self, key, increments, ttl_seconds):
+            self.calls.append((key, dict(increments), ttl_seconds))
+            super().add_usage(key, increments, ttl_seconds)
+
+    cache = Counting(100)
+    recorder = UsageRecorder(_config(), RecordingMetrics(), cache, flush_seconds=3600)
+    record = recorder.observe("openai/gpt-4o-mini", Usage(10, 20, 0, 5))
+    for _ in range(3):
+        recorder.write_session("s1", record, switched=False)
+    recorder.write_session("s2", record, switched=True)
+    recorder.flush()
+    assert sorted(key for key, _, _ in cache.calls) == ["usage:s1", "usage:s2"]
+    first = dict((key, increments) for key, increments, _ in cache.calls)["usage:s1"]
+    assert first["requests"] == 3 and first["cache_read_tokens"] == 60
+    assert "switches" not in first and "cache_write_tokens" not in first  # zeros not sent
+    assert cache.calls[0][2] == 600  # the session TTL
+    recorder.flush()
+    assert len(cache.calls) == 2  # nothing pending: nothing written
+
+
+def test_the_background_flush_writes_pending_totals_by_itself():
+    from devkit.processes import wait_until
+
+    cache = MemorySessionCache(100)
+    recorder = UsageRecorder(_config(), RecordingMetrics(), cache, flush_seconds=0.01)
+    recorder.write_session("s1", recorder.observe("openai/gpt-4o-mini", Usage(1, 0, 0, 1)),
+                           switched=False)
+    wait_until(lambda: cache.usage("usage:s1") is not None, 10, "the background flush")
+    assert cache.usage("usage:s1")["requests"] == 1

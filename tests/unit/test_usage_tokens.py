@@ -140,3 +140,20 @@ def test_the_usage_only_chunk_is_dropped_and_everything_else_kept_byte_for_byte(
         b"")
     ordinary = _sse((None, {"id": "c", "choices": [{"delta": {"content": "x"}}]}))
     assert drop_usage_chunks(ordinary) is ordinary
+
+
+def test_a_usage_chunk_in_an_unterminated_tail_is_still_read_and_dropped():
+    from app.config import config_from_dict
+    from app.metrics import Metrics
+    from app.session_cache.memory import MemorySessionCache
+    from app.usage.meter import UsageMeter
+    from app.usage.recorder import UsageRecorder
+
+    config = config_from_dict({"model_providers": [{"model": "openai/gpt-4o",
+                                                    "access_key": "k"}]})
+    meter = UsageMeter(UsageRecorder(config, Metrics(), MemorySessionCache(10)),
+                       "openai/gpt-4o", CHAT, strip_usage_chunk=True)
+    tail = b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":1}}'
+    meter.feed(tail)
+    assert meter.outgoing(tail + b"\n\n") == b""
+    assert meter.finish().usage == Usage(4, 0, 0, 1)
