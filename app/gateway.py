@@ -19,7 +19,8 @@ Affinity modes (SPEC §16) on the same path:
   router decision names another model than the session's current one, while the session is
   warm, switches only within the budget (:mod:`app.affinity.budget`); the state is read
   from the session's usage totals (one HGETALL per routed user turn) and written back into
-  them after the answer (:meth:`app.usage.recorder.UsageRecorder.write_budget`). ``x-plano-max-switch-spend-pct`` sets the cap per request.
+  them after the answer (:meth:`app.usage.recorder.UsageRecorder.write_budget`).
+  ``x-plano-max-switch-spend-pct`` sets the cap per request.
 """
 
 from __future__ import annotations
