@@ -50,7 +50,7 @@ def _count(response: Response) -> Response:
 
 def _key(session_id: str) -> tuple[str, str | None]:
     svc = current_services()
-    validate_affinity_value(session_id, "session id")
+    validate_affinity_value(session_id, "session id", allow_reserved=True)
     tenant_header = svc.config.routing.session_cache.tenant_header
     tenant = None
     if tenant_header:

@@ -102,13 +102,20 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
+#: Session ids may not begin with the prefixes of the gateway's own keys beside the pins
+#: (turn records, usage totals: SPEC §8, §16, §19).
+RESERVED_SESSION_PREFIXES = ("turn:", "usage:")
+
+
 def validate_affinity_value(value: str | None, header: str, *,
-                            allow_colon: bool = True) -> str | None:
+                            allow_colon: bool = True, allow_reserved: bool = False) -> str | None:
     """Check an ``X-Model-Affinity`` or tenant header value; ``None`` when not sent.
 
     1 to 256 characters of printable ASCII (space through ``~``); a tenant may not contain
-    ``:`` because it is the separator of the logical key ``tenant:session``. Anything else
-    is refused with 400 ``invalid_affinity_id`` rather than stored under a surprising key.
+    ``:`` because it is the separator of the logical key ``tenant:session``; a session id
+    may not begin with ``turn:`` or ``usage:`` (the gateway's own keys; ``allow_reserved``:
+    the admin API, which reads turn records by that name). Anything else is
+    refused with 400 ``invalid_affinity_id`` rather than stored under a surprising key.
     """
     if value is None:
         return None
@@ -121,6 +128,8 @@ def validate_affinity_value(value: str | None, header: str, *,
         problem = "must contain only printable ASCII characters"
     elif not allow_colon and ":" in value:
         problem = "must not contain ':'"
+    elif allow_colon and not allow_reserved and value.startswith(RESERVED_SESSION_PREFIXES):
+        problem = "must not begin with 'turn:' or 'usage:' (the gateway's own keys)"
     if problem:
         raise InvalidAffinityIdError(f"header {header} {problem}", param=header)
     return value

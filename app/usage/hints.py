@@ -89,6 +89,8 @@ def _mark_last_block(blocks: list) -> list | None:
         block = blocks[index]
         if not isinstance(block, dict) or block.get("type") in _UNMARKABLE:
             continue
+        if block.get("type") == "text" and not block.get("text"):
+            continue  # Anthropic refuses cache_control on an empty text block
         if "cache_control" in block:
             return None
         marked = list(blocks)

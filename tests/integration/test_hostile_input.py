@@ -211,11 +211,13 @@ def redis_client(hostile_redis):
 
 
 def is_valid_id(value: str | None, *, tenant: bool = False) -> bool:
-    """SPEC §8: absent, or 1..256 characters of printable ASCII (no ':' in a tenant)."""
+    """SPEC §8: absent, or 1..256 characters of printable ASCII (no ':' in a tenant, a
+    session not beginning with the gateway's own ``turn:`` or ``usage:``)."""
     if value is None:
         return True
     return (0 < len(value) <= MAX_ID and all(" " <= char <= "~" for char in value)
-            and not (tenant and ":" in value))
+            and not (tenant and ":" in value)
+            and (tenant or not value.startswith(("turn:", "usage:"))))
 
 
 def check_answer(status: int, content_type: str, body: bytes, provider_calls: int,

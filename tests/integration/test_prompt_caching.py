@@ -85,10 +85,12 @@ def sse_data(answer: requests.Response) -> list[dict]:
             if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]")]
 
 
-def test_claude_code_like_session_shows_tokens_cache_reads_writes_and_cost(gateway, mock_llm):
+@pytest.mark.parametrize("stream", [True, False])
+def test_claude_code_like_session_shows_tokens_cache_reads_writes_and_cost(gateway, mock_llm,
+                                                                           stream):
     session, marker = unique("claude-code"), unique("task")
     first = {"role": "user", "content": f"Fix the failing test {marker}"}
-    body = {"model": CLAUDE, "max_tokens": 200, "stream": True,
+    body = {"model": CLAUDE, "max_tokens": 200, "stream": stream,
             "system": [{"type": "text", "text": SYSTEM}], "messages": [first]}
     post(gateway, "/v1/messages", body, session, **{"anthropic-version": "2023-06-01"})
     body["messages"] = [first, {"role": "assistant", "content": "Reading the test."},
@@ -198,3 +200,23 @@ def test_metrics_show_tokens_cost_and_cache_outcomes_per_model(gateway):
     assert value(f'plano_cost_usd_total{{model="{GPT}"}}') > 0
     assert value(f'plano_prompt_cache_requests_total{{model="{GPT}",outcome="hit"}}') >= 1
     assert value(f'plano_prompt_cache_requests_total{{model="{GPT}",outcome="miss"}}') >= 1
+
+
+@pytest.mark.parametrize(("path", "model", "stream"), [
+    ("/v1/chat/completions", CLAUDE, True), ("/v1/chat/completions", CLAUDE, False),
+    ("/v1/messages", GPT, True), ("/v1/responses", CLAUDE, False)])
+def test_translated_answers_are_counted_from_what_the_upstream_reported(gateway, path, model,
+                                                                       stream):
+    session = unique("translated")
+    if path == "/v1/messages":
+        body = {"model": model, "max_tokens": 50, "messages": [{"role": "user",
+                                                                "content": "hi"}]}
+    elif path == "/v1/responses":
+        body = {"model": model, "input": "hi"}
+    else:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    body["stream"] = stream
+    post(gateway, path, body, session, **{"anthropic-version": "2023-06-01"})
+    usage = settled(gateway, session, 1)
+    assert usage["input_tokens"] + usage["cache_read_tokens"] + usage["cache_write_tokens"] > 0
+    assert usage["output_tokens"] > 0 and usage["cost_usd"] > 0

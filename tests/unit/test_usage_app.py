@@ -72,3 +72,37 @@ def test_x_plano_cache_off_turns_implicit_affinity_off_for_that_request():
     off = client.post("/v1/chat/completions", json=body, headers={"X-Plano-Cache": "off"})
     assert off.status_code == 200 and "x-plano-affinity" not in off.headers
     assert "x-plano-pinned" not in off.headers
+
+
+def test_the_provider_span_carries_the_usage_attributes():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config = config_from_dict(make_config_dict())
+    providers = {p.name: UsageProvider(p.model_id) for p in config.model_providers}
+    client = create_app(config, providers=providers,
+                        tracer_provider=tracer_provider).test_client()
+    client.post("/v1/chat/completions", json=chat_body(FAST_PROMPT)).close()
+    (span,) = [s for s in exporter.get_finished_spans() if s.name.startswith("chat ")]
+    assert span.attributes["gen_ai.usage.input_tokens"] == 1500  # the whole prompt
+    assert span.attributes["gen_ai.usage.output_tokens"] == 20
+    assert span.attributes["plano.usage.cache_read_tokens"] == 1024
+    assert span.attributes["plano.usage.cache_write_tokens"] == 0
+    assert span.attributes["plano.usage.cost_usd"] > 0
+    tracer_provider.shutdown()
+
+
+def test_session_ids_with_the_gateways_own_key_prefixes_are_refused():
+    client, providers = _client()
+    for session in ("usage:victim", "turn:victim"):
+        response = client.post("/v1/chat/completions", json=chat_body(FAST_PROMPT),
+                               headers={"X-Model-Affinity": session})
+        assert response.status_code == 400
+        assert response.get_json()["error"]["code"] == "invalid_affinity_id"
+    assert all(not p.sent for p in providers.values())
+    assert client.post("/v1/chat/completions", json=chat_body(FAST_PROMPT),
+                       headers={"X-Model-Affinity": "my-usage:ok"}).status_code == 200

@@ -197,3 +197,12 @@ def test_a_body_nested_a_thousand_levels_deep_gets_hints_without_recursion():
                                                         "extra": nested}]}
     marked = with_breakpoints(body, 1024)
     assert count_breakpoints(marked) == 2
+
+
+def test_empty_text_blocks_are_never_marked():
+    body = conversation()
+    body["messages"][1] = {"role": "assistant", "content": [
+        {"type": "text", "text": "real answer"}, {"type": "text", "text": ""}]}
+    marked = with_breakpoints(body, 1024)
+    assert marked["messages"][1]["content"][0]["cache_control"] == EPHEMERAL
+    assert "cache_control" not in marked["messages"][1]["content"][1]
