@@ -261,7 +261,7 @@ class Gateway:
         state = switch_budget.BudgetState.from_totals(totals)
         current = state.current_model
         if current is not None and self._served_endpoint(current) is None:
-            state = switch_budget.BudgetState(seen={})  # its model left the configuration
+            state = switch_budget.BudgetState()  # its model left the configuration
         if self._prices is None:
             self._prices = Prices(self._config.model_providers)
         verdict = switch_budget.decide(

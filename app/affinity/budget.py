@@ -34,7 +34,7 @@ answer is sent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from app.config import RoutingBudgetConfig
@@ -92,14 +92,14 @@ class BudgetState:
     spend_usd: float = 0.0
     context_tokens: int = 0
     #: model -> (when it last answered, prompt tokens it read then)
-    seen: Mapping[str, tuple[float, int]] = None  # type: ignore[assignment]
+    seen: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     default_model: str | None = None
 
     @classmethod
     def from_totals(cls, totals: Mapping[str, int | float] | None) -> BudgetState:
         """The state kept in a usage-totals mapping (``None``: a session never seen)."""
         if not totals:
-            return cls(seen={})
+            return cls()
         bound_at = float(totals.get(F_BOUND_AT, 0) or 0)
         seen: dict[str, tuple[float, int]] = {}
         default = None

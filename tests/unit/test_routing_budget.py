@@ -106,12 +106,12 @@ def test_without_replenish_on_rebind_a_cold_session_keeps_its_totals_and_default
 
 
 def test_a_session_bound_more_than_an_hour_ago_is_cold_however_busy():
-    state = warm_state(baseline=5.0, idle=1)
-    late = state.bound_at + budget.MAX_EPISODE_SECONDS + 1
-    fresh = budget.BudgetState.from_totals({
-        **{budget.F_BOUND_AT: state.bound_at, budget.F_LAST_USED: late - 1,
-           budget.F_SEEN + EXPENSIVE: late - 1, budget.F_TOKENS + EXPENSIVE: CONTEXT}})
-    assert judge(fresh, PRICEY, cap(25), now=late).warm is False
+    bound_at = NOW - budget.MAX_EPISODE_SECONDS - 1
+    busy = budget.BudgetState.from_totals({
+        budget.F_BOUND_AT: bound_at, budget.F_LAST_USED: NOW - 1, budget.F_BASELINE: 5.0,
+        budget.F_SEEN + EXPENSIVE: NOW - 1, budget.F_TOKENS + EXPENSIVE: CONTEXT})
+    verdict = judge(busy, PRICEY, cap(25))
+    assert (verdict.warm, verdict.model, verdict.baseline_usd) == (False, PRICEY, 0.0)
 
 
 def test_a_new_session_follows_the_router():
