@@ -44,12 +44,12 @@ class SessionContext:
     ``session_id``: the id the decision uses — the ``X-Model-Affinity`` value; else an
     agent's session id scoped by its lane (``<id>:<lane>``, ``agent`` true); else the
     derived id when a mode uses derived ids (``implicit_affinity`` or
-    ``route_on_user_only``; then ``implicit`` is true); else ``None``. ``derived_id``: the
-    id derived from the conversation whenever neither header was sent (reported even when
-    unused). ``source``: ``header``, ``agent`` or ``implicit`` (``None``: no id at all),
-    reported with :attr:`reported_id` in ``x-plano-session-source`` / ``-id``.
-    ``user_turn`` is only computed with ``route_on_user_only``; otherwise it is ``True``
-    (every request is its own turn).
+    ``route_on_user_only``, or ``routing_budget`` which implies it; then ``implicit`` is
+    true); else ``None``. ``derived_id``: the id derived from the conversation whenever
+    neither header was sent (reported even when unused). ``source``: ``header``, ``agent``
+    or ``implicit`` (``None``: no id at all), reported with :attr:`reported_id` in
+    ``x-plano-session-source`` / ``-id``. ``user_turn`` is only computed with turn-level
+    routing; otherwise it is ``True`` (every request is its own turn).
     """
 
     session_id: str | None
@@ -74,14 +74,14 @@ def session_context(body: dict, shape: str, *, explicit_id: str | None, tenant: 
     ``body`` is the parsed JSON body of the ``shape`` API, ``model`` the requested model as
     sent, ``routing`` the ``routing`` configuration.
     """
-    user_turn = starts_user_turn(body, shape) if routing.route_on_user_only else True
+    user_turn = starts_user_turn(body, shape) if routing.turn_routing else True
     if explicit_id is not None:
         return SessionContext(explicit_id, user_turn=user_turn, source=SOURCE_HEADER)
     if agent_key is not None:
         return SessionContext(agent_key, user_turn=user_turn, source=SOURCE_AGENT, agent=True)
     derived = implicit_session_id(body, shape, tenant=tenant, model=model)
     source = SOURCE_IMPLICIT if derived is not None else None
-    if derived is not None and (routing.implicit_affinity or routing.route_on_user_only):
+    if derived is not None and (routing.implicit_affinity or routing.turn_routing):
         return SessionContext(derived, implicit=True, user_turn=user_turn, derived_id=derived,
                               source=source)
     return SessionContext(None, user_turn=user_turn, derived_id=derived, source=source)

@@ -19,6 +19,7 @@ from app.config.model import (
                               ModelEndpoint,
                               PromptCachingConfig,
                               RouteConfig,
+                              RoutingBudgetConfig,
                               RoutingConfig,
                               ServerConfig,
                               SessionCacheConfig,
@@ -27,5 +28,5 @@ from app.config.model import (
 
 __all__ = ["CONFIG_ENV_VAR", "AdminConfig", "AgentSessionsConfig", "Config", "FailoverConfig",
            "ListenerConfig", "ModelEndpoint", "PromptCachingConfig", "RouteConfig",
-           "RoutingConfig", "ServerConfig", "SessionCacheConfig", "TracingConfig",
-           "config_from_dict", "expand_env", "load_config"]
+           "RoutingBudgetConfig", "RoutingConfig", "ServerConfig", "SessionCacheConfig",
+           "TracingConfig", "config_from_dict", "expand_env", "load_config"]

@@ -161,6 +161,24 @@ class AgentSessionsConfig:
 
 
 @dataclass(frozen=True)
+class RoutingBudgetConfig:
+    """Plano's ``routing.routing_budget`` (SPEC §20).
+
+    ``max_switch_spend_pct`` (0-100): a warm session may spend at most this share of what
+    never switching would have cost on switching; ``replenish_on_rebind``: a session that
+    went cold starts its totals afresh; ``cache_read_discount``: a model's cached input
+    price as a share of its input price when its price has no cheaper cached rate;
+    ``record_counterfactual``: a retained switch names the model it would have taken on
+    the span.
+    """
+
+    max_switch_spend_pct: float
+    replenish_on_rebind: bool = True
+    cache_read_discount: float = 0.1
+    record_counterfactual: bool = False
+
+
+@dataclass(frozen=True)
 class RoutingConfig:
     """Router choice and session-affinity settings."""
 
@@ -181,6 +199,16 @@ class RoutingConfig:
     failover: FailoverConfig = FailoverConfig()
     #: Sessions named by the headers coding agents send (SPEC §18).
     agent_sessions: AgentSessionsConfig = AgentSessionsConfig()
+    #: Plano's routing budget (SPEC §20): switching a warm session's model under a spend
+    #: cap. ``None``: not configured (a request header may still set a cap).
+    routing_budget: RoutingBudgetConfig | None = None
+
+    @property
+    def turn_routing(self) -> bool:
+        """Whether sessions are routed per user turn (SPEC §16): ``route_on_user_only``, or
+        a configured ``routing_budget``, which is only meaningful where a session's user
+        turns are routed (Plano's own ``routing_budget.yaml`` does not set the former)."""
+        return self.route_on_user_only or self.routing_budget is not None
 
     @property
     def sliding_ttl(self) -> bool:

@@ -32,7 +32,6 @@ _UNSUPPORTED_TOP_LEVEL = ("agents", "filters", "endpoints", "prompt_targets", "p
                           "ratelimits", "state_storage", "system_prompt", "mode",
                           "functions", "error_target")
 _UNSUPPORTED_LISTENER_KEYS = ("router", "agents", "input_filters", "output_filters")
-_UNSUPPORTED_ROUTING_KEYS = ("routing_budget",)
 _UNSUPPORTED_TRACING_KEYS = ("opentracing_grpc_endpoint", "span_attributes", "exporters")
 _UNSUPPORTED_PROVIDER_KEYS = ("http_host",)
 _SUPPORTED_OVERRIDES = ("llm_routing_model",)
@@ -55,7 +54,6 @@ def migrate(raw: dict) -> tuple[dict, list[str], list[str]]:
     _migrate_provider_routes(config, warnings)
     _drop_provider_keys(config, problems)
     _apply_overrides(config, problems)
-    _check_section(config, "routing", _UNSUPPORTED_ROUTING_KEYS, problems)
     _check_section(config, "tracing", _UNSUPPORTED_TRACING_KEYS, problems)
     tracing = config.get("tracing")
     if isinstance(tracing, dict):

@@ -37,6 +37,7 @@ from app.config.model import (
     ModelEndpoint,
     PromptCachingConfig,
     RouteConfig,
+    RoutingBudgetConfig,
     RoutingConfig,
     ServerConfig,
     SessionCacheConfig,
@@ -294,6 +295,19 @@ class AgentSessionsSchema(_Strict):
         return AgentSessionsConfig(data["enabled"], tuple(data["headers"]))
 
 
+class RoutingBudgetSchema(_Strict):
+    """Plano's ``routing.routing_budget`` (SPEC §20), with Plano's keys and bounds."""
+
+    max_switch_spend_pct = fields.Float(required=True, validate=validate.Range(0, 100))
+    replenish_on_rebind = fields.Boolean(load_default=True)
+    cache_read_discount = fields.Float(load_default=0.1, validate=validate.Range(0, 1))
+    record_counterfactual = fields.Boolean(load_default=False)
+
+    @post_load
+    def build(self, data, **kwargs):
+        return RoutingBudgetConfig(**data)
+
+
 class RoutingSchema(_Strict):
     model = OptionalString(load_default=None, allow_none=True)
     timeout_ms = fields.Integer(load_default=5000, validate=validate.Range(1, 600000))
@@ -306,6 +320,7 @@ class RoutingSchema(_Strict):
     implicit_affinity = fields.Boolean(load_default=False)
     failover = fields.Nested(FailoverSchema, load_default=FailoverConfig)
     agent_sessions = fields.Nested(AgentSessionsSchema, load_default=AgentSessionsConfig)
+    routing_budget = fields.Nested(RoutingBudgetSchema, load_default=None, allow_none=True)
 
     @post_load
     def build(self, data, **kwargs):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, json, request
 
+from app.affinity import budget
 from app.errors import (
     AuthenticationError,
     GatewayError,
@@ -101,7 +102,18 @@ def _usage_totals(key: str) -> dict | None:
         return None
     shown = {name: int(totals.get(name, 0)) for name in _USAGE_FIELDS}
     shown["cost_usd"] = round(totals["cost_usd"], 8) if "cost_usd" in totals else None
+    if any(name.startswith(budget.FIELD_PREFIX) for name in totals):
+        shown["routing_budget"] = _budget_view(budget.BudgetState.from_totals(totals))
     return shown
+
+
+def _budget_view(state: budget.BudgetState) -> dict:
+    """The routing budget's state of a session (SPEC §20): its current warm episode's
+    spend on switching against what never switching would have cost."""
+    return {"switch_spend_usd": round(state.spend_usd, 8),
+            "baseline_usd": round(state.baseline_usd, 8),
+            "model": state.current_model, "default_model": state.default_model,
+            "bound_at": state.bound_at or None, "last_used": state.last_used or None}
 
 
 @admin_bp.delete("/sessions/<path:session_id>")

@@ -10,8 +10,10 @@ metrics and, once its answer is finished (a stream at its end), logged as one JS
 
 from __future__ import annotations
 
+import math
 import re
 import socket
+import time
 import uuid
 from typing import Callable
 
@@ -19,12 +21,14 @@ from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import NotFound
 
 from app.affinity import CHAT_COMPLETIONS, MESSAGES, RESPONSES, SessionContext, request_session
+from app.affinity.budget import activity_fields
 from app.client_apis import messages as messages_api
 from app.client_apis import responses as responses_api
 from app.config import ModelEndpoint
 from app.errors import (
     AuthenticationError,
     GatewayError,
+    InvalidRequestError,
     RequestTimeoutError,
     error_response,
 )
@@ -32,7 +36,7 @@ from app.http.auth import credential_fingerprint, passthrough_key, presented_key
 from app.http.request_body import read_within
 from app.http.request_log import REQUEST_ID, REQUEST_ID_HEADER, RequestRecord, request_id_from
 from app.pipeline.attempt import attempt_for, failover_headers, should_repin
-from app.pipeline.decide import Decision, session_key
+from app.pipeline.decide import Decision, estimated_tokens, session_key
 from app.pipeline.parse import (
     ROUTES_FIELD,
     ChatRequest,
@@ -46,6 +50,8 @@ from app.services import Services, current_services
 from app.usage.accounting import CACHE_HEADER, RequestAccounting, cache_off
 
 AFFINITY_HEADER = "X-Model-Affinity"
+#: Plano's per-request routing-budget cap (SPEC §20), a percentage 0-100.
+SWITCH_PCT_HEADER = "x-plano-max-switch-spend-pct"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 bp = Blueprint("gateway", __name__)
@@ -60,6 +66,23 @@ def _session_and_tenant(svc: Services) -> tuple[str | None, str | None]:
         tenant = validate_affinity_value(request.headers.get(tenant_header), tenant_header,
                                          allow_colon=False)
     return session_id, tenant
+
+
+def _max_switch_spend_pct() -> float | None:
+    """The request's ``x-plano-max-switch-spend-pct`` (SPEC §20): ``None`` when absent; a
+    value that is not a number from 0 to 100 is a 400 (SPEC §8)."""
+    raw = request.headers.get(SWITCH_PCT_HEADER)
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 100.0:  # NaN fails too
+        raise InvalidRequestError(f"{SWITCH_PCT_HEADER} must be a number from 0 to 100 "
+                                  "(percent)", param=SWITCH_PCT_HEADER,
+                                  code="invalid_max_switch_spend_pct")
+    return value
 
 
 def _decision_headers(decision: Decision, context: SessionContext | None = None) -> dict:
@@ -86,6 +109,8 @@ def _decision_headers(decision: Decision, context: SessionContext | None = None)
         headers["x-plano-session-source"] = context.source
     if decision.routing_skipped:
         headers["x-plano-routing"] = "skipped"
+    if decision.switch is not None and decision.switch.decision is not None:
+        headers["x-plano-switch"] = decision.switch.decision
     return headers
 
 
@@ -139,6 +164,7 @@ def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, 
         raise
     chat = _PARSERS[api](body)
     session_id, tenant = _session_and_tenant(svc)
+    switch_pct = _max_switch_spend_pct()
     context = request_session(chat.body, _SHAPES[api], request.headers,
                               explicit_id=session_id, tenant=tenant, model=chat.model,
                               config=svc.config, metrics=svc.metrics)
@@ -148,7 +174,7 @@ def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, 
                                  derived_id=context.derived_id)
     decision = svc.gateway.decide(chat, context.session_id, tenant,
                                   implicit=context.implicit, user_turn=context.user_turn,
-                                  agent=context.agent)
+                                  agent=context.agent, max_switch_spend_pct=switch_pct)
     record: RequestRecord = g.plano_record
     record.session_id = context.session_id
     record.tenant = tenant
@@ -162,8 +188,10 @@ def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, 
             route=decision.route_name, model=decision.endpoint.name, requested=chat.model,
             implicit_session=context.implicit,
             routing_skipped=decision.routing_skipped
-            if svc.config.routing.route_on_user_only else None,
+            if svc.config.routing.turn_routing else None,
             session_source=context.source)
+        if decision.switch is not None:
+            svc.tracing.annotate_switch(decision.switch)
     return chat, session_id, decision, context
 
 
@@ -263,18 +291,37 @@ def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
     response = _answer_response(result.answer, headers)
     if key is not None and svc.usage is not None:
         # The session's usage totals are written once the answer's last byte is sent.
-        response.call_on_close(_session_usage_writer(
-            svc, key, result.answer, result.served.name != decision.endpoint.name))
+        switched = result.served.name != decision.endpoint.name or (
+            decision.switch is not None and decision.switch.switched)
+        response.call_on_close(_session_usage_writer(svc, key, result.answer, switched,
+                                                     decision, result.served.name))
     return response
 
 
-def _session_usage_writer(svc: Services, key: str, answer, switched: bool) -> Callable[[], None]:
-    """Adds the answer's usage (if it reported any) to the session's totals (SPEC §19)."""
+def _session_usage_writer(svc: Services, key: str, answer, switched: bool,
+                          decision: Decision, served: str) -> Callable[[], None]:
+    """Adds the answer's usage (if it reported any) to the session's totals (SPEC §19),
+    with the routing budget's state (SPEC §20) when a budget applies: the turn's judgement
+    and the session's activity (who answered, when, on how many prompt tokens)."""
     def write() -> None:
         record = getattr(answer.meter, "record", None)
         if record is not None:
             svc.usage.write_session(key, record, switched)
+        fields = _budget_fields(decision, served,
+                                record.usage.prompt if record is not None else 0)
+        if fields:
+            svc.usage.write_budget(key, fields)
     return write
+
+
+def _budget_fields(decision: Decision, served: str, prompt_tokens: int) -> dict | None:
+    """The routing-budget state fields to write for a decision (``None``: no budget)."""
+    if not decision.budget:
+        return None
+    fields = decision.switch.fields() if decision.switch is not None else {}
+    if prompt_tokens:
+        fields.update(activity_fields(served, prompt_tokens, time.time()))
+    return fields or None
 
 
 @bp.post("/routing/v1/chat/completions")
@@ -297,15 +344,24 @@ def routing_only_responses():
 
 def _routing_answer(api: str) -> Response:
     svc = current_services()
-    _, session_id, decision, context = _decide(svc, api)
+    chat, session_id, decision, context = _decide(svc, api)
     trace_id = svc.tracing.current_trace_id() if svc.tracing is not None else None
     models = [endpoint.name for endpoint in svc.gateway.candidates(decision)]
     payload = {"models": models, "route": decision.route_name,
                "trace_id": trace_id or _trace_id(), "pinned": decision.pinned}
     if session_id is not None:
         payload["session_id"] = session_id
-    return Response(json.dumps(payload), status=200, mimetype="application/json",
-                    headers=_decision_headers(decision, context))
+    response = Response(json.dumps(payload), status=200, mimetype="application/json",
+                        headers=_decision_headers(decision, context))
+    if decision.budget and svc.usage is not None:
+        # No answer will report usage: the decision is the session's activity (as Plano's
+        # routing service records it), its size estimated from the request.
+        tenant = _session_and_tenant(svc)[1]
+        fields = _budget_fields(decision, decision.endpoint.name,
+                                max(1, estimated_tokens(chat)))
+        response.call_on_close(lambda: svc.usage.write_budget(
+            session_key(context.session_id, tenant), fields))
+    return response
 
 
 @bp.get("/healthz")

@@ -29,6 +29,11 @@ class Metrics:
         not name a session was ignored (SPEC §18); ``reason``: empty, too_long,
         not_printable or reserved_prefix."""
 
+    def switch_decision(self, decision: str, reason: str) -> None:
+        """One routing-budget judgement of a warm session's user turn (SPEC §20):
+        ``allowed`` / ``retained`` and why (``same_anchor``, ``free``, ``within_cap``,
+        ``over_cap``, ``no_pricing``)."""
+
     def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
         """One answered request."""
 

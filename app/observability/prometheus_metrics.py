@@ -6,6 +6,7 @@ Names and labels (SPEC §10)::
     plano_router_decisions_total{route,model,fallback}     counter (route "other": no match)
     plano_router_decision_duration_seconds                 histogram
     plano_router_skips_total{route,model}                  counter (turn-level routing)
+    plano_session_switch_decisions_total{decision,reason}  counter (routing budget, SPEC §20)
     plano_requests_total{endpoint,status,pinned}           counter
     plano_model_requests_total{route,model,pinned}         counter (SPEC §21: per route)
     plano_upstream_duration_seconds{model}                 histogram
@@ -52,6 +53,7 @@ from prometheus_client import (
 )
 
 from app.affinity.agent import IGNORED_REASONS
+from app.affinity.budget import DECISIONS as SWITCH_DECISIONS
 from app.config import Config
 from app.observability.metric_labels import OTHER_LABEL, route_label, served_model_label
 from app.observability.metrics import Metrics
@@ -154,9 +156,16 @@ class PrometheusMetrics(Metrics):
             "Requests served without a router call: a continuation reused the model of its "
             "session's current turn (routing.route_on_user_only).", ("route", "model"),
             registry=registry), _label)
-        if config.routing.route_on_user_only:
+        if config.routing.turn_routing:
             self._router_skips.prepare((route, model) for route, model, failed
                                        in _known_decisions(config) if not failed)
+
+        self._switch_decisions = _Children(Counter(
+            "plano_session_switch_decisions_total",
+            "Routing-budget judgements of warm sessions' user turns (SPEC §20): allowed or "
+            "retained, and why.", ("decision", "reason"), registry=registry))
+        if config.routing.turn_routing:
+            self._switch_decisions.prepare(SWITCH_DECISIONS)
 
         self._requests = _Children(Counter(
             "plano_requests_total", "Answered requests by endpoint, status and pinned.",
@@ -242,6 +251,9 @@ class PrometheusMetrics(Metrics):
 
     def agent_session_ignored(self, header: str, reason: str) -> None:
         self._agent_ignored.get((header, reason)).inc()
+
+    def switch_decision(self, decision: str, reason: str) -> None:
+        self._switch_decisions.get((decision, reason)).inc()
 
     def request_finished(self, endpoint: str, status: int, pinned: bool) -> None:
         self._requests.get((endpoint, status, pinned)).inc()

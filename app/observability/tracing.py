@@ -88,6 +88,11 @@ ATTR_MODEL_REQUESTED = "llm.model.requested"
 ATTR_SESSION_IMPLICIT = "plano.session.implicit"
 ATTR_SESSION_SOURCE = "plano.session.source"
 ATTR_ROUTING_SKIPPED = "plano.routing.skipped"
+#: Routing budget (SPEC §20), Plano's attribute names.
+ATTR_SWITCH_DECISION = "plano.switch.decision"
+ATTR_SWITCH_COST = "plano.switch.cost_in_usd"
+ATTR_SWITCH_COUNTERFACTUAL = "plano.switch.counterfactual_route"
+ATTR_CACHE_WARM = "plano.cache.warm"
 ATTR_ROUTING_MS = "routing.determination_ms"
 ATTR_ROUTING_FAILED = "routing.failed"
 ATTR_STREAM = "plano.stream"
@@ -236,6 +241,24 @@ class Tracing:
             attributes[ATTR_ROUTING_SKIPPED] = routing_skipped
         if session_source is not None:
             attributes[ATTR_SESSION_SOURCE] = session_source
+        span.set_attributes(attributes)
+
+    @staticmethod
+    def annotate_switch(verdict: Any) -> None:
+        """Set the routing budget's judgement (an :class:`app.affinity.budget.Verdict`) on
+        the current server span: warmth, and for a judged turn its decision, the switch
+        cost when priced and, with ``record_counterfactual``, the model a retained switch
+        would have taken."""
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        attributes: dict[str, Any] = {ATTR_CACHE_WARM: verdict.warm}
+        if verdict.decision is not None:
+            attributes[ATTR_SWITCH_DECISION] = verdict.decision
+        if verdict.cost_usd is not None:
+            attributes[ATTR_SWITCH_COST] = verdict.cost_usd
+        if verdict.counterfactual is not None:
+            attributes[ATTR_SWITCH_COUNTERFACTUAL] = verdict.counterfactual
         span.set_attributes(attributes)
 
     @staticmethod

@@ -18,23 +18,33 @@ Affinity modes (SPEC §16) on the same path:
   does not start a user turn reuses the model recorded for the session's current turn (key
   ``turn:<logical key>``, the session TTL) without calling the router; every routed request
   of such a session records its turn (last writer wins). A pin still wins over all of it.
+* ``routing_budget`` (SPEC §20, which turns turn-level routing on): a user turn whose
+  router decision names another model than the session's current one, while the session is
+  warm, switches only within the budget (:mod:`app.affinity.budget`); the state is read
+  from the session's usage totals (one HGETALL per routed user turn) and written back into
+  them after the answer (:meth:`app.usage.recorder.UsageRecorder.write_budget`).
+  ``x-plano-max-switch-spend-pct`` sets the cap per request.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, ContextManager
 
-from app.config import Config, ModelEndpoint, RouteConfig
+from app.affinity import budget as switch_budget
+from app.config import Config, ModelEndpoint, RouteConfig, RoutingBudgetConfig
 from app.errors import ModelNotFoundError, RouterError, SessionCacheError
 from app.observability.metrics import Metrics
 from app.pipeline.parse import ChatRequest
 from app.router.base import Router
 from app.router.embedded import EmbeddedRouter
 from app.session_cache.base import SessionBinding, SessionCache
+from app.usage.prices import Prices
+from app.usage.recorder import USAGE_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +66,9 @@ class Decision:
     ``pinned``: the model came from the session cache (a hit, or another writer's pin that
     won a race). ``affinity``: ``None`` without a session id, else ``new`` / ``pinned`` /
     ``unavailable``. ``routing_skipped``: turn-level routing reused the model of the
-    session's current turn instead of calling the router.
+    session's current turn instead of calling the router. ``switch``: the routing budget's
+    judgement of this user turn (SPEC §20), ``None`` when none was made. ``budget``: a
+    routing budget applies to this request's session (its activity is recorded).
     """
 
     endpoint: ModelEndpoint
@@ -64,6 +76,8 @@ class Decision:
     pinned: bool
     affinity: str | None
     routing_skipped: bool = False
+    switch: switch_budget.Verdict | None = None
+    budget: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,7 @@ class _RouteOutcome:
     route_name: str | None
     failed: bool
     skipped: bool = False
+    switch: switch_budget.Verdict | None = None
 
 
 def session_key(session_id: str, tenant: str | None) -> str:
@@ -90,7 +105,8 @@ class Gateway:
 
     def __init__(self, config: Config, session_cache: SessionCache, router: Router | None,
                  metrics: Metrics | None = None,
-                 routing_span: Callable[[], ContextManager] | None = None):
+                 routing_span: Callable[[], ContextManager] | None = None,
+                 prices: Prices | None = None, clock: Callable[[], float] = time.time):
         self._config = config
         self._cache = session_cache
         self._backend = session_cache.backend_name
@@ -101,7 +117,11 @@ class Gateway:
         self._ttl = routing.session_ttl_seconds
         self._sliding = routing.sliding_ttl
         self._implicit_affinity = routing.implicit_affinity
-        self._turns = routing.route_on_user_only
+        self._turns = routing.turn_routing
+        self._budget = routing.routing_budget
+        self._warm_window = float(config.prompt_caching.warm_window_seconds)
+        self._prices = prices
+        self._clock = clock
         self._routes = config.routes_by_name
         self._ranked: dict[tuple[str, str | None], tuple[ModelEndpoint, ...]] = {}
 
@@ -140,24 +160,29 @@ class Gateway:
 
     def decide(self, request: ChatRequest, session_id: str | None = None,
                tenant: str | None = None, *, implicit: bool = False,
-               user_turn: bool = True, agent: bool = False) -> Decision:
+               user_turn: bool = True, agent: bool = False,
+               max_switch_spend_pct: float | None = None) -> Decision:
         """The model for ``request``; raises ``ModelNotFoundError`` for an unknown model.
 
         ``session_id`` is the ``X-Model-Affinity`` value, or with ``implicit`` the id
         derived from the conversation, or with ``agent`` an agent's session id scoped by its
-        lane (SPEC §18: pinned with a sliding TTL; with ``route_on_user_only`` it only keys
-        the turn record); ``user_turn`` says whether the request starts a user turn (only
-        consulted with ``route_on_user_only``).
+        lane (SPEC §18: pinned with a sliding TTL; with turn-level routing it only keys the
+        turn record); ``user_turn`` says whether the request starts a user turn (only
+        consulted with turn-level routing); ``max_switch_spend_pct`` is the request's
+        ``x-plano-max-switch-spend-pct`` (overrides the configured cap, or sets one).
         """
         fallback = self._fallback_endpoint(request.model)
         sliding = self._sliding or agent
         turn_key = None
+        budget = None
         if self._turns and session_id is not None:
             turn_key = TURN_KEY_PREFIX + session_key(session_id, tenant)
+            budget = self._budget_for(max_switch_spend_pct)
         if (session_id is None or (implicit and not self._implicit_affinity)
                 or (agent and self._turns)):
-            outcome = self._choose(request, fallback, turn_key, user_turn, sliding)
-            return self._unpinned(outcome, affinity=None)
+            outcome = self._choose(request, fallback, turn_key, user_turn, sliding, budget)
+            decision = self._unpinned(outcome, affinity=None)
+            return dataclasses.replace(decision, budget=True) if budget else decision
 
         key = session_key(session_id, tenant)
         try:
@@ -192,8 +217,18 @@ class Gateway:
             return self._cache.get_renewing(key, self._ttl)
         return self._cache.get(key)
 
+    def _budget_for(self, header_pct: float | None) -> RoutingBudgetConfig | None:
+        """The routing budget of one request: the configured one, its cap replaced by the
+        request header's; one with Plano's defaults when only the header sets a cap."""
+        if header_pct is None:
+            return self._budget
+        if self._budget is None:
+            return RoutingBudgetConfig(max_switch_spend_pct=header_pct)
+        return dataclasses.replace(self._budget, max_switch_spend_pct=header_pct)
+
     def _choose(self, request: ChatRequest, fallback: ModelEndpoint, turn_key: str | None,
-                user_turn: bool, sliding: bool) -> _RouteOutcome:
+                user_turn: bool, sliding: bool,
+                budget: RoutingBudgetConfig | None = None) -> _RouteOutcome:
         """Route, or (turn-level routing, a continuation) reuse the current turn's model.
 
         Nothing to route between (no routes): the fallback, and no turn record is read or
@@ -210,8 +245,51 @@ class Gateway:
                 return reused
         outcome = self._route(request, router, fallback)
         if turn_key is not None and not outcome.failed:
+            if budget is not None:
+                outcome = self._judge_switch(turn_key, request, outcome, budget)
             self._record_turn(turn_key, outcome)
         return outcome
+
+    def _judge_switch(self, turn_key: str, request: ChatRequest, outcome: _RouteOutcome,
+                      budget: RoutingBudgetConfig) -> _RouteOutcome:
+        """The routed user turn of a session under a routing budget: the router's model, or
+        the session's current one when the switch is over the cap. Reading the state
+        failing (or a backend that keeps no totals) leaves the router's decision as it is:
+        the budget never fails a request."""
+        key = turn_key[len(TURN_KEY_PREFIX):]
+        try:
+            totals = self._cache.usage(USAGE_KEY_PREFIX + key)
+        except SessionCacheError as error:
+            self._cache_event(error.outcome, error)
+            return outcome
+        except NotImplementedError:
+            return outcome
+        state = switch_budget.BudgetState.from_totals(totals)
+        current = state.current_model
+        if current is not None and self._served_endpoint(current) is None:
+            state = switch_budget.BudgetState()  # its model left the configuration
+        if self._prices is None:
+            self._prices = Prices(self._config.model_providers)
+        verdict = switch_budget.decide(
+            state, outcome.endpoint.name, budget=budget, price_of=self._prices.price,
+            request_tokens=estimated_tokens(request), now=self._clock(),
+            warm_window=self._warm_window)
+        if verdict.decision is not None:
+            self._metrics.switch_decision(verdict.decision, verdict.reason)
+        if verdict.model == outcome.endpoint.name:
+            return dataclasses.replace(outcome, switch=verdict)
+        if verdict.counterfactual is not None and outcome.route_name:
+            verdict = dataclasses.replace(
+                verdict, counterfactual=f"{verdict.counterfactual} ({outcome.route_name})")
+        recorded = self._current_turn(turn_key, sliding=False)
+        route_name = (recorded.route_name if recorded is not None
+                      and recorded.endpoint.name == verdict.model else None)
+        return _RouteOutcome(self._served_endpoint(verdict.model), route_name, failed=False,
+                             switch=verdict)
+
+    def _served_endpoint(self, model_name: str) -> ModelEndpoint | None:
+        """The endpoint of a model that served this session (a wildcard-admitted one too)."""
+        return self._config.endpoint(model_name)
 
     def _current_turn(self, turn_key: str, sliding: bool) -> _RouteOutcome | None:
         """The model recorded for the session's current turn; ``None`` when there is none
@@ -313,7 +391,7 @@ class Gateway:
     @staticmethod
     def _unpinned(outcome: _RouteOutcome, affinity: str | None) -> Decision:
         return Decision(outcome.endpoint, outcome.route_name, pinned=False, affinity=affinity,
-                        routing_skipped=outcome.skipped)
+                        routing_skipped=outcome.skipped, switch=outcome.switch)
 
     def _cache_event(self, outcome: str, error: Exception | None = None) -> None:
         self._metrics.session_cache_event(self._backend, outcome)
@@ -324,3 +402,9 @@ class Gateway:
                         self._backend, outcome, error,
                         extra={"event": "session_cache_error", "outcome": outcome,
                                "cause": str(error)})
+
+
+def estimated_tokens(request: ChatRequest) -> int:
+    """The conversation's size in tokens, about characters / 4 (SPEC §20: used until an
+    answer of the session reported its usage)."""
+    return sum(len(str(message.get("content") or "")) for message in request.messages) // 4

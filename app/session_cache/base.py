@@ -34,7 +34,9 @@ semantics, and one behaviour suite (``tests/contract``) runs against every backe
   HINCRBYFLOAT per field and EXPIRE on one hash, so Cluster works). ``usage(key)`` returns
   those totals (ints stay ints) or ``None``. The gateway keeps a session's usage under
   ``usage:<session key>`` (SPEC §19), beside the pin, never in the pin's value. A key of
-  another type raises :class:`app.errors.InvalidBindingError`.
+  another type raises :class:`app.errors.InvalidBindingError`. ``replace`` (optional) sets
+  numeric fields to the given values in the same round trip (Redis: HSET): the routing
+  budget's state (SPEC §20) is kept in the same totals.
 * A backend failure (unreachable, timed out, erroring) raises :class:`app.errors.SessionCacheError`,
   never returns ``None``: "not found" and "could not look" are different answers. A stored
   value that cannot be decoded (or a Redis key of another type) raises
@@ -103,8 +105,9 @@ class SessionCache(ABC):
         """Whole seconds the binding under ``key`` has left, or ``None``."""
 
     def add_usage(self, key: str, increments: Mapping[str, int | float],
-                  ttl_seconds: int) -> None:
-        """Add ``increments`` to the totals under ``key``; their TTL becomes ``ttl_seconds``."""
+                  ttl_seconds: int, replace: Mapping[str, int | float] | None = None) -> None:
+        """Add ``increments`` to the totals under ``key`` and set the fields of ``replace``;
+        their TTL becomes ``ttl_seconds``."""
         raise NotImplementedError(f"{type(self).__name__} keeps no usage totals")
 
     def usage(self, key: str) -> dict[str, int | float] | None:

@@ -118,13 +118,14 @@ class MemorySessionCache(SessionCache):
         return found
 
     def add_usage(self, key: str, increments: Mapping[str, int | float],
-                  ttl_seconds: int) -> None:
+                  ttl_seconds: int, replace: Mapping[str, int | float] | None = None) -> None:
         with self._lock:
             now = self._clock()
             entry = self._usage.pop(key, None)
             totals = dict(entry[1]) if entry is not None and entry[0] > now else {}
             for name, amount in increments.items():
                 totals[name] = totals.get(name, 0) + amount
+            totals.update(replace or {})
             self._usage[key] = (now + ttl_seconds, totals)
             while len(self._usage) > self._max_entries:
                 self._usage.popitem(last=False)

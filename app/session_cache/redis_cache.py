@@ -239,24 +239,28 @@ class RedisSessionCache(SessionCache):
         return None if seconds == -2 else seconds
 
     def add_usage(self, key: str, increments: Mapping[str, int | float],
-                  ttl_seconds: int) -> None:
+                  ttl_seconds: int, replace: Mapping[str, int | float] | None = None) -> None:
         """One pipelined round trip on the hash ``key_prefix + key``: HINCRBY (ints) or
-        HINCRBYFLOAT (floats) per field, then EXPIRE ttl. Not a transaction: totals only
-        ever grow, so a concurrent writer's increments interleave harmlessly."""
+        HINCRBYFLOAT (floats) per field, HSET of ``replace`` (if any), then EXPIRE ttl. Not
+        a transaction: totals only ever grow, so a concurrent writer's increments interleave
+        harmlessly; replaced fields are last writer wins."""
         if int(ttl_seconds) < 1:
             raise ValueError("ttl_seconds must be at least 1")
         full_key = self.key_prefix + key
         self._call("HINCRBY", full_key, self._pipeline_usage, full_key, increments,
-                   int(ttl_seconds), _best_effort=True)
+                   int(ttl_seconds), replace, _best_effort=True)
 
     def _pipeline_usage(self, full_key: str, increments: Mapping[str, int | float],
-                        ttl_seconds: int) -> Any:
+                        ttl_seconds: int, replace: Mapping[str, int | float] | None) -> Any:
         pipe = self.client.pipeline(transaction=False)
         for name, amount in increments.items():
             if isinstance(amount, int):
                 pipe.hincrby(full_key, name, amount)
             else:
                 pipe.hincrbyfloat(full_key, name, amount)
+        if replace:
+            pipe.hset(full_key, mapping={name: repr(value) if isinstance(value, float)
+                                         else value for name, value in replace.items()})
         pipe.expire(full_key, ttl_seconds)
         return pipe.execute()
 

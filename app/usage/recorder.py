@@ -167,6 +167,19 @@ class UsageRecorder:
                     self._flusher = None
                     return
 
+    def write_budget(self, session_key: str, fields: dict) -> None:
+        """Set the routing budget's state fields (SPEC §20) in the session's totals now, in
+        one round trip after the answer (never on its latency path); never raises. Not
+        coalesced like the usage: the session's next user turn, on any worker, reads it."""
+        try:
+            self._cache.add_usage(USAGE_KEY_PREFIX + session_key, {}, self._ttl,
+                                  replace=fields)
+        except Exception as error:  # noqa: BLE001 - accounting never fails anything
+            self._metrics.session_cache_event(
+                getattr(self._cache, "backend_name", "unknown"), "store_error")
+            log.warning("session budget state not recorded: %s", error,
+                        extra={"event": "usage_store_error"})
+
     def session_totals(self, session_key: str) -> dict | None:
         """The session's totals (admin API), this worker's pending ones written first;
         raises the cache's errors. Other workers' pending totals land within a flush."""

@@ -5,6 +5,7 @@
               [--repeat N] [--profile]
     bin/bench --memory [--sessions N] [--json PATH]
     bin/bench --streams [--stream-concurrency 100,500,1000,2000] [--workers 2]
+    bin/bench --cost [--large] [--workers 2] [--json PATH]
 
 Starts its own mock upstream, Redis (``REDIS_URL`` when set) and gateways (gunicorn, gevent
 workers, tracing off), runs each scenario at each concurrency after a warm-up, prints a table
@@ -14,8 +15,10 @@ scenario list N times and reports each row's median round (for a busy machine);
 ``--profile`` samples the gunicorn workers with py-spy (see :mod:`benchlib.profile`).
 ``--memory`` instead measures memory per pinned session (Redis ``MEMORY USAGE``, memory
 backend at 1M sessions). ``--streams`` measures many simultaneous slow streams
-(:mod:`benchlib.streams`). Exit status: 0, 1 when a row is flagged (errors, no responses,
-failed checks), 2 when a server could not be started (its logs are kept and named).
+(:mod:`benchlib.streams`). ``--cost`` replays agent sessions under four affinity policies
+and reports what each costs (:mod:`benchlib.cost`, SPEC §20). Exit status: 0, 1 when a row
+is flagged (errors, no responses, failed checks), 2 when a server could not be started (its
+logs are kept and named).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from devkit import ROOT, processes
 DEFAULT_JSON = ROOT / ".bench" / "results.json"
 DEFAULT_MEMORY_JSON = ROOT / ".bench" / "memory.json"
 DEFAULT_STREAMS_JSON = ROOT / ".bench" / "streams.json"
+DEFAULT_COST_JSON = ROOT / ".bench" / "cost.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -79,6 +83,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "attempt chain, in-process (no servers started)")
     parser.add_argument("--requests", type=int, default=2000,
                         help="--failover-cost: requests per round (default 2000)")
+    parser.add_argument("--cost", action="store_true",
+                        help="replay agent sessions under four affinity policies (none, "
+                        "pinned, turn-level, turn-level with a 20%% budget) and report what "
+                        "each costs (SPEC §20; about a minute)")
+    parser.add_argument("--large", action="store_true",
+                        help="--cost: a larger run (more and longer sessions)")
     streams.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -162,6 +172,35 @@ def run_streams(args: argparse.Namespace, log_dir: Path) -> int:
     return 0 if held else 1
 
 
+def run_cost(args: argparse.Namespace, log_dir: Path) -> int:
+    """``--cost``: replay the sessions under each policy, print the table, write JSON."""
+    from benchlib import cost
+
+    size = cost.LARGE if args.large else cost.SMALL
+    machine = machine_info()
+    print(f"bin/bench --cost on {machine['nproc']} cores: {size.sessions} agent sessions x "
+          f"{size.turns} user turns (tool loops of up to {size.tool_rounds} rounds), "
+          f"{size.concurrency} at a time, through gunicorn ({args.workers} workers) + Redis + "
+          f"the mock, per policy", flush=True)
+    print(f"time is scaled down: the mock's prompt cache and the gateway's warm window are "
+          f"{cost.WARM_SECONDS} s (providers: 300 s), idle gaps scale with it", flush=True)
+    doc = cost.run(size, log_dir, workers=args.workers,
+                   echo=lambda text: print(text, end="", flush=True))
+    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    doc["machine"] = machine
+    print()
+    for line in cost.table_lines(doc["rows"]):
+        print(line)
+    print("cost = the gateway's own plano_cost_usd_total (shipped genai-prices table); "
+          "cache-read = cache-read share of prompt tokens; switches = model changes per "
+          "session")
+    path = args.json or DEFAULT_COST_JSON
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(cost.dumps(doc))
+    print(f"wrote {path}")
+    return 1 if any(row["errors"] for row in doc["rows"]) else 0
+
+
 def run_load(args: argparse.Namespace, log_dir: Path) -> int:
     """The load scenarios: measure, print the table and targets, write JSON."""
     generator = pygen.PythonGenerator()
@@ -235,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="plano-bench-"))
     keep_logs = True
     try:
-        if args.streams:
+        if args.cost:
+            code = run_cost(args, log_dir)
+        elif args.streams:
             code = run_streams(args, log_dir)
         else:
             code = run_memory(args, log_dir) if args.memory else run_load(args, log_dir)

@@ -28,6 +28,7 @@ import requests
 from devkit import agents
 from devkit.capture import CaptureServer
 from devkit.gateway import Gateway
+from devkit.processes import wait_until
 from tests.support.configs import make_config_dict
 from tests.support.routing_llm import RoutingLLM
 
@@ -53,6 +54,7 @@ FAMILIES = {
                "paths": {"claude": "/v1/chat/completions", "codex": "/v1/responses"}},
 }
 AFFINITY = "X-Model-Affinity"
+ADMIN_TOKEN = "agents-admin-token-0123456789"
 #: The header each CLI sends its own session id in (tests/data/agents/README.md).
 AGENT_SESSION_HEADER = {"claude": "x-claude-code-session-id", "codex": "session-id"}
 API_PATHS = ("/v1/messages", "/v1/responses", "/v1/chat/completions")
@@ -84,7 +86,8 @@ def gateway(installed, mock_llm, shared_redis):
         model_aliases={CUT_CLAUDE_ALIAS: {"target": CUT_CLAUDE},
                        CUT_OPENAI_ALIAS: {"target": CUT_OPENAI}},
         routing={"session_ttl_seconds": 300,
-                 "session_cache": {"type": "redis", "url": shared_redis.url}})
+                 "session_cache": {"type": "redis", "url": shared_redis.url}},
+        admin={"token": ADMIN_TOKEN}, prompt_caching={"enabled": True})
     with Gateway(raw, workers=2) as running:
         yield running
 
@@ -162,13 +165,52 @@ def test_agent_runs_a_three_call_tool_loop_on_one_model(cli, with_header, family
     assert [a.get("x-plano-session-source") for a in answers] == [source] * 3, seen
 
 
+@pytest.mark.parametrize("cli, family", [("claude", "anthropic"), ("codex", "openai")])
+def test_an_agent_session_shows_its_tokens_cache_reads_and_cost(cli, family, gateway, proxy,
+                                                                mock_llm, tmp_path):
+    """SPEC §19 with the real CLIs: after a three-call loop the session's totals (admin API)
+    count its three answers, their tokens, the cache reads of calls two and three (the MOCK
+    prompt cache: the same model saw the prefix) and a cost; /metrics counts the tokens by
+    model; every OpenAI call of the loop carried one prompt_cache_key."""
+    tag = uuid.uuid4().hex[:12]
+    spec = FAMILIES[family]
+    result = run(cli, proxy, spec[cli], loop_prompt(cli, tag, tmp_path / "workspace"),
+                 tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    session_id = api_calls(proxy)[0]["response_headers"]["x-plano-session-id"]
+
+    def session_totals() -> dict:
+        answer = requests.get(f"{gateway.url}/admin/sessions/{session_id}", timeout=5,
+                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["usage"] or {}
+
+    # Each worker adds its answers to the session's totals within a second (coalesced
+    # writes, SPEC §19 "never on the latency path"): the loop's calls may span both.
+    wait_until(lambda: session_totals().get("requests") == 3, 10, "the loop's 3 answers counted")
+    totals = session_totals()
+    assert totals["input_tokens"] > 0 and totals["output_tokens"] > 0, totals
+    assert totals["cache_read_tokens"] > 0 and totals["cache_hits"] >= 2, totals
+    assert totals["cost_usd"] > 0, totals
+    scrape = requests.get(f"{gateway.url}/metrics", timeout=5).text
+    model = CLAUDE_MODEL if family == "anthropic" else OPENAI_MODEL
+    assert f'plano_tokens_total{{kind="cache_read",model="{model}"}}' in scrape or \
+        f'plano_tokens_total{{model="{model}",kind="cache_read"}}' in scrape
+    if family == "openai":
+        keys = [u["body"].get("prompt_cache_key") for u in upstream_calls(mock_llm, tag)]
+        assert len(keys) == 3 and len(set(keys)) == 1 and keys[0], keys
+
+
+@pytest.mark.parametrize("cut", ["break_after", "end_after"])
 @pytest.mark.parametrize("family", ["anthropic", "openai"])
 @pytest.mark.parametrize("cli", ["claude", "codex"])
-def test_a_stream_cut_mid_answer_reaches_the_agent_as_an_error(cli, family, proxy, mock_llm,
-                                                               tmp_path):
-    """The upstream cuts its stream after a few events of text: the CLI reports an error
-    and exits non-zero instead of taking the truncated text for a finished turn. The CLIs'
-    own retries are off for this (Claude Code would otherwise repeat the call without
+def test_a_stream_cut_mid_answer_reaches_the_agent_as_an_error(cli, family, cut, proxy,
+                                                               mock_llm, tmp_path):
+    """The upstream cuts its stream after a few events of text — the connection lost
+    (``break_after``), or the stream ended cleanly without its terminal event
+    (``end_after``, which looks finished on the wire): the CLI reports an error and exits
+    non-zero instead of taking the truncated text for a finished turn. The CLIs' own
+    retries are off for this (Claude Code would otherwise repeat the call without
     streaming, which the mock does not cut, Codex would reconnect), so the one answer the
     gateway relayed is what the CLI judged."""
     tag = uuid.uuid4().hex[:12]
@@ -177,7 +219,7 @@ def test_a_stream_cut_mid_answer_reaches_the_agent_as_an_error(cli, family, prox
                           "openai": (CUT_OPENAI_ALIAS if cli == "claude" else CUT_OPENAI,
                                      "gpt-cut-4")}[family]
     faults = f"{mock_llm.url}/_mock/faults"
-    requests.post(faults, json={"model": upstream_id, "break_after": 5}, timeout=5)
+    requests.post(faults, json={"model": upstream_id, cut: 5}, timeout=5)
     try:
         if cli == "claude":
             result = run(cli, proxy, model, f"Say something long, ticket {tag}.", tmp_path,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import config_from_dict, load_config
+from app.config import RoutingBudgetConfig, config_from_dict, load_config
 from app.config.check import main as check_main
 from app.errors import ConfigError
 
@@ -68,12 +68,31 @@ def test_dollar_var_is_expanded_as_a_whole_value_and_inside_a_string():
         "openai/m").base_url == "http://example.internal:8000/v1"
 
 
-def test_routing_budget_is_refused_by_path_and_cost_metrics_sources_are_accepted():
-    with pytest.raises(ConfigError) as caught:
-        load("routing_budget.yaml")
+def test_routing_budget_loads_with_plano_keys_and_turns_turn_level_routing_on():
+    config = load("routing_budget.yaml")
     # model_metrics_sources (type: cost) is served from the price table (SPEC §19);
-    # routing.routing_budget (SPEC §20) is not built yet.
-    assert caught.value.problems == ["routing.routing_budget: not supported by this gateway"]
+    # routing.routing_budget (SPEC §20) as Plano's demo writes it, defaults filled in.
+    assert config.routing.routing_budget == RoutingBudgetConfig(
+        max_switch_spend_pct=20, replenish_on_rebind=True, cache_read_discount=0.1,
+        record_counterfactual=True)
+    assert config.routing.turn_routing and not config.routing.route_on_user_only
+
+
+@pytest.mark.parametrize("block, problem", [
+    ({}, "routing.routing_budget.max_switch_spend_pct"),
+    ({"max_switch_spend_pct": 101}, "routing.routing_budget.max_switch_spend_pct"),
+    ({"max_switch_spend_pct": -1}, "routing.routing_budget.max_switch_spend_pct"),
+    ({"max_switch_spend_pct": 20, "cache_read_discount": 1.5},
+     "routing.routing_budget.cache_read_discount"),
+    ({"max_switch_spend_pct": 20, "max_switch_spend": 3},
+     "routing.routing_budget.max_switch_spend"),
+])
+def test_routing_budget_is_checked_against_plano_bounds(block, problem):
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({"model_providers": [{"model": "openai/gpt-4o", "access_key": "k"}],
+                          "routing": {"routing_budget": block}})
+    assert any(line.startswith(problem) for line in caught.value.problems), \
+        caught.value.problems
 
 
 def test_cost_metrics_source_and_prompt_caching_start_with_one_warning():
@@ -175,8 +194,11 @@ def test_check_prints_endpoints_and_key_sources_never_keys():
     assert "sk-ant-test" not in text and "sk-openai-test" not in text
 
 
-def test_check_lists_every_problem_and_fails():
+def test_check_lists_every_problem_and_fails(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text((PLANO_CONFIGS / "routing_budget.yaml").read_text().replace(
+        "max_switch_spend_pct: 20", "max_switch_spend_pct: 150") + "\nagents: []\n")
     out = io.StringIO()
-    assert check_main(["--config", str(PLANO_CONFIGS / "routing_budget.yaml")],
-                      out=out, environ={}) == 1
-    assert "routing.routing_budget: not supported by this gateway" in out.getvalue()
+    assert check_main(["--config", str(config)], out=out, environ={}) == 1
+    assert "agents: not supported by this gateway" in out.getvalue()
+    assert "routing.routing_budget.max_switch_spend_pct" in out.getvalue()
