@@ -263,7 +263,7 @@ def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
     if api == "messages":
         client_headers = {name: value for name in ("anthropic-version", "anthropic-beta")
                           if (value := request.headers.get(name))}
-    tenant = _session_and_tenant(svc)[1] if context.session_id is not None else None
+    tenant = g.plano_record.tenant  # read and checked by _decide
     key = session_key(context.session_id, tenant) if context.session_id is not None else None
     accounting = None
     if svc.usage is not None:  # SPEC §19: cache hints and usage meters for each attempt

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 CHAT = "chat"
 RESPONSES = "responses"
@@ -37,13 +37,16 @@ MESSAGES = "messages"
 USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 #: A JSON object nested at most three deep without strings holding braces (a usage object).
 _BALANCED = re.compile(rb"\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\}")
+#: Answers up to this size are parsed whole (C speed); longer ones have their usage cut out.
+_PARSE_WHOLE_BYTES = 4096
 #: A partial line longer than this is not an event we read (bounded memory).
 _MAX_PENDING = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Tokens of one answer by kind (see the module docstring for what each counts)."""
+class Usage(NamedTuple):
+    """Tokens of one answer by kind (see the module docstring for what each counts). A
+    named tuple: made once per answer on the request path, where a frozen dataclass's
+    constructor costs several times as much."""
 
     input: int = 0
     cache_read: int = 0
@@ -96,6 +99,13 @@ def usage_from_bytes(api: str, raw: bytes) -> Usage | None:
     """The usage of a whole JSON answer in bytes, decoding only its ``usage`` object when
     it can be cut out safely (the last ``"usage": {`` member outside a string, with
     balanced braces); otherwise the whole answer is parsed."""
+    if b'"usage"' not in raw:
+        return None  # no usage member anywhere: nothing to parse the answer for
+    if len(raw) <= _PARSE_WHOLE_BYTES:  # json.loads of a small answer beats cutting it
+        try:
+            return usage_from_answer(api, json.loads(raw))
+        except (ValueError, RecursionError):
+            return None
     sliced = _usage_slice(raw)
     if sliced is not None:
         try:

@@ -20,7 +20,9 @@ from devkit.configs import DEEP_MODEL, DEEP_PROMPT, FAST_MODEL, gateway_config
 
 _ANSWER = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion", "created": 1,
                       "model": "gpt-5.2", "choices": [{"index": 0, "finish_reason": "stop",
-                      "message": {"role": "assistant", "content": "canned"}}]}).encode()
+                      "message": {"role": "assistant", "content": "canned"}}],
+                      "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13,
+                                "prompt_tokens_details": {"cached_tokens": 0}}}).encode()
 
 
 class _Response:
@@ -50,7 +52,7 @@ class _Direct:
     def __init__(self, timeout: float):
         self._timeout = timeout
 
-    def run(self, candidates, attempt):
+    def run(self, candidates, attempt, credential=None):
         from app.pipeline.failover import FailoverResult
 
         return FailoverResult(candidates[0], answer=attempt(candidates[0], self._timeout))
