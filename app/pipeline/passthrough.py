@@ -19,10 +19,9 @@ from dataclasses import replace
 
 from app.client_apis.chat_completions import render_stream_error
 from app.client_apis.common import dumps
-from app.pipeline.stream_integrity import ChatStreamCheck, StreamFailure
+from app.pipeline.stream_integrity import ChatStreamCheck, CheckedStream, StreamFailure
 from app.providers.sse import (
     ServerSentEvent,
-    SSEDecoder,
     encode_data,
     encode_event,
     simple_data_events,
@@ -211,7 +210,7 @@ def _rewrite_data(data: str, model_name: str, model_json: str | None) -> str:
     return data
 
 
-class ChatPassthroughStream:
+class ChatPassthroughStream(CheckedStream):
     """The stream shaper of the pass-through plan: upstream Chat SSE bytes in, the same
     events out with ``model`` rewritten, checked for integrity on the way.
 
@@ -223,52 +222,33 @@ class ChatPassthroughStream:
     sent the §8 envelope as one ``data`` event, no ``[DONE]``, and nothing more.
     """
 
-    __slots__ = ("_model_name", "_model_json", "_decoder", "_fast", "_check", "failure")
+    __slots__ = ("_model_name", "_model_json", "_fast")
 
     def __init__(self, model_name: str):
+        super().__init__(ChatStreamCheck(model_name))
         self._model_name = model_name
         self._model_json = json.dumps(model_name)
-        self._decoder = SSEDecoder()
         self._fast = ChunkRewriter(self._model_json.encode())
-        self._check = ChatStreamCheck(model_name)
-        self.failure: StreamFailure | None = None
 
     def feed(self, raw: bytes) -> bytes:
         """The bytes to send for one upstream read."""
-        if self.failure is not None:
-            return b""
-        if self._decoder.idle and not self._check.needs_look(raw):
+        if (self.failure is None and self._decoder.idle
+                and not self._check.needs_look(raw)):
             out = self._fast.rewrite(raw)
             if out is not None:
                 return out
-        return self._events(self._decoder.feed(raw))
+        return super().feed(raw)
 
-    def finish(self) -> bytes:
-        """The bytes to send once the upstream stream has ended."""
-        if self.failure is not None:
-            return b""
-        out = self._events(self._decoder.flush())
-        if self.failure is None:
-            failure = self._check.end()
-            if failure is not None:
-                return out + self._fail(failure)
-        return out
+    def _render_failure(self, failure: StreamFailure) -> bytes:
+        return render_stream_error(failure.failure())  # as OpenAI sends it
 
-    def fail(self, failure: StreamFailure) -> bytes:
-        """The in-band error for a stream that broke off (as OpenAI sends it)."""
-        return b"" if self.failure is not None else self._fail(failure)
-
-    def _fail(self, failure: StreamFailure) -> bytes:
-        self.failure = failure
-        return render_stream_error(failure.failure())
-
-    def _events(self, events) -> bytes:
+    def _shape(self, events) -> bytes:
         out = []
         check = self._check
         for event in events:
             failure = check.event(event.event, event.data)
             if failure is not None:
-                out.append(self._fail(failure))
+                out.append(self.fail(failure))
                 break
             out.append(rewrite_chunk(event, self._model_name, self._model_json))
         return b"".join(out)

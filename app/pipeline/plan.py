@@ -30,9 +30,14 @@ from app.client_apis import chat_completions, messages, messages_stream, respons
 from app.client_apis.common import dumps
 from app.conversation import Conversation, Failure, UnsupportedParameterError
 from app.pipeline.passthrough import ChatPassthroughStream, rewrite_completion
-from app.pipeline.stream_integrity import REASON_ERROR_EVENT, StreamFailure, check_for
+from app.pipeline.stream_integrity import (
+    REASON_ERROR_EVENT,
+    CheckedStream,
+    StreamFailure,
+    check_for,
+)
 from app.providers.openai_compat import upstream_error_body
-from app.providers.sse import ServerSentEvent, SSEDecoder, encode_event
+from app.providers.sse import ServerSentEvent, encode_event
 from app.upstreams import anthropic_messages, openai_chat, openai_responses
 from app.upstreams.custom_tools import custom_tool_names
 from app.upstreams.errors import context_length_error, parse_upstream_error
@@ -268,7 +273,7 @@ def _passthrough_reply(model_name: str) -> Callable[[bytes, bool], bytes | None]
     return reply
 
 
-class PassthroughStream:
+class PassthroughStream(CheckedStream):
     """A same-shape Messages or Responses stream: events pass as they are, except the few
     that carry the model (``message_start``, ``response.*`` snapshots), whose ``model``
     is rewritten to the configured name.
@@ -279,14 +284,14 @@ class PassthroughStream:
     ``response.failed`` that keeps the upstream's response id, model and sequence numbers.
     """
 
+    __slots__ = ("_model", "_api", "_response", "_sequence")
+
     def __init__(self, model_name: str, api: str):
+        super().__init__(check_for(f"/{api}", model_name))
         self._model = model_name
         self._api = api
-        self._decoder = SSEDecoder()
-        self._check = check_for(f"/{api}", model_name)
         self._response: dict | None = None   # the last response snapshot (Responses)
         self._sequence = -1
-        self.failure: StreamFailure | None = None
 
     def _event(self, event: ServerSentEvent) -> bytes:
         holder = _NESTED_MODEL.get(event.event or "")
@@ -312,7 +317,7 @@ class PassthroughStream:
         if match is not None:
             self._sequence = int(match.group(1))
 
-    def _events(self, events) -> bytes:
+    def _shape(self, events) -> bytes:
         out = []
         for event in events:
             failure = self._check.event(event.event, event.data)
@@ -322,28 +327,7 @@ class PassthroughStream:
                 break
         return b"".join(out)
 
-    def feed(self, chunk: bytes) -> bytes:
-        """The bytes to send for an upstream chunk."""
-        if self.failure is not None:
-            return b""
-        return self._events(self._decoder.feed(chunk))
-
-    def finish(self) -> bytes:
-        """The bytes to send at the end of the upstream stream."""
-        if self.failure is not None:
-            return b""
-        out = self._events(self._decoder.flush())
-        if self.failure is None:
-            failure = self._check.end()
-            if failure is not None:
-                out += self.fail(failure)
-        return out
-
-    def fail(self, failure: StreamFailure) -> bytes:
-        """The in-band error for a stream that broke off or ended early."""
-        if self.failure is not None:
-            return b""
-        self.failure = failure
+    def _render_failure(self, failure: StreamFailure) -> bytes:
         if self._api == "responses" and self._response is not None:
             return _native_response_failed(self._response, self._sequence + 1, failure)
         return render_failure(self._api, failure.failure())
@@ -397,16 +381,17 @@ class _AnthropicFeed:
         return self.parser.finish()
 
 
-class StreamTranslator:
+class StreamTranslator(CheckedStream):
     """Upstream SSE bytes in, client SSE bytes out, event by event (never buffered); each
-    upstream event is checked (:mod:`app.pipeline.stream_integrity`) before it is translated."""
+    upstream event is checked (:mod:`app.pipeline.stream_integrity`) before it is
+    translated."""
+
+    __slots__ = ("_parser", "_renderer")
 
     def __init__(self, parser, renderer, check):
-        self._decoder = SSEDecoder()
+        super().__init__(check)
         self._parser = parser
         self._renderer = renderer
-        self._check = check
-        self.failure: StreamFailure | None = None
 
     def _render(self, events) -> bytes:
         out = []
@@ -417,7 +402,7 @@ class StreamTranslator:
             out.append(self._renderer.render(event))
         return b"".join(out)
 
-    def _events(self, events) -> bytes:
+    def _shape(self, events) -> bytes:
         out = []
         for event in events:
             if self.failure is not None:
@@ -429,27 +414,8 @@ class StreamTranslator:
             out.append(self._render(self._parser.feed(event)))
         return b"".join(out)
 
-    def feed(self, chunk: bytes) -> bytes:
-        """The bytes to send for an upstream chunk."""
-        if self.failure is not None:
-            return b""
-        return self._events(self._decoder.feed(chunk))
-
-    def finish(self) -> bytes:
-        """The bytes to send at the end of the upstream stream."""
-        if self.failure is not None:
-            return b""
-        out = self._events(self._decoder.flush())
-        if self.failure is not None:
-            return out
-        failure = self._check.end()
-        if failure is not None:
-            return out + self.fail(failure)
-        return out + self._render(self._parser.finish())
-
-    def fail(self, failure: StreamFailure) -> bytes:
-        """The in-band error for a stream that broke off."""
-        if self.failure is not None:
-            return b""
-        self.failure = failure
+    def _render_failure(self, failure: StreamFailure) -> bytes:
         return self._renderer.render(failure.failure())
+
+    def _whole_end(self) -> bytes:
+        return self._render(self._parser.finish())

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from app.conversation import Failure
 from app.errors import UpstreamError, UpstreamStreamError
+from app.providers.sse import SSEDecoder
 
 #: Why a stream is not an answer (the ``reason`` label).
 REASON_INCOMPLETE = "incomplete"          # ended without its terminal event
@@ -129,14 +130,27 @@ class ChatStreamCheck:
         return None if self.done else _incomplete(self._model, "[DONE]")
 
 
-class MessagesStreamCheck:
-    """Messages: ``message_stop``; an ``error`` event is a failure."""
+class _TerminalCheck:
+    """A stream whose end is one named terminal event (Messages, Responses)."""
 
     __slots__ = ("_model", "done")
+    #: What the stream must end with (named in the failure's message).
+    TERMINAL = ""
 
     def __init__(self, model_name: str):
         self._model = model_name
         self.done = False
+
+    def end(self) -> StreamFailure | None:
+        """The upstream stream ended: whole only after its terminal event."""
+        return None if self.done else _incomplete(self._model, self.TERMINAL)
+
+
+class MessagesStreamCheck(_TerminalCheck):
+    """Messages: ``message_stop``; an ``error`` event is a failure."""
+
+    __slots__ = ()
+    TERMINAL = "message_stop"
 
     def event(self, name: str | None, data: str | None) -> StreamFailure | None:
         """Check one decoded event (the event name, else the payload's ``type``)."""
@@ -152,23 +166,16 @@ class MessagesStreamCheck:
             self.done = True
         return None
 
-    def end(self) -> StreamFailure | None:
-        """The upstream stream ended: whole only after ``message_stop``."""
-        return None if self.done else _incomplete(self._model, "message_stop")
-
 
 _RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete"})
 
 
-class ResponsesStreamCheck:
+class ResponsesStreamCheck(_TerminalCheck):
     """Responses: ``response.completed`` or ``response.incomplete``; ``response.failed``
     and ``error`` are failures."""
 
-    __slots__ = ("_model", "done")
-
-    def __init__(self, model_name: str):
-        self._model = model_name
-        self.done = False
+    __slots__ = ()
+    TERMINAL = "response.completed"
 
     def event(self, name: str | None, data: str | None) -> StreamFailure | None:
         """Check one decoded event (the event name, else the payload's ``type``)."""
@@ -192,9 +199,6 @@ class ResponsesStreamCheck:
             return _error_event(self._model, payload)
         return None
 
-    def end(self) -> StreamFailure | None:
-        """The upstream stream ended: whole only after its terminal event."""
-        return None if self.done else _incomplete(self._model, "response.completed")
 
 
 def check_for(upstream_path: str, model_name: str):
@@ -204,3 +208,59 @@ def check_for(upstream_path: str, model_name: str):
     if upstream_path.endswith("/responses"):
         return ResponsesStreamCheck(model_name)
     return ChatStreamCheck(model_name)
+
+
+class CheckedStream:
+    """What every stream shaper shares: upstream SSE reads decoded, each event checked and
+    shaped (:meth:`_shape`), and the end: a whole stream's own tail (:meth:`_whole_end`),
+    or, once a check failed or the stream broke off, the client API's in-band error
+    (:meth:`_render_failure`) and nothing after it.
+
+    ``feed(raw)`` and ``finish()`` give the bytes to send, ``fail(StreamFailure)`` the
+    in-band error for a stream that broke off; ``failure`` says why the stream is not an
+    answer (``None`` while it is one).
+    """
+
+    __slots__ = ("_decoder", "_check", "failure")
+
+    def __init__(self, check):
+        self._decoder = SSEDecoder()
+        self._check = check
+        self.failure: StreamFailure | None = None
+
+    def feed(self, raw: bytes) -> bytes:
+        """The bytes to send for one upstream read."""
+        if self.failure is not None:
+            return b""
+        return self._shape(self._decoder.feed(raw))
+
+    def finish(self) -> bytes:
+        """The bytes to send once the upstream stream has ended."""
+        if self.failure is not None:
+            return b""
+        out = self._shape(self._decoder.flush())
+        if self.failure is not None:
+            return out
+        failure = self._check.end()
+        if failure is not None:
+            return out + self.fail(failure)
+        return out + self._whole_end()
+
+    def fail(self, failure: StreamFailure) -> bytes:
+        """The in-band error that ends the stream (once)."""
+        if self.failure is not None:
+            return b""
+        self.failure = failure
+        return self._render_failure(failure)
+
+    def _shape(self, events) -> bytes:
+        """Check and shape decoded upstream events (a failed check calls :meth:`fail`, or
+        sets ``failure`` when the upstream's own error event was relayed as it is)."""
+        raise NotImplementedError
+
+    def _render_failure(self, failure: StreamFailure) -> bytes:
+        raise NotImplementedError
+
+    def _whole_end(self) -> bytes:
+        """What a whole stream ends with after its last event (nothing, by default)."""
+        return b""

@@ -8,7 +8,7 @@ serves pinned ``/v1/chat/completions`` requests through Flask's test client to a
 in-process provider whose answers carry usage (cached tokens included), in alternating
 rounds of three variants:
 
-* ``no_accounting``: the services' usage recorder removed (the request path without usage accounting);
+* ``no_accounting``: the services' usage recorder removed (no usage accounting);
 * ``accounting``: usage read, priced, counted, and the session's totals written to Redis
   after the answer (one pipelined round trip), ``prompt_caching`` off;
 * ``accounting_caching``: the same with ``prompt_caching.enabled`` (cache key added).
