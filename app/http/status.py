@@ -30,8 +30,8 @@ from app.errors import (
 from app.http.auth import bearer_token
 from app.http.status_view import SessionsView, build_status
 from app.observability.prometheus_metrics import multiprocess_dir
-from app.pipeline.decide import TURN_KEY_PREFIX
 from app.services import Services, current_services
+from app.session_cache.base import RESERVED_KEY_PREFIXES
 
 status_bp = Blueprint("status", __name__, template_folder="templates")
 
@@ -39,7 +39,7 @@ REFRESH_SECONDS = 10
 #: How many pinned sessions the page lists (a bounded sample, SessionCache.sample_pins).
 PINS_SHOWN = 20
 #: The gateway's own records next to the pins (turn records; usage totals, SPEC §19).
-_OWN_KEY_PREFIXES = (TURN_KEY_PREFIX, "usage:")
+_OWN_KEY_PREFIXES = RESERVED_KEY_PREFIXES
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="plano status", charset="UTF-8"'}
 
 

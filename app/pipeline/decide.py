@@ -42,14 +42,17 @@ from app.observability.metrics import Metrics
 from app.pipeline.parse import ChatRequest
 from app.router.base import Router
 from app.router.embedded import EmbeddedRouter
-from app.session_cache.base import SessionBinding, SessionCache
+from app.session_cache.base import (
+    TURN_KEY_PREFIX,
+    USAGE_KEY_PREFIX,
+    SessionBinding,
+    SessionCache,
+)
 from app.usage.prices import Prices
-from app.usage.recorder import USAGE_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
 #: Turn records live next to the pins: ``key_prefix + "turn:" + logical key``.
-TURN_KEY_PREFIX = "turn:"
 
 AFFINITY_NEW = "new"
 AFFINITY_PINNED = "pinned"

@@ -13,13 +13,14 @@ from typing import Any
 
 from app.config import RouteConfig
 from app.errors import InvalidAffinityIdError, InvalidRequestError
+from app.session_cache.base import RESERVED_KEY_PREFIXES
 
 MAX_AFFINITY_ID_LENGTH = 256
 #: A request-body route name is kept in pins and turn records and answered in a header.
 MAX_ROUTE_NAME_LENGTH = 128
 #: Key prefixes the gateway uses for its own records next to the pins (turn records,
 #: usage): an explicit session id may not begin with one (SPEC §8).
-RESERVED_SESSION_PREFIXES = ("turn:", "usage:")
+RESERVED_SESSION_PREFIXES = RESERVED_KEY_PREFIXES
 #: Plano's routing API lets a request bring its own routes under this key.
 ROUTES_FIELD = "routing_preferences"
 

@@ -51,6 +51,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple
 
+#: The gateway's own keys beside the pins, under the same ``key_prefix`` (SPEC §8, §16,
+#: §19): a session's turn record and its usage totals. No session id may begin with them.
+TURN_KEY_PREFIX = "turn:"
+USAGE_KEY_PREFIX = "usage:"
+RESERVED_KEY_PREFIXES = (TURN_KEY_PREFIX, USAGE_KEY_PREFIX)
+
 
 @dataclass(frozen=True, slots=True)
 class SessionBinding:

@@ -28,14 +28,15 @@ import threading
 import time
 from dataclasses import dataclass
 
+from app.observability.metric_labels import served_model_label
 from app.observability.metrics import Metrics
+from app.session_cache.base import USAGE_KEY_PREFIX
 from app.usage.prices import Prices
 from app.usage.tokens import Usage
 
 log = logging.getLogger(__name__)
 
 #: The logical key prefix of a session's usage totals (beside its pin, SPEC §19).
-USAGE_KEY_PREFIX = "usage:"
 #: How often a worker writes its sessions' pending totals (seconds).
 FLUSH_SECONDS = 1.0
 #: Sessions pending at most before a flush is due at once (bounded memory).
@@ -95,7 +96,7 @@ class UsageRecorder:
         self._metrics = metrics
         self._cache = session_cache
         self._ttl = config.routing.session_ttl_seconds
-        self._configured = frozenset(config.endpoints_by_name)
+        self._config = config
         self.prices = prices or Prices(config.model_providers)
         self._flush_seconds = flush_seconds
         self._pending: dict[str, dict] = {}
@@ -104,11 +105,9 @@ class UsageRecorder:
         self._atexit = False
 
     def label(self, model_name: str) -> str:
-        """The metric label of a served model: its configured name, or its vendor's
-        wildcard entry (``openai/*``) for a model a wildcard admitted (SPEC §8)."""
-        if model_name in self._configured:
-            return model_name
-        return f"{model_name.partition('/')[0]}/*"
+        """The metric label of a served model (SPEC §8: its configured entry, ``openai/*``
+        for a model a wildcard admitted)."""
+        return served_model_label(self._config, model_name)
 
     def observe(self, model_name: str, usage: Usage) -> UsageRecord:
         """Price ``usage`` of ``model_name`` and count it in the metrics."""
