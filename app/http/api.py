@@ -284,8 +284,8 @@ def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
         record.failover_from = result.failed_from
         record.affinity = headers.get("x-plano-affinity", record.affinity)
         if should_repin(decision, result, svc.config.routing.failover.repin):
-            svc.gateway.repin(session_key(context.session_id, tenant), decision.endpoint.name,
-                              decision.route_name, result.served.name)
+            svc.gateway.repin(key, decision.endpoint.name, decision.route_name,
+                              result.served.name)
     if result.error is not None:
         return error_response(result.error, headers, anthropic=api == "messages")
     response = _answer_response(result.answer, headers)

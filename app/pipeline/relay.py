@@ -94,11 +94,6 @@ class Relay:
         self._clients = clients
         self._observers = tuple(observers)
 
-    @property
-    def clients(self) -> Mapping[str, ProviderClient]:
-        """Provider clients by configured name."""
-        return self._clients
-
     def send(self, provider_name: str, call: UpstreamCall, *, pinned: bool,
              read_timeout: float | None = None,
              auth_headers: Mapping[str, str] | None = None, meter=None) -> Answer:
