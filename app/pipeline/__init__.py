@@ -9,8 +9,8 @@ decide     ``decide``                      session, route, pin -> the decided mo
                                            ranked fallbacks (``Gateway.decide``)
 attempt    ``attempt``, ``failover``,      the chain over the candidates; per try it plans
            ``model_health``                and sends
-plan       ``plan``, ``passthrough``       for one candidate: the byte-level pass-through or
-                                           a translated call, with its answer and stream
+plan       ``plan``, ``passthrough``,      for one candidate: the byte-level pass-through or
+           ``streams``                     a translated call, with its answer and stream
                                            shapers
 send       ``relay``, ``stream_integrity``  ONE relay for every plan: post, read or stream,
                                            integrity check, observers told, release
