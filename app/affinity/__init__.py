@@ -67,12 +67,14 @@ class SessionContext:
 
 def session_context(body: dict, shape: str, *, explicit_id: str | None, tenant: str | None,
                     model: str | None, routing: RoutingConfig,
-                    agent_key: str | None = None) -> SessionContext:
+                    agent_key: str | None = None, implicit_allowed: bool = True
+                    ) -> SessionContext:
     """The :class:`SessionContext` of one request; an explicit id always wins, then an
     agent's (``agent_key``: already scoped by its lane), then the derived one.
 
     ``body`` is the parsed JSON body of the ``shape`` API, ``model`` the requested model as
-    sent, ``routing`` the ``routing`` configuration.
+    sent, ``routing`` the ``routing`` configuration; ``implicit_allowed`` false (the request
+    said ``X-Plano-Cache: off``, SPEC §19): no derived session for this request.
     """
     user_turn = starts_user_turn(body, shape) if routing.turn_routing else True
     if explicit_id is not None:
@@ -80,6 +82,8 @@ def session_context(body: dict, shape: str, *, explicit_id: str | None, tenant: 
     if agent_key is not None:
         return SessionContext(agent_key, user_turn=user_turn, source=SOURCE_AGENT, agent=True)
     derived = implicit_session_id(body, shape, tenant=tenant, model=model)
+    if not implicit_allowed:
+        return SessionContext(None, user_turn=user_turn, derived_id=derived)
     source = SOURCE_IMPLICIT if derived is not None else None
     if derived is not None and (routing.implicit_affinity or routing.turn_routing):
         return SessionContext(derived, implicit=True, user_turn=user_turn, derived_id=derived,
@@ -89,7 +93,8 @@ def session_context(body: dict, shape: str, *, explicit_id: str | None, tenant: 
 
 def request_session(body: dict, shape: str, headers: Mapping[str, str], *,
                     explicit_id: str | None, tenant: str | None, model: str | None,
-                    config: Config, metrics: Metrics | None = None) -> SessionContext:
+                    config: Config, metrics: Metrics | None = None,
+                    implicit_allowed: bool = True) -> SessionContext:
     """:func:`session_context` with the agent's session id read from ``headers`` (SPEC
     §18) when no explicit id was sent; invalid agent values are counted on ``metrics``."""
     agent_key = None
@@ -99,4 +104,5 @@ def request_session(body: dict, shape: str, headers: Mapping[str, str], *,
         if agent_id is not None:
             agent_key = agent_session_key(agent_id, lane(config, model))
     return session_context(body, shape, explicit_id=explicit_id, tenant=tenant, model=model,
-                           routing=config.routing, agent_key=agent_key)
+                           routing=config.routing, agent_key=agent_key,
+                           implicit_allowed=implicit_allowed)

@@ -165,13 +165,12 @@ def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, 
     chat = _PARSERS[api](body)
     session_id, tenant = _session_and_tenant(svc)
     switch_pct = _max_switch_spend_pct()
+    # X-Plano-Cache: off (SPEC §19): no cache hints, and no implicit affinity either.
+    g.plano_cache_off = cache_off(request.headers.get(CACHE_HEADER))
     context = request_session(chat.body, _SHAPES[api], request.headers,
                               explicit_id=session_id, tenant=tenant, model=chat.model,
-                              config=svc.config, metrics=svc.metrics)
-    if context.implicit and cache_off(request.headers.get(CACHE_HEADER)):
-        # X-Plano-Cache: off (SPEC §19): no implicit affinity for this request either.
-        context = SessionContext(None, user_turn=context.user_turn,
-                                 derived_id=context.derived_id)
+                              config=svc.config, metrics=svc.metrics,
+                              implicit_allowed=not g.plano_cache_off)
     decision = svc.gateway.decide(chat, context.session_id, tenant,
                                   implicit=context.implicit, user_turn=context.user_turn,
                                   agent=context.agent, max_switch_spend_pct=switch_pct)
@@ -268,7 +267,7 @@ def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
     accounting = None
     if svc.usage is not None:  # SPEC §19: cache hints and usage meters for each attempt
         accounting = RequestAccounting(svc.usage, svc.config.prompt_caching, key,
-                                       cache_off(request.headers.get(CACHE_HEADER)))
+                                       g.plano_cache_off)
     attempt = attempt_for(api, parsed.body, decision, svc.relay, client_headers,
                           auth_for=_passthrough_auth, accounting=accounting)
     try:
