@@ -74,8 +74,10 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
     clients = dict(providers) if providers is not None else create_provider_clients(config)
     chosen_router = (create_router(config, _router_clients(config, clients, tracing))
                      if router is _FROM_CONFIG else router)
+    usage = UsageRecorder(config, metrics, cache)
     gateway = Gateway(config, cache, chosen_router, metrics=metrics,
-                      routing_span=tracing.routing_span if tracing else None)
+                      routing_span=tracing.routing_span if tracing else None,
+                      prices=usage.prices)
     relay = Relay(clients, create_relay_observers(
         metrics, tracing, provider_span_specs(config) if tracing else None))
 
@@ -90,7 +92,7 @@ def create_app(config: Config | None = None, *, session_cache: SessionCache | No
         failover=Failover(config.routing.failover,
                           timeout_seconds=config.model_listener.timeout_seconds,
                           max_retries=config.model_listener.max_retries, metrics=metrics),
-        usage=UsageRecorder(config, metrics, cache)))
+        usage=usage))
     app.register_blueprint(bp)
     if config.admin.token:
         from app.http.admin import admin_bp
