@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from app.affinity.envelopes import user_text
+from app.affinity.envelopes import strip_envelopes
 from app.affinity.shapes import UserContent, system_text, tool_names, user_contents
 
 IMPLICIT_ID_PREFIX = "prefix-"
@@ -45,11 +45,14 @@ def implicit_session_id(body: dict, shape: str, *, tenant: str | None = None,
 
 
 def first_said(body: dict, shape: str) -> UserContent | None:
-    """The first user message that is more than harness envelopes (text left once they are
-    stripped, or an attachment), with its text stripped of them; ``None`` when there is
-    none."""
+    """The first user message that is more than harness envelopes, with its text stripped
+    of them; ``None`` when there is none. Only a message whose text was envelopes and
+    nothing else is skipped: one with blank text and no envelope stays the anchor, so
+    appending messages never moves the anchor to a later one."""
     for content in user_contents(body, shape):
-        said = user_text(content.text)
-        if said or content.attachments:
+        text = content.text
+        stripped = strip_envelopes(text)
+        said = stripped.strip()
+        if said or content.attachments or (text and stripped == text):
             return UserContent(said, content.attachments)
     return None

@@ -144,3 +144,15 @@ def test_an_environment_context_item_alone_does_not_start_a_user_turn():
 def test_user_text_strips_every_harness_envelope(text, said):
     assert user_text(text) == said
     assert strip_envelopes(text).strip() == said
+
+
+def test_a_blank_first_message_stays_the_anchor_and_only_an_envelope_one_is_skipped():
+    # Found by the appending property (hypothesis): a blank first user message without an
+    # envelope was skipped, so appending a message moved the anchor and changed the id.
+    def chat(*texts):
+        return {"model": "gpt-4o", "messages": [{"role": "user", "content": t} for t in texts]}
+    blank = implicit_session_id(chat(" "), "chat_completions")
+    assert blank is not None and blank == implicit_session_id(chat(" ", "0"), "chat_completions")
+    reminder = "<system-reminder>x</system-reminder>"
+    assert implicit_session_id(chat(reminder, "hi"), "chat_completions") == \
+        implicit_session_id(chat("hi"), "chat_completions")
