@@ -121,12 +121,8 @@ class Relay:
             observer.started(state)
         deadline = time.monotonic() + (read_timeout or client.read_timeout_seconds)
         try:
-            if call.path is None:  # the interface's own path (the pass-through's)
-                response = client.post(call.body, headers=state.headers,
-                                       read_timeout_seconds=read_timeout)
-            else:
-                response = client.post(call.body, headers=state.headers, path=call.path,
-                                       read_timeout_seconds=read_timeout)
+            response = client.post(call.body, headers=state.headers, path=call.path,
+                                   read_timeout_seconds=read_timeout)
         except UpstreamError as error:
             self._end(state, error)
             raise

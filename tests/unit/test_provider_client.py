@@ -247,7 +247,7 @@ class LeakyProvider(FakeProviderClient):
 
     secrets = (KEY,)
 
-    def post(self, body, *, headers=None, read_timeout_seconds=None):
+    def post(self, body, *, headers=None, read_timeout_seconds=None, path=None):
         envelope = {"error": {"message": f"Incorrect API key provided: {KEY[:14]}****",
                               "type": "invalid_request_error", "param": None,
                               "code": "invalid_api_key"}}
