@@ -30,13 +30,16 @@ semantics, and one behaviour suite (``tests/contract``) runs against every backe
 * ``ttl(key)`` returns the whole seconds left, or ``None`` when nothing is stored.
 * ``add_usage(key, increments, ttl_seconds)`` adds each number of ``increments`` (ints
   and floats by field name) to the totals stored under ``key`` (absent fields start at 0)
-  and sets their TTL to ``ttl_seconds``, in one round trip (Redis: a pipelined HINCRBY /
-  HINCRBYFLOAT per field and EXPIRE on one hash, so Cluster works). ``usage(key)`` returns
+  and sets their TTL to ``ttl_seconds``, in one round trip (Redis: one script call on one
+  hash, HINCRBY / HINCRBYFLOAT per field and EXPIRE, so Cluster works). ``usage(key)`` returns
   those totals (ints stay ints) or ``None``. The gateway keeps a session's usage under
   ``usage:<session key>`` (SPEC §19), beside the pin, never in the pin's value. A key of
   another type raises :class:`app.errors.InvalidBindingError`. ``replace`` (optional) sets
   numeric fields to the given values in the same round trip (Redis: HSET): the routing
-  budget's state (SPEC §20) is kept in the same totals.
+  budget's state (SPEC §20) is kept in the same totals. ``add_usage_batch({key:
+  increments}, ttl_seconds)`` is ``add_usage`` for many keys in one round trip (Redis: a
+  pipeline of one script call per hash): a worker's periodic flush of its sessions' totals.
+  A key of another type is left alone and reported once the others are added.
 * A backend failure (unreachable, timed out, erroring) raises :class:`app.errors.SessionCacheError`,
   never returns ``None``: "not found" and "could not look" are different answers. A stored
   value that cannot be decoded (or a Redis key of another type) raises
@@ -50,6 +53,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple
+
+from app.errors import InvalidBindingError
 
 #: The gateway's own keys beside the pins, under the same ``key_prefix`` (SPEC §8, §16,
 #: §19): a session's turn record and its usage totals. No session id may begin with them.
@@ -115,6 +120,19 @@ class SessionCache(ABC):
         """Add ``increments`` to the totals under ``key`` and set the fields of ``replace``;
         their TTL becomes ``ttl_seconds``."""
         raise NotImplementedError(f"{type(self).__name__} keeps no usage totals")
+
+    def add_usage_batch(self, batch: Mapping[str, Mapping[str, int | float]],
+                        ttl_seconds: int) -> None:
+        """:meth:`add_usage` for each key of ``batch`` (a backend with round trips makes
+        them one); a key of another type is reported after the others were added."""
+        invalid = None
+        for key, increments in batch.items():
+            try:
+                self.add_usage(key, increments, ttl_seconds)
+            except InvalidBindingError as error:
+                invalid = invalid or error
+        if invalid is not None:
+            raise invalid
 
     def usage(self, key: str) -> dict[str, int | float] | None:
         """The totals under ``key``, or ``None``."""

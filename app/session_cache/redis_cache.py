@@ -5,8 +5,10 @@ Plano's layout: key ``key_prefix + logical key``, value compact JSON
 ``SET key value NX EX ttl`` and never extended, unless ``session_ttl_mode`` is ``sliding``:
 then a hit is ``GETEX key EX ttl``, which renews it. A hit is one round trip (GET or GETEX),
 a miss two (GET, SET NX; a lost race adds the winner's GET). Single-key commands only, no MULTI,
-so Redis Cluster works unchanged; the one pipeline (a session's usage totals, SPEC §19: HINCRBY /
-HINCRBYFLOAT per field and EXPIRE) touches one hash, so it too runs on Cluster.
+so Redis Cluster works unchanged. A session's usage totals (SPEC §19) are one hash written
+by one script call (HINCRBY / HINCRBYFLOAT per field, HSET of the budget's state, EXPIRE),
+which touches that one key; a worker's flush pipelines one such call per session, so it too
+runs on Cluster.
 
 Replacing a stale pin (one naming a model no longer configured) is a compare-and-set in
 one round trip: a Lua script (EVALSHA, falling back to EVAL when the server does not have
@@ -41,7 +43,7 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.connection import BlockingConnectionPool, parse_url
 from redis.exceptions import (
     MaxConnectionsError,
@@ -92,6 +94,28 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
 _REPLACE_STALE_SHA = hashlib.sha1(REPLACE_STALE_SCRIPT.encode()).hexdigest()
+
+#: KEYS[1] = a usage totals hash; ARGV = ttl, the number of increments, then field/amount
+#: pairs: the increments (HINCRBYFLOAT for an amount written as a float, with a point or an
+#: exponent; HINCRBY else), then fields to set (HSET). Then EXPIRE. One command per session
+#: however many fields change: a pipeline of HINCRBYs cost a flush five times the CPU.
+ADD_USAGE_SCRIPT = """
+local key = KEYS[1]
+local last_increment = 2 + 2 * tonumber(ARGV[2])
+for i = 3, last_increment, 2 do
+  if string.find(ARGV[i + 1], '[.eE]') then
+    redis.call('HINCRBYFLOAT', key, ARGV[i], ARGV[i + 1])
+  else
+    redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
+  end
+end
+for i = last_increment + 1, #ARGV, 2 do
+  redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', key, ARGV[1])
+return 1
+"""
+_ADD_USAGE_SHA = hashlib.sha1(ADD_USAGE_SCRIPT.encode()).hexdigest()
 
 
 def pool_wait_seconds(timeout_ms: int) -> float:
@@ -240,29 +264,46 @@ class RedisSessionCache(SessionCache):
 
     def add_usage(self, key: str, increments: Mapping[str, int | float],
                   ttl_seconds: int, replace: Mapping[str, int | float] | None = None) -> None:
-        """One pipelined round trip on the hash ``key_prefix + key``: HINCRBY (ints) or
-        HINCRBYFLOAT (floats) per field, HSET of ``replace`` (if any), then EXPIRE ttl. Not
-        a transaction: totals only ever grow, so a concurrent writer's increments interleave
-        harmlessly; replaced fields are last writer wins."""
+        """One script call on the hash ``key_prefix + key`` (:data:`ADD_USAGE_SCRIPT`): the
+        increments, the fields of ``replace``, then EXPIRE ttl. Not a transaction with other
+        writers: totals only ever grow, so concurrent increments add up; replaced fields
+        are last writer wins."""
+        self.add_usage_batch({key: increments}, ttl_seconds, {key: replace} if replace else None)
+
+    def add_usage_batch(self, batch: Mapping[str, Mapping[str, int | float]],
+                        ttl_seconds: int,
+                        replace: Mapping[str, Mapping[str, int | float]] | None = None
+                        ) -> None:
+        """One pipelined round trip: one script call per hash (one key per command, so it
+        runs on Cluster). A server without the script cached gets it by EVAL, once. Keys of
+        another type are left alone and reported (:class:`InvalidBindingError`) after the
+        others were written."""
         if int(ttl_seconds) < 1:
             raise ValueError("ttl_seconds must be at least 1")
-        full_key = self.key_prefix + key
-        self._call("HINCRBY", full_key, self._pipeline_usage, full_key, increments,
-                   int(ttl_seconds), replace, _best_effort=True)
+        calls = [(self.key_prefix + key, increments, (replace or {}).get(key))
+                 for key, increments in batch.items()]
+        if calls:
+            self._call("EVALSHA", None, self._write_usage, calls, int(ttl_seconds),
+                       _best_effort=True)
 
-    def _pipeline_usage(self, full_key: str, increments: Mapping[str, int | float],
-                        ttl_seconds: int, replace: Mapping[str, int | float] | None) -> Any:
+    def _write_usage(self, calls: list[tuple], ttl_seconds: int) -> None:
+        """Write ``calls`` (full key, increments, replace) in one pipeline; report keys of
+        another type after the others were written, raise any other error."""
         pipe = self.client.pipeline(transaction=False)
-        for name, amount in increments.items():
-            if isinstance(amount, int):
-                pipe.hincrby(full_key, name, amount)
-            else:
-                pipe.hincrbyfloat(full_key, name, amount)
-        if replace:
-            pipe.hset(full_key, mapping={name: repr(value) if isinstance(value, float)
-                                         else value for name, value in replace.items()})
-        pipe.expire(full_key, ttl_seconds)
-        return pipe.execute()
+        if isinstance(pipe, ClusterPipeline):
+            results = _usage_by_commands(pipe, calls, ttl_seconds)
+        else:
+            results = _usage_by_script(pipe, calls, ttl_seconds)
+        wrong_type = []
+        for (full_key, _, _), result in zip(calls, results, strict=True):
+            if isinstance(result, ResponseError) and "WRONGTYPE" in str(result):
+                wrong_type.append(full_key)
+            elif isinstance(result, Exception):
+                raise result
+        if wrong_type:
+            raise InvalidBindingError(
+                f"redis key {wrong_type[0]!r} holds another Redis type (WRONGTYPE)"
+                + (f", and {len(wrong_type) - 1} more" if len(wrong_type) > 1 else ""))
 
     def usage(self, key: str) -> dict[str, int | float] | None:
         """HGETALL of the totals hash; ``None`` when absent."""
@@ -579,6 +620,62 @@ def _failure_message(command: str, exc: BaseException) -> str:
 def _glob_escape(text: str) -> str:
     """``text`` as a literal in a Redis glob pattern (``MATCH``)."""
     return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+
+
+def _usage_by_script(pipe: Any, calls: list[tuple], ttl_seconds: int) -> list:
+    """One :data:`ADD_USAGE_SCRIPT` call per hash, by EVALSHA; a server without the script
+    cached runs it by EVAL (which caches it for the next flush). One result per call."""
+    arguments = [_usage_arguments(ttl_seconds, increments, replace)
+                 for _, increments, replace in calls]
+    for (full_key, _, _), call_arguments in zip(calls, arguments, strict=True):
+        pipe.evalsha(_ADD_USAGE_SHA, 1, full_key, *call_arguments)
+    results = pipe.execute(raise_on_error=False)
+    missing = [index for index, result in enumerate(results)
+               if isinstance(result, NoScriptError)]
+    if missing:
+        pipe.reset()
+        for index in missing:
+            pipe.eval(ADD_USAGE_SCRIPT, 1, calls[index][0], *arguments[index])
+        for index, result in zip(missing, pipe.execute(raise_on_error=False), strict=True):
+            results[index] = result
+    return results
+
+
+def _usage_by_commands(pipe: Any, calls: list[tuple], ttl_seconds: int) -> list:
+    """Redis Cluster, whose redis-py pipeline refuses scripts: the same writes as HINCRBY /
+    HINCRBYFLOAT / HSET / EXPIRE commands (one pipeline, split by node). One result per
+    call: its first error, else ``None``."""
+    counts = []
+    for full_key, increments, replace in calls:
+        for name, amount in increments.items():
+            if isinstance(amount, float):
+                pipe.hincrbyfloat(full_key, name, amount)
+            else:
+                pipe.hincrby(full_key, name, int(amount))
+        if replace:
+            pipe.hset(full_key, mapping={name: repr(value) if isinstance(value, float)
+                                         else value for name, value in replace.items()})
+        pipe.expire(full_key, ttl_seconds)
+        counts.append(len(increments) + bool(replace) + 1)
+    replies = pipe.execute(raise_on_error=False)
+    results, start = [], 0
+    for count in counts:
+        errors = [reply for reply in replies[start:start + count] if isinstance(reply, Exception)]
+        results.append(errors[0] if errors else None)
+        start += count
+    return results
+
+
+def _usage_arguments(ttl_seconds: int, increments: Mapping[str, int | float],
+                     replace: Mapping[str, int | float] | None) -> list:
+    """:data:`ADD_USAGE_SCRIPT`'s ARGV: floats written with ``repr`` (always a point or an
+    exponent, so the script adds them with HINCRBYFLOAT), ints as they are."""
+    arguments: list = [ttl_seconds, len(increments)]
+    for name, amount in increments.items():
+        arguments += (name, repr(float(amount)) if isinstance(amount, float) else int(amount))
+    for name, value in (replace or {}).items():
+        arguments += (name, repr(value) if isinstance(value, float) else value)
+    return arguments
 
 
 def _text(value: bytes | str) -> str:

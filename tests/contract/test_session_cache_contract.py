@@ -261,6 +261,22 @@ class GenericSessionCacheTests:
         assert cache.get("s1") == DEEP
         assert cache.ttl("s1") > 60
 
+    def test_a_batch_adds_every_sessions_totals_at_once(self, cache):
+        cache.add_usage("usage:s1", {"requests": 1, "cost_usd": 0.5}, ttl_seconds=60)
+        cache.add_usage_batch({"usage:s1": {"requests": 2, "cost_usd": 1e-05},
+                               "usage:s2": {"requests": 1, "output_tokens": 4}},
+                              ttl_seconds=60)
+        assert cache.usage("usage:s1") == {"requests": 3, "cost_usd": pytest.approx(0.50001)}
+        assert cache.usage("usage:s2") == {"requests": 1, "output_tokens": 4}
+        cache.add_usage_batch({}, ttl_seconds=60)  # nothing pending: nothing to write
+
+    def test_replaced_fields_are_set_beside_the_increments(self, cache):
+        cache.add_usage("usage:s1", {"requests": 1}, ttl_seconds=60,
+                        replace={"last_prompt_tokens": 900, "warm_since": 12.5})
+        cache.add_usage("usage:s1", {}, ttl_seconds=60, replace={"last_prompt_tokens": 40})
+        assert cache.usage("usage:s1") == {"requests": 1, "last_prompt_tokens": 40,
+                                           "warm_since": 12.5}
+
     # -- exact Redis layout and foreign values (Redis backends only)
 
     def test_usage_totals_are_a_redis_hash_beside_the_pin(self, cache):
@@ -281,6 +297,24 @@ class GenericSessionCacheTests:
         with pytest.raises(InvalidBindingError):
             cache.add_usage("usage:s1", {"requests": 1}, ttl_seconds=60)
         assert raw.get(PREFIX + "usage:s1") == b"text"
+
+    def test_a_batch_writes_the_others_and_then_reports_a_key_of_another_type(self, cache):
+        raw = self.raw_client()
+        raw.set(PREFIX + "usage:s1", b"text", ex=60)
+        with pytest.raises(InvalidBindingError):
+            cache.add_usage_batch({"usage:s1": {"requests": 1}, "usage:s2": {"requests": 1}},
+                                  ttl_seconds=60)
+        assert raw.get(PREFIX + "usage:s1") == b"text"
+        assert cache.usage("usage:s2") == {"requests": 1}
+
+    def test_usage_totals_are_written_after_the_server_lost_its_scripts(self, cache):
+        raw = self.raw_client()
+        cache.add_usage("usage:s1", {"requests": 1}, ttl_seconds=60)
+        raw.script_flush()  # a restarted or failed-over Redis has no scripts cached
+        cache.add_usage_batch({"usage:s1": {"requests": 1}, "usage:s2": {"requests": 2}},
+                              ttl_seconds=60)
+        assert cache.usage("usage:s1") == {"requests": 2}
+        assert cache.usage("usage:s2") == {"requests": 2}
 
     def test_exact_key_and_value_layout(self, cache):
         raw = self.raw_client()
