@@ -385,8 +385,12 @@ def _trace_id() -> str:
 
 @bp.get("/metrics")
 def metrics():
-    """Prometheus text: every gunicorn worker's numbers added up (multiprocess mode)."""
-    exposition = current_services().metrics.exposition()
+    """Prometheus text: every gunicorn worker's numbers added up (multiprocess mode); this
+    worker's pending usage counted first (other workers' lands within a second)."""
+    svc = current_services()
+    if svc.usage is not None:
+        svc.usage.publish_metrics()
+    exposition = svc.metrics.exposition()
     if exposition is None:
         raise NotFound("metrics are not enabled")
     body, content_type = exposition

@@ -82,6 +82,8 @@ def _authenticate() -> Response | None:
 def status() -> Response:
     """The routes, models, sessions and configuration, as this worker sees them."""
     svc = current_services()
+    if svc.usage is not None:
+        svc.usage.publish_metrics()
     exposition = svc.metrics.exposition()
     text = exposition[0].decode("utf-8") if exposition is not None else None
     health = svc.failover.health.marks() if svc.failover is not None else []

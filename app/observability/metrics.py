@@ -57,11 +57,11 @@ class Metrics:
         of its route (SPEC §15); ``reason``: connection, timeout, stream, http_<status>,
         retry_after or down."""
 
-    def usage(self, model: str, tokens: tuple[int, int, int, int], cost_usd: float | None,
-              cache_hit: bool) -> None:
-        """One answer's usage (SPEC §19): ``tokens`` = (input, cache_read, cache_write,
-        output), its USD cost (``None``: the model has no price) and whether the provider
-        read from its prompt cache."""
+    def usage(self, model: str, tokens: tuple[int, int, int, int], cost_usd: float,
+              cache_hits: int, cache_misses: int) -> None:
+        """Answers' usage (SPEC §19), added up: ``tokens`` = (input, cache_read,
+        cache_write, output), the USD cost of those with a price (0: none had one), and how
+        many answers read from the provider's prompt cache (hits) and how many did not."""
 
     def exposition(self) -> tuple[bytes, str] | None:
         """The ``/metrics`` body and its content type; ``None``: nothing to expose."""

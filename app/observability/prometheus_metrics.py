@@ -275,15 +275,18 @@ class PrometheusMetrics(Metrics):
         self._failovers.get((self.model_label(from_model), self.model_label(to_model),
                              reason)).inc()
 
-    def usage(self, model: str, tokens: tuple[int, int, int, int], cost_usd: float | None,
-              cache_hit: bool) -> None:
+    def usage(self, model: str, tokens: tuple[int, int, int, int], cost_usd: float,
+              cache_hits: int, cache_misses: int) -> None:
         model = self.model_label(model)
         for kind, count in zip(TOKEN_KINDS, tokens, strict=True):
             if count:
                 self._tokens.get((model, kind)).inc(count)
-        if cost_usd:
+        if cost_usd:  # an unpriced model has no cost series: unknown, not free
             self._cost.get((model,)).inc(cost_usd)
-        self._prompt_cache.get((model, "hit" if cache_hit else "miss")).inc()
+        if cache_hits:
+            self._prompt_cache.get((model, "hit")).inc(cache_hits)
+        if cache_misses:
+            self._prompt_cache.get((model, "miss")).inc(cache_misses)
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text of every worker (multiprocess) or of this instance."""

@@ -82,4 +82,5 @@ class RequestAccounting:
         client's behalf."""
         path = call.path
         return UsageMeter(self._recorder, endpoint.name,
-                          CHAT if path is None else upstream_api(path), call.strip_usage)
+                          CHAT if path is None else upstream_api(path), call.strip_usage,
+                          call.stream)

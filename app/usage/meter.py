@@ -20,15 +20,17 @@ class UsageMeter:
                  "_finished", "feed")
 
     def __init__(self, recorder: UsageRecorder, model_name: str, upstream_api: str,
-                 strip_usage_chunk: bool = False):
+                 strip_usage_chunk: bool = False, stream: bool = True):
         """``upstream_api``: ``chat``, ``responses`` or ``messages`` (what was sent);
-        ``strip_usage_chunk``: the client of a chat stream did not ask for usage."""
+        ``strip_usage_chunk``: the client of a chat stream did not ask for usage;
+        ``stream``: the call asked for a stream (else only :meth:`answer` is called, and
+        no stream reader is made)."""
         self._recorder = recorder
         self._model = model_name
         self._api = upstream_api
-        self._reader = StreamUsageReader(upstream_api)
+        self._reader = StreamUsageReader(upstream_api) if stream else None
         #: One upstream stream read (the reader's own ``feed``: no extra call per chunk).
-        self.feed = self._reader.feed
+        self.feed = self._reader.feed if stream else None
         self._strip = strip_usage_chunk
         self._usage: Usage | None = None
         self.record: UsageRecord | None = None

@@ -35,10 +35,8 @@ MESSAGES = "messages"
 
 #: A JSON member ``"usage": {`` (an object, not the ``null`` of ordinary chat chunks).
 USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
-#: A JSON object nested at most three deep without strings holding braces (a usage object).
-_BALANCED = re.compile(rb"\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\}")
-#: Answers up to this size are parsed whole (C speed); longer ones have their usage cut out.
-_PARSE_WHOLE_BYTES = 4096
+#: Decodes one JSON value where it starts (the usage object cut out of a whole answer).
+_DECODER = json.JSONDecoder()
 #: A partial line longer than this is not an event we read (bounded memory).
 _MAX_PENDING = 1 << 20
 
@@ -60,7 +58,8 @@ class Usage(NamedTuple):
 
 
 def _int(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A token count: a positive JSON integer, else 0 (``type`` is exact: ``True`` is not 1)."""
+    return value if type(value) is int and value > 0 else 0
 
 
 def _details(usage: dict, name: str) -> dict:
@@ -96,21 +95,16 @@ def usage_from_answer(api: str, answer) -> Usage | None:
 
 
 def usage_from_bytes(api: str, raw: bytes) -> Usage | None:
-    """The usage of a whole JSON answer in bytes, decoding only its ``usage`` object when
-    it can be cut out safely (the last ``"usage": {`` member outside a string, with
-    balanced braces); otherwise the whole answer is parsed."""
+    """The usage of a whole JSON answer in bytes. Only its ``usage`` object is decoded when
+    it can be found safely (the last ``"usage": {`` member outside a string), which costs a
+    third of parsing even a small answer whole; otherwise the whole answer is parsed."""
     if b'"usage"' not in raw:
         return None  # no usage member anywhere: nothing to parse the answer for
-    if len(raw) <= _PARSE_WHOLE_BYTES:  # json.loads of a small answer beats cutting it
-        try:
-            return usage_from_answer(api, json.loads(raw))
+    start = _usage_object_start(raw)
+    if start is not None:
+        try:  # the tail from the object's brace, decoded up to the object's end only
+            return from_usage_object(api, _DECODER.raw_decode(raw[start:].decode())[0])
         except (ValueError, RecursionError):
-            return None
-    sliced = _usage_slice(raw)
-    if sliced is not None:
-        try:
-            return from_usage_object(api, json.loads(sliced))
-        except ValueError:
             pass
     try:
         return usage_from_answer(api, json.loads(raw))
@@ -118,24 +112,23 @@ def usage_from_bytes(api: str, raw: bytes) -> Usage | None:
         return None
 
 
-def _usage_slice(raw: bytes) -> bytes | None:
-    """The bytes of the last ``"usage": {...}`` object (not inside a string: its quote is
-    not escaped), or ``None``. Usage objects hold numbers and nested objects only, so
-    counting braces finds its end."""
+def _usage_object_start(raw: bytes) -> int | None:
+    """Where the last ``"usage": {...}`` object of ``raw`` begins (its brace), or ``None``
+    when that member is inside a string (its quote is escaped) or there is none.
+
+    Every provider writes the answer's own ``usage`` after its content (the choices, the
+    output, the content blocks), and any text holding ``"usage"`` is a string with escaped
+    quotes, so the last such member is the answer's.
+    """
     position = raw.rfind(b'"usage"')
-    match = None
     while position >= 0:
         match = USAGE_OBJECT.match(raw, position)
         if match is not None:
-            break
+            if position > 0 and raw[position - 1] == 0x5C:  # \"usage\": inside a string
+                return None
+            return match.end() - 1
         position = raw.rfind(b'"usage"', 0, position)
-    if match is None:
-        return None
-    start = match.start()
-    if start > 0 and raw[start - 1] == 0x5C:  # \"usage\": inside a string
-        return None
-    body = _BALANCED.match(raw, match.end() - 1)
-    return body.group() if body is not None else None
+    return None
 
 
 class StreamUsageReader:

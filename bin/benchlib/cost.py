@@ -276,8 +276,7 @@ def run_policy(policy: str, sessions: list[list[Step]], size: Size, mock: Stub, 
             for future in futures:
                 future.result()
         result.seconds = time.monotonic() - started
-        time.sleep(0.2)  # the last answers' accounting lands after their last byte
-        metrics = requests.get(f"{gateway.url}/metrics", timeout=10).text
+        metrics = gateway.metrics_counting(result.requests - result.errors)
     result.cost_usd, result.tokens = read_costs(metrics)
     echo("\n")
     return result

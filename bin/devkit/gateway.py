@@ -4,13 +4,20 @@ loopback port, its config written to a file, stopped by its own pid."""
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
+
+import requests
 
 from devkit import HOST, ROOT, VENV_BIN
 from devkit.configs import write_config
 from devkit.ports import Listener, free_port
 from devkit.processes import Process, children, http_ok, wait_until
 from devkit.stubs import scratch_dir
+
+#: One ``plano_prompt_cache_requests_total`` sample: answers whose usage was counted.
+_USAGE_ANSWERS = re.compile(r"^plano_prompt_cache_requests_total\{[^}]*\}\s+(\S+)$", re.M)
 
 #: Left out of the gateway's environment: it gets its own settings, tracing stays off unless
 #: the config asks, and each gunicorn makes its own metrics directory.
@@ -95,6 +102,19 @@ class Gateway(Listener):
 
         wait_until(serving, timeout, f"{self.name}: every worker serving", alive=alive,
                    interval=0)
+
+    def metrics_counting(self, answers: int, timeout: float = 10.0) -> str:
+        """The ``/metrics`` text once it counts the usage of at least ``answers`` answers
+        (or at ``timeout``): each worker adds its answers' usage to the counters within a
+        second (coalesced per worker, SPEC §19), so a scrape right after the traffic may
+        not show another worker's last answers yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = requests.get(f"{self.url}/metrics", timeout=10).text
+            counted = sum(float(value) for value in _USAGE_ANSWERS.findall(text))
+            if counted >= answers or time.monotonic() > deadline:
+                return text
+            time.sleep(0.1)
 
     def worker_pids(self) -> list[int]:
         """Pids of the gunicorn workers (children of the master)."""

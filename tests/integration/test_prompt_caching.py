@@ -188,18 +188,24 @@ def test_metrics_show_tokens_cost_and_cache_outcomes_per_model(gateway):
     post(gateway, "/v1/chat/completions", {"model": GPT, "messages": messages + [
         {"role": "assistant", "content": "ok"}, {"role": "user", "content": "again"}]},
         session)
-    text = requests.get(f"{gateway.url}/metrics", timeout=5).text
 
-    def value(series: str) -> float:
+    def value(text: str, series: str) -> float:
         line = next((line for line in text.splitlines() if line.startswith(series + " ")),
                     None)
         return float(line.split()[-1]) if line else 0.0
 
-    assert value(f'plano_tokens_total{{kind="cache_read",model="{GPT}"}}') > 0
-    assert value(f'plano_tokens_total{{kind="output",model="{GPT}"}}') > 0
-    assert value(f'plano_cost_usd_total{{model="{GPT}"}}') > 0
-    assert value(f'plano_prompt_cache_requests_total{{model="{GPT}",outcome="hit"}}') >= 1
-    assert value(f'plano_prompt_cache_requests_total{{model="{GPT}",outcome="miss"}}') >= 1
+    def counted() -> bool:
+        # Each worker adds its answers' usage to the counters within a second (SPEC §19).
+        text = requests.get(f"{gateway.url}/metrics", timeout=5).text
+        return (value(text, f'plano_tokens_total{{kind="cache_read",model="{GPT}"}}') > 0
+                and value(text, f'plano_tokens_total{{kind="output",model="{GPT}"}}') > 0
+                and value(text, f'plano_cost_usd_total{{model="{GPT}"}}') > 0
+                and value(text, f'plano_prompt_cache_requests_total{{model="{GPT}",'
+                                'outcome="hit"}') >= 1
+                and value(text, f'plano_prompt_cache_requests_total{{model="{GPT}",'
+                                'outcome="miss"}') >= 1)
+
+    wait_until(counted, 5, "tokens, cost and cache outcomes counted")
 
 
 @pytest.mark.parametrize(("path", "model", "stream"), [

@@ -84,6 +84,9 @@ def traffic(gateway) -> list[str]:
     failing = chat_body(DEEP_PROMPT, mock_fault={"models": {"gpt-5.2": {"status": 503}}})
     answer = requests.post(gateway.chat_url, json=failing, timeout=10)
     assert answer.headers.get("x-plano-failover-from") == DEEP_MODEL, answer.headers
+    # Each worker counts its answers' usage within a second: the page and /metrics then
+    # agree whichever worker serves them.
+    gateway.metrics_counting(13)
     return sessions
 
 

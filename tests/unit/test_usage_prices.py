@@ -82,8 +82,8 @@ class RecordingMetrics(Metrics):
         self.usages = []
         self.events = []
 
-    def usage(self, model, tokens, cost_usd, cache_hit):
-        self.usages.append((model, tokens, cost_usd, cache_hit))
+    def usage(self, model, tokens, cost_usd, cache_hits, cache_misses):
+        self.usages.append((model, tokens, cost_usd, cache_hits, cache_misses))
 
     def session_cache_event(self, backend, outcome):
         self.events.append((backend, outcome))
@@ -109,8 +109,10 @@ def test_the_recorder_counts_metrics_span_attributes_log_fields_and_session_tota
     record = meter.finish(span)
     assert meter.finish(span) is record  # once
     expected_cost = (952 * 0.15 + 2048 * 0.075 + 100 * 0.6) / 1e6
+    assert metrics.usages == []  # pending until the flush or a scrape publishes it
+    recorder.publish_metrics()
     assert metrics.usages == [("openai/gpt-4o-mini", (952, 2048, 0, 100),
-                               pytest.approx(expected_cost), True)]
+                               pytest.approx(expected_cost), 1, 0)]
     assert span.attributes["gen_ai.usage.input_tokens"] == 3000  # the whole prompt (semconv)
     assert span.attributes["plano.usage.cache_read_tokens"] == 2048
     assert span.attributes["plano.usage.cost_usd"] == pytest.approx(expected_cost)
@@ -139,7 +141,23 @@ def test_wildcard_admitted_models_are_labelled_by_their_wildcard_entry():
     metrics = RecordingMetrics()
     recorder = UsageRecorder(_config(), metrics, MemorySessionCache(100))
     recorder.observe("openai/gpt-4.1-nano-new", Usage(1, 0, 0, 1))
+    recorder.publish_metrics()
     assert metrics.usages[0][0] == "openai/*"
+
+
+def test_a_workers_answers_add_up_per_model_before_they_are_counted():
+    metrics = RecordingMetrics()
+    recorder = UsageRecorder(_config(), metrics, MemorySessionCache(100), flush_seconds=3600)
+    first = recorder.observe("openai/gpt-4o-mini", Usage(10, 2048, 0, 5))
+    recorder.observe("openai/gpt-4o-mini", Usage(30, 0, 0, 1))
+    recorder.observe("ollama/llama3", Usage(7, 0, 0, 2))
+    recorder.flush()
+    assert sorted(metrics.usages) == [
+        ("ollama/llama3", (7, 0, 0, 2), 0.0, 0, 1),  # unpriced: no cost, not "free"
+        ("openai/gpt-4o-mini", (40, 2048, 0, 6),
+         pytest.approx(first.cost_usd + (30 * 0.15 + 0.6) / 1e6), 1, 1)]
+    recorder.flush()
+    assert len(metrics.usages) == 2  # nothing pending: nothing counted
 
 
 def test_a_failing_session_cache_is_counted_and_never_raises():
@@ -158,17 +176,19 @@ def test_a_failing_session_cache_is_counted_and_never_raises():
 
 def test_a_meter_without_usage_records_nothing():
     metrics = RecordingMetrics()
-    meter = UsageMeter(UsageRecorder(_config(), metrics, MemorySessionCache(10)),
-                       "anthropic/claude-sonnet-4-5", MESSAGES)
+    recorder = UsageRecorder(_config(), metrics, MemorySessionCache(10))
+    meter = UsageMeter(recorder, "anthropic/claude-sonnet-4-5", MESSAGES)
     meter.feed(b"event: ping\ndata: {}\n\n")
-    assert meter.finish() is None and metrics.usages == []
+    assert meter.finish() is None
+    recorder.flush()
+    assert metrics.usages == []
 
 
 def test_prometheus_exposes_tokens_cost_and_cache_outcomes_by_model():
     config = _config()
     metrics = PrometheusMetrics(config, multiproc_dir="")
-    metrics.usage("openai/gpt-4o-mini", (10, 2048, 0, 5), 0.001, True)
-    metrics.usage("ollama/llama3", (10, 0, 0, 5), None, False)
+    metrics.usage("openai/gpt-4o-mini", (10, 2048, 0, 5), 0.001, 1, 0)
+    metrics.usage("ollama/llama3", (10, 0, 0, 5), 0.0, 0, 1)
     text = metrics.exposition()[0].decode()
     assert 'plano_tokens_total{kind="cache_read",model="openai/gpt-4o-mini"} 2048.0' in text
     assert 'plano_cost_usd_total{model="openai/gpt-4o-mini"} 0.001' in text
@@ -198,13 +218,14 @@ def test_failing_usage_writes_never_open_the_session_caches_circuit_breaker():
     assert cache.breaker.state == "closed"  # pins keep being looked up
 
 
-def test_a_workers_writes_of_one_session_coalesce_into_one_round_trip_per_flush():
+def test_a_workers_writes_coalesce_per_session_into_one_round_trip_per_flush():
     class Counting(MemorySessionCache):
-        calls: list = []
+        batches: list = []
 
-        def add_usage(self, key, increments, ttl_seconds):
-            self.calls.append((key, dict(increments), ttl_seconds))
-            super().add_usage(key, increments, ttl_seconds)
+        def add_usage_batch(self, batch, ttl_seconds):
+            self.batches.append(({key: dict(increments) for key, increments in batch.items()},
+                                 ttl_seconds))
+            super().add_usage_batch(batch, ttl_seconds)
 
     cache = Counting(100)
     recorder = UsageRecorder(_config(), RecordingMetrics(), cache, flush_seconds=3600)
@@ -213,13 +234,18 @@ def test_a_workers_writes_of_one_session_coalesce_into_one_round_trip_per_flush(
         recorder.write_session("s1", record, switched=False)
     recorder.write_session("s2", record, switched=True)
     recorder.flush()
-    assert sorted(key for key, _, _ in cache.calls) == ["usage:s1", "usage:s2"]
-    first = dict((key, increments) for key, increments, _ in cache.calls)["usage:s1"]
+    assert len(cache.batches) == 1  # one round trip for both sessions
+    batch, ttl = cache.batches[0]
+    assert sorted(batch) == ["usage:s1", "usage:s2"]
+    first = batch["usage:s1"]
     assert first["requests"] == 3 and first["cache_read_tokens"] == 60
+    assert first["cache_hits"] == 3 and first["cost_usd"] == pytest.approx(3 * record.cost_usd)
     assert "switches" not in first and "cache_write_tokens" not in first  # zeros not sent
-    assert cache.calls[0][2] == 600  # the session TTL
+    assert batch["usage:s2"]["switches"] == 1
+    assert ttl == 600  # the session TTL
+    assert cache.usage("usage:s1")["input_tokens"] == 30
     recorder.flush()
-    assert len(cache.calls) == 2  # nothing pending: nothing written
+    assert len(cache.batches) == 1  # nothing pending: nothing written
 
 
 def test_the_background_flush_writes_pending_totals_by_itself():

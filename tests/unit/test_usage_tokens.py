@@ -71,6 +71,24 @@ def test_usage_inside_a_string_is_not_taken_for_the_answer_usage():
     assert usage_from_bytes(CHAT, only_in_string) is None
 
 
+def test_the_answer_usage_is_found_after_nested_usage_members_and_before_trailing_fields():
+    # An Anthropic tool_use input is a JSON object, not a string: it may hold "usage".
+    answer = {"id": "m1", "type": "message", "content": [
+        {"type": "tool_use", "id": "t", "name": "report",
+         "input": {"usage": {"input_tokens": 999999}, "text": "x" * 5000}}],
+        "usage": {"input_tokens": 20, "output_tokens": 7, "cache_read_input_tokens": 30},
+        "container": {"id": "c"}}
+    assert usage_from_bytes(MESSAGES, json.dumps(answer).encode()) == Usage(20, 30, 0, 7)
+    responses = {**RESPONSES_ANSWER, "user": None, "metadata": {"usage": "a string"}}
+    assert usage_from_bytes(RESPONSES, json.dumps(responses).encode()) == \
+        Usage(388, 512, 0, 12)
+
+
+def test_an_answer_whose_tail_is_not_utf8_reports_no_usage_and_raises_nothing():
+    raw = json.dumps(CHAT_ANSWER).encode()[:-1] + b', "x": "\xff"}'
+    assert usage_from_bytes(CHAT, raw) is None
+
+
 def _sse(*events) -> bytes:
     out = b""
     for name, payload in events:
