@@ -15,7 +15,7 @@ import re
 import socket
 import time
 import uuid
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from flask import Blueprint, Response, g, json, request
 from werkzeug.exceptions import NotFound
@@ -34,6 +34,7 @@ from app.errors import (
 )
 from app.http.auth import credential_fingerprint, passthrough_key, presented_keys
 from app.http.request_body import read_within
+from app.http.request_headers import RequestHeaders
 from app.http.request_log import REQUEST_ID, REQUEST_ID_HEADER, RequestRecord, request_id_from
 from app.pipeline.attempt import attempt_for, failover_headers, should_repin
 from app.pipeline.decide import Decision, estimated_tokens, session_key
@@ -57,21 +58,21 @@ _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}
 bp = Blueprint("gateway", __name__)
 
 
-def _session_and_tenant(svc: Services) -> tuple[str | None, str | None]:
-    session_id = validate_affinity_value(request.headers.get(AFFINITY_HEADER),
-                                         AFFINITY_HEADER)
+def _session_and_tenant(svc: Services, headers: RequestHeaders
+                        ) -> tuple[str | None, str | None]:
+    session_id = validate_affinity_value(headers.get(AFFINITY_HEADER), AFFINITY_HEADER)
     tenant_header = svc.config.routing.session_cache.tenant_header
     tenant = None
     if tenant_header:
-        tenant = validate_affinity_value(request.headers.get(tenant_header), tenant_header,
+        tenant = validate_affinity_value(headers.get(tenant_header), tenant_header,
                                          allow_colon=False)
     return session_id, tenant
 
 
-def _max_switch_spend_pct() -> float | None:
+def _max_switch_spend_pct(headers: RequestHeaders) -> float | None:
     """The request's ``x-plano-max-switch-spend-pct`` (SPEC §20): ``None`` when absent; a
     value that is not a number from 0 to 100 is a 400 (SPEC §8)."""
-    raw = request.headers.get(SWITCH_PCT_HEADER)
+    raw = headers.get(SWITCH_PCT_HEADER)
     if raw is None:
         return None
     try:
@@ -114,7 +115,7 @@ def _decision_headers(decision: Decision, context: SessionContext | None = None)
     return headers
 
 
-def _authenticate_client(svc: Services, api: str) -> None:
+def _authenticate_client(svc: Services, headers: RequestHeaders) -> None:
     """With ``server.api_keys`` set, a valid key is required, as ``Authorization: Bearer``
     or ``x-api-key`` (what the anthropic SDK and Claude Code send) on every API: with
     ``passthrough_auth`` the provider key goes in the other one (SPEC §8).
@@ -123,7 +124,7 @@ def _authenticate_client(svc: Services, api: str) -> None:
     """
     if not svc.client_keys:
         return
-    if not any(svc.client_keys.matches(key) for key in presented_keys(request.headers)):
+    if not any(svc.client_keys.matches(key) for key in presented_keys(headers)):
         raise AuthenticationError(
             "missing or invalid API key (Authorization: Bearer <key> or x-api-key: <key>)")
 
@@ -152,29 +153,46 @@ _PARSERS = {"chat": parse_chat_request, "messages": _parse_with(messages_api),
 _SHAPES = {"chat": CHAT_COMPLETIONS, "messages": MESSAGES, "responses": RESPONSES}
 
 
-def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, Decision,
-                                                         SessionContext]:
-    _authenticate_client(svc, api)
+class Incoming(NamedTuple):
+    """One API request once decided: what forwarding it needs, read once. Flask's
+    ``request`` and ``g`` are context-local proxies, each use a lookup of its own (about
+    as costly as a dictionary lookup through Werkzeug's headers): the request path resolves
+    them once, here."""
+
+    parsed: ChatRequest
+    session_id: str | None
+    decision: Decision
+    context: SessionContext
+    headers: RequestHeaders
+    record: RequestRecord
+    cache_off: bool
+
+
+def _decide(svc: Services, api: str = "chat") -> Incoming:
+    the_request = request._get_current_object()  # the proxy resolved once
+    state = g._get_current_object()
+    headers = RequestHeaders(the_request.environ)
+    _authenticate_client(svc, headers)
     try:
-        body = read_within(lambda: request.get_data(cache=False),
+        body = read_within(lambda: the_request.get_data(cache=False),
                            svc.config.server.body_read_timeout_seconds, svc.gevent_sockets)
     except RequestTimeoutError:
         # The rest of the body may still trickle in: never read it as a next request.
-        g.plano_close_connection = True
+        state.plano_close_connection = True
         raise
     chat = _PARSERS[api](body)
-    session_id, tenant = _session_and_tenant(svc)
-    switch_pct = _max_switch_spend_pct()
+    session_id, tenant = _session_and_tenant(svc, headers)
+    switch_pct = _max_switch_spend_pct(headers)
     # X-Plano-Cache: off (SPEC §19): no cache hints, and no implicit affinity either.
-    g.plano_cache_off = cache_off(request.headers.get(CACHE_HEADER))
-    context = request_session(chat.body, _SHAPES[api], request.headers,
+    no_cache = cache_off(headers.get(CACHE_HEADER))
+    context = request_session(chat.body, _SHAPES[api], headers,
                               explicit_id=session_id, tenant=tenant, model=chat.model,
                               config=svc.config, metrics=svc.metrics,
-                              implicit_allowed=not g.plano_cache_off)
+                              implicit_allowed=not no_cache)
     decision = svc.gateway.decide(chat, context.session_id, tenant,
                                   implicit=context.implicit, user_turn=context.user_turn,
                                   agent=context.agent, max_switch_spend_pct=switch_pct)
-    record: RequestRecord = g.plano_record
+    record: RequestRecord = state.plano_record
     record.session_id = context.session_id
     record.tenant = tenant
     record.pinned = decision.pinned
@@ -191,18 +209,18 @@ def _decide(svc: Services, api: str = "chat") -> tuple[ChatRequest, str | None, 
             session_source=context.source)
         if decision.switch is not None:
             svc.tracing.annotate_switch(decision.switch)
-    return chat, session_id, decision, context
+    return Incoming(chat, session_id, decision, context, headers, record, no_cache)
 
 
 @bp.post("/v1/chat/completions")
 def chat_completions():
     """Route, pin and forward one chat-completions request."""
     svc = current_services()
-    chat, _, decision, context = _decide(svc)
-    return _forward("chat", svc, chat, decision, context)
+    return _forward("chat", svc, _decide(svc))
 
 
-def _passthrough_auth(endpoint: ModelEndpoint) -> dict | None:
+def _passthrough_auth(endpoint: ModelEndpoint, headers: RequestHeaders,
+                      svc: Services) -> dict | None:
     """With ``passthrough_auth`` (SPEC §13): the client's own key, in the header the
     provider expects (``Authorization: Bearer``, ``x-api-key``, ``api-key``), instead of
     ``access_key``; never the gateway's client key (:func:`app.http.auth.passthrough_key`). The
@@ -210,7 +228,7 @@ def _passthrough_auth(endpoint: ModelEndpoint) -> dict | None:
     access log nor the spans record request headers)."""
     if not endpoint.passthrough_auth:
         return None
-    key = passthrough_key(request.headers, current_services().client_keys)
+    key = passthrough_key(headers, svc.client_keys)
     if not key:
         return None  # forwarded without credentials: the provider answers 401
     if endpoint.auth == "bearer":
@@ -218,16 +236,17 @@ def _passthrough_auth(endpoint: ModelEndpoint) -> dict | None:
     return {endpoint.auth: key}
 
 
-def _passthrough_credential(svc: Services, candidates) -> str | None:
+def _passthrough_credential(svc: Services, headers: RequestHeaders,
+                            candidates) -> str | None:
     """The fingerprint of the key a ``passthrough_auth`` candidate would get (its health
     marks are per credential, SPEC §8); ``None`` when no candidate forwards a client key."""
     if not any(endpoint.passthrough_auth for endpoint in candidates):
         return None
-    return credential_fingerprint(passthrough_key(request.headers, svc.client_keys))
+    return credential_fingerprint(passthrough_key(headers, svc.client_keys))
 
 
-def _answer_response(answer, headers: dict) -> Response:
-    g.plano_record.answer = answer
+def _answer_response(answer, headers: dict, record: RequestRecord) -> Response:
+    record.answer = answer
     headers.update(answer.headers)
     if answer.mimetype == "text/event-stream":
         g.plano_stream = answer.body  # released by _release_discarded_stream if never sent
@@ -241,44 +260,43 @@ def _answer_response(answer, headers: dict) -> Response:
 def messages():
     """Route, pin and forward one Anthropic Messages request (SPEC §12)."""
     svc = current_services()
-    parsed, _, decision, context = _decide(svc, "messages")
-    return _forward("messages", svc, parsed, decision, context)
+    return _forward("messages", svc, _decide(svc, "messages"))
 
 
 @bp.post("/v1/responses")
 def responses():
     """Route, pin and forward one OpenAI Responses request (SPEC §12)."""
     svc = current_services()
-    parsed, _, decision, context = _decide(svc, "responses")
-    return _forward("responses", svc, parsed, decision, context)
+    return _forward("responses", svc, _decide(svc, "responses"))
 
 
-def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
-             context: SessionContext) -> Response:
+def _forward(api: str, svc: Services, incoming: Incoming) -> Response:
     """Send the request through the attempt chain (SPEC §15): the decided model, then the
     other models of its route while they fail before answering; relay what answered."""
+    decision, context, record = incoming.decision, incoming.context, incoming.record
     headers = _decision_headers(decision, context)
     client_headers = None
     if api == "messages":
         client_headers = {name: value for name in ("anthropic-version", "anthropic-beta")
-                          if (value := request.headers.get(name))}
-    tenant = g.plano_record.tenant  # read and checked by _decide
+                          if (value := incoming.headers.get(name))}
+    tenant = record.tenant  # read and checked by _decide
     key = session_key(context.session_id, tenant) if context.session_id is not None else None
     accounting = None
     if svc.usage is not None:  # SPEC §19: cache hints and usage meters for each attempt
         accounting = RequestAccounting(svc.usage, svc.config.prompt_caching, key,
-                                       g.plano_cache_off)
-    attempt = attempt_for(api, parsed.body, decision, svc.relay, client_headers,
-                          auth_for=_passthrough_auth, accounting=accounting)
+                                       incoming.cache_off)
+    attempt = attempt_for(api, incoming.parsed.body, decision, svc.relay, client_headers,
+                          auth_for=lambda endpoint: _passthrough_auth(
+                              endpoint, incoming.headers, svc),
+                          accounting=accounting)
     try:
         candidates = svc.gateway.candidates(decision)
-        result = svc.failover.run(candidates, attempt,
-                                  credential=_passthrough_credential(svc, candidates))
+        result = svc.failover.run(candidates, attempt, credential=_passthrough_credential(
+            svc, incoming.headers, candidates))
     except GatewayError as error:   # untranslatable content (400)
         return error_response(error, headers, anthropic=api == "messages")
     if result.failed_from is not None:
         headers.update(failover_headers(decision, result))
-        record: RequestRecord = g.plano_record
         record.model = result.served.name
         record.failover_from = result.failed_from
         record.affinity = headers.get("x-plano-affinity", record.affinity)
@@ -287,7 +305,7 @@ def _forward(api: str, svc: Services, parsed: ChatRequest, decision: Decision,
                               result.served.name)
     if result.error is not None:
         return error_response(result.error, headers, anthropic=api == "messages")
-    response = _answer_response(result.answer, headers)
+    response = _answer_response(result.answer, headers, record)
     if key is not None and svc.usage is not None:
         # The session's usage totals are written once the answer's last byte is sent.
         switched = result.served.name != decision.endpoint.name or (
@@ -343,7 +361,8 @@ def routing_only_responses():
 
 def _routing_answer(api: str) -> Response:
     svc = current_services()
-    chat, session_id, decision, context = _decide(svc, api)
+    incoming = _decide(svc, api)
+    chat, session_id, decision, context = incoming[:4]
     trace_id = svc.tracing.current_trace_id() if svc.tracing is not None else None
     models = [endpoint.name for endpoint in svc.gateway.candidates(decision)]
     payload = {"models": models, "route": decision.route_name,
@@ -355,7 +374,7 @@ def _routing_answer(api: str) -> Response:
     if decision.budget and svc.usage is not None:
         # No answer will report usage: the decision is the session's activity (as Plano's
         # routing service records it), its size estimated from the request.
-        tenant = _session_and_tenant(svc)[1]
+        tenant = incoming.record.tenant
         fields = _budget_fields(decision, decision.endpoint.name,
                                 max(1, estimated_tokens(chat)))
         response.call_on_close(lambda: svc.usage.write_budget(
@@ -399,19 +418,23 @@ def metrics():
 
 @bp.before_app_request
 def _start_request() -> None:
-    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    the_request = request._get_current_object()  # the proxy resolved once
+    request_id = request_id_from(RequestHeaders(the_request.environ).get(REQUEST_ID_HEADER))
     REQUEST_ID.set(request_id)
-    g.plano_record = RequestRecord(request_id, request.method, request.path)
+    g.plano_record = RequestRecord(request_id, the_request.method, the_request.path)
 
 
 @bp.after_app_request
 def _finish_request(response: Response) -> Response:
     svc = current_services()
-    record: RequestRecord | None = g.get("plano_record")
+    the_request = request._get_current_object()  # the proxy resolved once
+    state = g._get_current_object()
+    record: RequestRecord | None = getattr(state, "plano_record", None)
     if record is None:  # a request that failed before our before_request hook ran
-        record = g.plano_record = RequestRecord(request_id_from(None), request.method,
-                                                request.path)
-    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        record = state.plano_record = RequestRecord(request_id_from(None),
+                                                    the_request.method, the_request.path)
+    rule = the_request.url_rule
+    endpoint = rule.rule if rule is not None else "unmatched"
     svc.metrics.request_finished(endpoint, response.status_code, record.pinned)
     if record.model is not None:
         svc.metrics.model_request(record.route, record.model, record.pinned)
@@ -423,8 +446,8 @@ def _finish_request(response: Response) -> Response:
         response.headers["x-plano-worker"] = svc.worker_id
     # Logged when the WSGI server closes the response: after the last byte of a stream.
     response.call_on_close(record.write)
-    if g.get("plano_close_connection"):
-        response.call_on_close(_hang_up(request.environ.get("gunicorn.socket")))
+    if getattr(state, "plano_close_connection", False):
+        response.call_on_close(_hang_up(the_request.environ.get("gunicorn.socket")))
     return response
 
 
