@@ -124,6 +124,7 @@ from gunicorn.glogging import Logger  # noqa: E402
 from app.config import CONFIG_ENV_VAR, load_config  # noqa: E402
 from app.config.loader import CONFIG_SOURCE_ENV_VAR  # noqa: E402
 from app.errors import ConfigError  # noqa: E402
+from app.http.request_log import lean_log_records  # noqa: E402
 
 
 def _own_snapshot_dir() -> str | None:
@@ -280,6 +281,9 @@ accesslog = "-" if os.environ.get("PLANO_ACCESS_LOG") == "1" else None
 proc_name = "plano-gateway"
 
 _LOG_LEVEL = loglevel.upper()
+# Log records without caller, thread and process fields: the JSON lines never write them,
+# and every request makes one (inherited by the forked workers).
+lean_log_records()
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

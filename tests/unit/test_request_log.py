@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 
 from app import create_app
 from app.config import config_from_dict
-from app.http.request_log import ACCESS_LOGGER, REQUEST_ID, JsonFormatter, request_id_from
+from app.http.request_log import (
+    ACCESS_LOGGER,
+    REQUEST_ID,
+    JsonFormatter,
+    lean_log_records,
+    request_id_from,
+)
 from app.pipeline.relay import relayed_headers
 from tests.support.configs import DEEP_PROMPT, FAST_PROMPT, chat_body, make_config_dict
 from tests.support.fake_provider import fake_providers
@@ -161,3 +168,16 @@ def test_formatter_writes_one_json_object_per_line():
     assert parsed["level"] == "WARNING" and parsed["logger"] == "app.pipeline.decide"
     assert parsed["request_id"] == "req-f" and parsed["cause"] == "timeout"
     assert parsed["ts"].endswith("Z")
+
+
+def test_lean_log_records_keep_every_field_a_line_writes(monkeypatch):
+    for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, name, getattr(logging, name))  # restored afterwards
+    lean_log_records()
+    logger = logging.getLogger("test.lean")
+    record = logger.makeRecord(logger.name, logging.WARNING, "(unknown file)", 0,
+                               "cache %s", ("down",), None, extra={"event": "cache_error"})
+    assert record.process is None and record.thread is None  # not gathered any more
+    parsed = json.loads(JsonFormatter().format(record))
+    assert parsed["pid"] == os.getpid() and parsed["event"] == "cache_error"
+    assert parsed["msg"] == "cache down"
