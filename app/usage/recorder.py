@@ -2,17 +2,18 @@
 session's totals.
 
 :meth:`UsageRecorder.observe` runs when the provider call ends (the relay's release: the
-last upstream byte read), costs a few dictionary lookups and counter increments, and never
-raises into the request. :meth:`UsageRecorder.write_session` is called when the WSGI server
-closes the answer, after its last byte reached the client: it only adds the answer's
-numbers to this worker's pending totals of the session (a few additions). A background
-flush (every :data:`FLUSH_SECONDS`, and at exit) writes every pending session's totals in
-one round trip (:meth:`app.session_cache.base.SessionCache.add_usage_batch`: on Redis one
-script call per session, in one pipeline): never on a request's latency path, and one
-write per busy session per second instead of one per request. Measured on 2 cores against
-a real Redis, 64 sessions: one pipeline of HINCRBY/EXPIRE per session cost 73 µs of
-worker CPU per session, one pipeline of them all 34 µs, one script call each in one
-pipeline 6 µs. A failing cache is logged, counted
+last upstream byte read): it prices the answer (for the span and the log line) and queues
+it for the metrics. :meth:`UsageRecorder.write_session` is called when the WSGI server
+closes the answer, after its last byte reached the client, and queues it for its session's
+totals. Neither takes a lock or raises into the request. A background flush (every
+:data:`FLUSH_SECONDS`, at exit, and for the metrics before a scrape) adds the queued
+answers up: one counter increment per model and kind, and every pending session's totals
+written in one round trip (:meth:`app.session_cache.base.SessionCache.add_usage_batch`: on
+Redis one script call per session, in one pipeline). So nothing is written on a request's
+latency path, and a busy session costs one write per second instead of one per request.
+Measured on 2 cores against a real Redis, 64 sessions: one pipeline of HINCRBY/EXPIRE per
+session cost 73 µs of worker CPU per session, one pipeline of them all 34 µs, one script
+call each in one pipeline 6 µs. A failing cache is logged, counted
 (``plano_session_cache_events_total{outcome="store_error"}``) and skipped.
 
 Counting, the same in metrics, log fields and session totals: ``input`` tokens are the
@@ -28,6 +29,7 @@ import atexit
 import logging
 import threading
 import time
+from collections import deque
 from typing import NamedTuple
 
 from app.observability.metric_labels import served_model_label
@@ -40,8 +42,8 @@ log = logging.getLogger(__name__)
 
 #: How often a worker writes its sessions' pending totals (seconds).
 FLUSH_SECONDS = 1.0
-#: Sessions pending at most before a flush is due at once (bounded memory).
-MAX_PENDING_SESSIONS = 10_000
+#: Answers queued at most before a flush is due at once (bounded memory).
+MAX_PENDING_ANSWERS = 100_000
 
 ATTR_INPUT = "gen_ai.usage.input_tokens"
 ATTR_OUTPUT = "gen_ai.usage.output_tokens"
@@ -81,14 +83,30 @@ SESSION_FIELDS = ("requests", "input_tokens", "cache_read_tokens", "cache_write_
                   "output_tokens", "cache_hits", "switches", "unpriced_requests", "cost_usd")
 
 
-def _increments(pending: list) -> dict:
-    """A session's pending totals as the fields to add (zeros are not sent)."""
-    return {name: amount for name, amount in zip(SESSION_FIELDS, pending, strict=True)
+def _increments(totals: list) -> dict:
+    """A session's totals (in :data:`SESSION_FIELDS` order) as the fields to add (zeros
+    are not sent)."""
+    return {name: amount for name, amount in zip(SESSION_FIELDS, totals, strict=True)
             if amount}
 
 
+def _drain(queue: deque):
+    """The items of ``queue``, taken one by one (``popleft`` is atomic: items appended
+    meanwhile are taken too, or left for the next drain; none is lost or taken twice)."""
+    popleft = queue.popleft
+    while True:
+        try:
+            yield popleft()
+        except IndexError:
+            return
+
+
 class UsageRecorder:
-    """Prices usage and records it (one per worker, built by ``create_app``)."""
+    """Prices usage and records it (one per worker, built by ``create_app``).
+
+    An answer only appends to this worker's queues (``deque.append``, atomic, no lock on
+    the request path); the flush adds them up per model (metrics) and per session (totals).
+    """
 
     def __init__(self, config, metrics: Metrics, session_cache, prices: Prices | None = None,
                  flush_seconds: float = FLUSH_SECONDS):
@@ -98,10 +116,11 @@ class UsageRecorder:
         self._config = config
         self.prices = prices or Prices(config.model_providers)
         self._flush_seconds = flush_seconds
-        self._pending: dict[str, list] = {}  # session key -> totals in SESSION_FIELDS order
-        #: model label -> [input, cache_read, cache_write, output, cost, hits, misses]
-        self._pending_metrics: dict[str, list] = {}
-        self._lock = threading.Lock()
+        #: (model label, usage, cost) of each answer not counted in the metrics yet.
+        self._answers: deque = deque()
+        #: (session key, usage, cost, switched) of each answer not in its session's totals.
+        self._session_answers: deque = deque()
+        self._lock = threading.Lock()  # starting the flush loop only
         self._flusher: threading.Thread | None = None
         self._atexit = False
 
@@ -111,79 +130,53 @@ class UsageRecorder:
         return served_model_label(self._config, model_name)
 
     def observe(self, model_name: str, usage: Usage) -> UsageRecord:
-        """Price ``usage`` of ``model_name`` and add it to this worker's pending metrics
-        (counted by the next flush, or at once by :meth:`publish_metrics`)."""
+        """Price ``usage`` of ``model_name``; its metrics are counted by the next flush (or
+        at once by :meth:`publish_metrics`)."""
         cost = self.prices.cost(model_name, usage)
         label = self.label(model_name)
+        self._answers.append((label, usage, cost))
+        if len(self._answers) >= MAX_PENDING_ANSWERS:
+            self.publish_metrics()
+        elif self._flusher is None:
+            self._start_flusher()
+        return UsageRecord(label, usage, cost)
+
+    def write_session(self, session_key: str, record: UsageRecord, switched: bool) -> None:
+        """Add ``record`` to the session's pending totals (written by the next flush)."""
+        self._session_answers.append((session_key, record.usage, record.cost_usd, switched))
+        if len(self._session_answers) >= MAX_PENDING_ANSWERS:
+            self.flush()
+        elif self._flusher is None:
+            self._start_flusher()
+
+    def _start_flusher(self) -> None:
         with self._lock:
-            counts = self._pending_metrics.get(label)
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(target=self._flush_loop, name="plano-usage",
+                                             daemon=True)
+            if not self._atexit:
+                self._atexit = True
+                atexit.register(self.flush)
+            self._flusher.start()
+
+    def publish_metrics(self) -> None:
+        """Count this worker's pending usage in the metrics now (before ``/metrics`` or
+        the status page is rendered from them): one increment per model and kind."""
+        sums: dict[str, list] = {}  # label -> [input, cache_read, cache_write, output,
+        for label, usage, cost in _drain(self._answers):  # cost, hits, misses]
+            counts = sums.get(label)
             if counts is None:
-                counts = self._pending_metrics[label] = [0, 0, 0, 0, 0.0, 0, 0]
+                counts = sums[label] = [0, 0, 0, 0, 0.0, 0, 0]
             counts[0] += usage.input
             counts[1] += usage.cache_read
             counts[2] += usage.cache_write
             counts[3] += usage.output
             if cost:
                 counts[4] += cost
-            if usage.cache_read:
-                counts[5] += 1
-            else:
-                counts[6] += 1
-            flusher = self._flusher_to_start()
-        if flusher is not None:
-            self._start(flusher)
-        return UsageRecord(label, usage, cost)
-
-    def write_session(self, session_key: str, record: UsageRecord, switched: bool) -> None:
-        """Add ``record`` to the session's pending totals (written by the next flush): a
-        few additions in place, no allocation once the session is pending."""
-        usage = record.usage
-        cost = record.cost_usd
-        with self._lock:
-            pending = self._pending.get(session_key)
-            if pending is None:
-                pending = self._pending[session_key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0]
-            pending[0] += 1
-            pending[1] += usage.input
-            pending[2] += usage.cache_read
-            pending[3] += usage.cache_write
-            pending[4] += usage.output
-            if usage.cache_read:
-                pending[5] += 1
-            if switched:
-                pending[6] += 1
-            if cost is None:
-                pending[7] += 1
-            else:
-                pending[8] += cost
-            full = len(self._pending) >= MAX_PENDING_SESSIONS
-            flusher = None if full else self._flusher_to_start()
-        if full:
-            self.flush()
-        elif flusher is not None:
-            self._start(flusher)
-
-    def _flusher_to_start(self) -> threading.Thread | None:
-        """The flush loop to start, when none runs (called with the lock held)."""
-        if self._flusher is not None:
-            return None
-        self._flusher = threading.Thread(target=self._flush_loop, name="plano-usage",
-                                         daemon=True)
-        return self._flusher
-
-    def _start(self, flusher: threading.Thread) -> None:
-        if not self._atexit:
-            self._atexit = True
-            atexit.register(self.flush)
-        flusher.start()
-
-    def publish_metrics(self) -> None:
-        """Count this worker's pending usage in the metrics now (before ``/metrics`` or
-        the status page is rendered from them)."""
-        with self._lock:
-            pending, self._pending_metrics = self._pending_metrics, {}
+            counts[5 if usage.cache_read else 6] += 1
         for label, (input_tokens, cache_read, cache_write, output, cost, hits,
-                    misses) in pending.items():
+                    misses) in sums.items():
             self._metrics.usage(label, (input_tokens, cache_read, cache_write, output),
                                 cost, hits, misses)
 
@@ -191,11 +184,25 @@ class UsageRecorder:
         """Count the pending metrics and write every session's pending totals, all
         sessions in one round trip; never raises."""
         self.publish_metrics()
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        if not pending:
+        totals: dict[str, list] = {}  # session key -> totals in SESSION_FIELDS order
+        for session_key, usage, cost, switched in _drain(self._session_answers):
+            session = totals.get(session_key)
+            if session is None:
+                session = totals[session_key] = [0, 0, 0, 0, 0, 0, 0, 0, 0.0]
+            session[0] += 1
+            session[1] += usage.input
+            session[2] += usage.cache_read
+            session[3] += usage.cache_write
+            session[4] += usage.output
+            session[5] += bool(usage.cache_read)
+            session[6] += switched
+            if cost is None:
+                session[7] += 1
+            else:
+                session[8] += cost
+        if not totals:
             return
-        batch = {USAGE_KEY_PREFIX + key: _increments(totals) for key, totals in pending.items()}
+        batch = {USAGE_KEY_PREFIX + key: _increments(values) for key, values in totals.items()}
         try:
             self._cache.add_usage_batch(batch, self._ttl)
         except Exception as error:  # noqa: BLE001 - accounting never fails anything
@@ -206,15 +213,18 @@ class UsageRecorder:
 
     def _flush_loop(self) -> None:
         """The worker's flush loop (a greenlet under gevent's patched threading), started
-        by the first pending usage, so it runs in the worker, never in the gunicorn
-        master; it ends when a flush leaves nothing pending (the next usage restarts it)."""
+        by the first pending answer, so it runs in the worker, never in the gunicorn
+        master; it ends when a flush leaves nothing pending (the next answer restarts it)."""
         while True:
             time.sleep(self._flush_seconds)
             self.flush()
-            with self._lock:
-                if not self._pending and not self._pending_metrics:
-                    self._flusher = None
-                    return
+            if not (self._answers or self._session_answers):
+                self._flusher = None
+                # An answer queued between that test and this line saw a running loop
+                # and started none: start one for it.
+                if self._answers or self._session_answers:
+                    self._start_flusher()
+                return
 
     def write_budget(self, session_key: str, fields: dict) -> None:
         """Set the routing budget's state fields (SPEC §20) in the session's totals now, in

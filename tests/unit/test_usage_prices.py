@@ -257,3 +257,19 @@ def test_the_background_flush_writes_pending_totals_by_itself():
                            switched=False)
     wait_until(lambda: cache.usage("usage:s1") is not None, 10, "the background flush")
     assert cache.usage("usage:s1")["requests"] == 1
+
+
+def test_the_flush_loop_ends_when_idle_and_the_next_answer_starts_it_again():
+    from devkit.processes import wait_until
+
+    cache, metrics = MemorySessionCache(100), RecordingMetrics()
+    recorder = UsageRecorder(_config(), metrics, cache, flush_seconds=0.01)
+    recorder.write_session("s1", recorder.observe("openai/gpt-4o-mini", Usage(1, 0, 0, 1)),
+                           switched=False)
+    wait_until(lambda: recorder._flusher is None, 10, "the idle flush loop to end")
+    assert cache.usage("usage:s1")["requests"] == 1 and len(metrics.usages) == 1
+    recorder.write_session("s1", recorder.observe("openai/gpt-4o-mini", Usage(1, 0, 0, 1)),
+                           switched=True)
+    wait_until(lambda: (cache.usage("usage:s1") or {}).get("requests") == 2, 10,
+               "the restarted flush loop")
+    assert cache.usage("usage:s1")["switches"] == 1 and len(metrics.usages) == 2
