@@ -25,6 +25,7 @@ import json
 import sys
 import time
 
+from benchlib.canned import CannedProvider
 from devkit.configs import FAST_MODEL, FAST_PROMPT, gateway_config
 
 _USAGE = {"prompt_tokens": 2400, "completion_tokens": 40, "total_tokens": 2440,
@@ -48,32 +49,6 @@ _STREAM = [_chunk({"role": "assistant", "content": ""})] + \
     [_chunk({}, "stop"), _chunk({}, usage=_USAGE, choices=False), b"data: [DONE]\n\n"]
 
 
-class _Response:
-    status_code = 200
-
-    def __init__(self, stream: bool):
-        self.headers = {"Content-Type": "text/event-stream" if stream else "application/json"}
-
-    def close(self) -> None:
-        pass
-
-
-class _CannedProvider:
-    """The few ProviderClient members the relay uses; canned answers with usage."""
-
-    read_timeout_seconds = 30.0
-    secrets: tuple[str, ...] = ()
-
-    def post(self, body, *, headers=None, read_timeout_seconds=None, path=None):
-        return _Response(b'"stream":true' in body)
-
-    def read_body(self, response, deadline) -> bytes:
-        return _ANSWER
-
-    def iter_raw(self, response):
-        return iter(_STREAM)
-
-
 def _app(redis_url: str, variant: str):
     from app import create_app
     from app.config import config_from_dict
@@ -83,7 +58,8 @@ def _app(redis_url: str, variant: str):
     raw = gateway_config(routing={"session_cache": {"type": "redis", "url": redis_url}},
                          prompt_caching={"enabled": variant == "accounting_caching"})
     config = config_from_dict(raw)
-    providers = {provider.name: _CannedProvider() for provider in config.model_providers}
+    providers = {provider.name: CannedProvider(_ANSWER, _STREAM)
+                 for provider in config.model_providers}
     app = create_app(config, providers=providers, tracer_provider=None,
                      metrics=PrometheusMetrics(config, multiproc_dir=""))
     if variant == "no_accounting":

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import time
 
+from benchlib.canned import CannedProvider
 from devkit.configs import DEEP_MODEL, DEEP_PROMPT, FAST_MODEL, gateway_config
 
 _ANSWER = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion", "created": 1,
@@ -23,27 +24,6 @@ _ANSWER = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion", "crea
                       "message": {"role": "assistant", "content": "canned"}}],
                       "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13,
                                 "prompt_tokens_details": {"cached_tokens": 0}}}).encode()
-
-
-class _Response:
-    status_code = 200
-    headers = {"Content-Type": "application/json"}
-
-    def close(self) -> None:
-        pass
-
-
-class _CannedProvider:
-    """The few ProviderClient members the relay uses; answers one canned completion."""
-
-    read_timeout_seconds = 30.0
-    secrets: tuple[str, ...] = ()
-
-    def post(self, body, *, headers=None, read_timeout_seconds=None, path=None):
-        return _Response()
-
-    def read_body(self, response, deadline) -> bytes:
-        return _ANSWER
 
 
 class _Direct:
@@ -67,7 +47,7 @@ def _app(with_chain: bool):
     raw = gateway_config()
     raw["routing_preferences"][0]["models"] = [DEEP_MODEL, FAST_MODEL]
     config = config_from_dict(raw)
-    providers = {provider.name: _CannedProvider() for provider in config.model_providers}
+    providers = {provider.name: CannedProvider(_ANSWER) for provider in config.model_providers}
     app = create_app(config, providers=providers, metrics=Metrics(), tracer_provider=None)
     if not with_chain:
         services = services_of(app)
