@@ -362,7 +362,8 @@ def routing_only_responses():
 def _routing_answer(api: str) -> Response:
     svc = current_services()
     incoming = _decide(svc, api)
-    chat, session_id, decision, context = incoming[:4]
+    chat, session_id = incoming.parsed, incoming.session_id
+    decision, context = incoming.decision, incoming.context
     trace_id = svc.tracing.current_trace_id() if svc.tracing is not None else None
     models = [endpoint.name for endpoint in svc.gateway.candidates(decision)]
     payload = {"models": models, "route": decision.route_name,
